@@ -1,0 +1,51 @@
+//! JSON Schema documents of the three messages, written to `schemas/json/`.
+//!
+//! `cargo test -p schemas` fails when the files drift from the types;
+//! `UPDATE_SCHEMAS=1 cargo test -p schemas` rewrites them.
+
+use schemars::schema_for;
+
+use crate::{ActivationReply, ActivationRequest, StatusEvent};
+
+/// Each message's schema file name and pretty-printed JSON Schema.
+pub fn documents() -> Vec<(&'static str, String)> {
+    let pretty = |schema: schemars::Schema| {
+        // A schema is a JSON value: serialising it cannot fail.
+        serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+    };
+    vec![
+        (
+            "activation-request.schema.json",
+            pretty(schema_for!(ActivationRequest)),
+        ),
+        (
+            "activation-reply.schema.json",
+            pretty(schema_for!(ActivationReply)),
+        ),
+        ("status-event.schema.json", pretty(schema_for!(StatusEvent))),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn schema_files_are_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("json");
+        let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+        for (file, text) in super::documents() {
+            let path = dir.join(file);
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "{} is out of date: run `UPDATE_SCHEMAS=1 cargo test -p schemas`",
+                path.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Messages of nats-mesh, defined once.
+//!
+//! - [`name`]: validated node names (`^[A-Za-z0-9_-]{1,64}$`).
+//! - [`color`]: validated colours (CSS hex or a fixed list of names).
+//! - [`subject`]: the NATS subjects nodes serve and publish on.
+//! - [`activation`]: the activation request and the reply tree.
+//! - [`status`]: the status event a node publishes on `status.<node>`.
+//! - [`json_schema`]: JSON Schema documents of the three messages.
+//!
+//! Every type here parses from untrusted input: anything that reaches a NATS subject,
+//! Mermaid source, CSS or HTML has been validated by one of these types first.
+
+pub mod activation;
+pub mod color;
+pub mod json_schema;
+pub mod name;
+pub mod status;
+pub mod subject;
+
+pub use activation::{ActivationReply, ActivationRequest, Outcome};
+pub use color::{Color, ColorError};
+pub use name::{NameError, NodeName};
+pub use status::{NodeState, StatusEvent};
+
+/// The current time as RFC 3339 text, as used in [`StatusEvent::at`].
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        // Formatting a UTC timestamp with a well-known format only fails for years
+        // outside 0..=9999, which the system clock never reports.
+        .unwrap_or_default()
+}
