@@ -235,8 +235,14 @@ mod tests {
     #[test]
     fn empty_body_is_default() {
         assert_eq!(ActivationRequest::decode(b"").unwrap(), Default::default());
-        assert_eq!(ActivationRequest::decode(b" \n").unwrap(), Default::default());
-        assert_eq!(ActivationRequest::decode(b"{}").unwrap(), Default::default());
+        assert_eq!(
+            ActivationRequest::decode(b" \n").unwrap(),
+            Default::default()
+        );
+        assert_eq!(
+            ActivationRequest::decode(b"{}").unwrap(),
+            Default::default()
+        );
     }
 
     #[test]

@@ -126,8 +126,7 @@ mod tests {
 
     #[test]
     fn lenient_hand_written_events() {
-        let e = StatusEvent::decode("status.V", br##"{"state":"manual","color":"#f0f"}"##)
-            .unwrap();
+        let e = StatusEvent::decode("status.V", br##"{"state":"manual","color":"#f0f"}"##).unwrap();
         assert_eq!(e.node.as_str(), "V");
         assert_eq!(e.state, NodeState::Manual);
         assert!(!e.at.is_empty());
@@ -143,7 +142,10 @@ mod tests {
             ("status.V", b"not json"),
             ("status.V", br#"{"state":"ok","code":"x"}"#),
         ] {
-            assert!(StatusEvent::decode(subject, body).is_err(), "{subject} {body:?}");
+            assert!(
+                StatusEvent::decode(subject, body).is_err(),
+                "{subject} {body:?}"
+            );
         }
     }
 }

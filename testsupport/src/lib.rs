@@ -1,1 +1,156 @@
-pub fn x(){}
+//! Test support: a real `nats-server` per test and condition waits.
+//!
+//! [`NatsServer::start`] runs the installed server on a free port (found through
+//! `--ports_file_dir`, with no log scraping) and kills it on drop, so tests run in
+//! parallel and may stop or restart their own server.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running nats-server owned by a test.
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    extra: Vec<String>,
+}
+
+/// The nats-server binary: `$NATS_SERVER`, else `nats-server` on `PATH`, else the
+/// Debian package's path.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return p.into();
+    }
+    let debian = PathBuf::from("/usr/sbin/nats-server");
+    if debian.exists() {
+        return debian;
+    }
+    PathBuf::from("nats-server")
+}
+
+impl NatsServer {
+    /// Starts a server on a free loopback port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with JetStream on (storage in a temporary directory).
+    pub fn start_jetstream() -> Self {
+        Self::start_with(&["-js"])
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self {
+            child: None,
+            dir,
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn("-1".into());
+        server
+    }
+
+    fn spawn(&mut self, port: String) {
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-a", "127.0.0.1", "-p", &port, "--ports_file_dir"])
+            .arg(self.dir.path())
+            .args(["-sd"])
+            .arg(self.dir.path().join("js"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (install the nats-server package)",
+                nats_server_bin().display()
+            )
+        });
+        let ports_file = self
+            .dir
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
+        self.child = Some(child);
+        let text = wait_blocking(Duration::from_secs(10), || {
+            std::fs::read_to_string(&ports_file)
+                .ok()
+                .filter(|t| t.contains("nats://"))
+        })
+        .expect("nats-server wrote no ports file within 10 s");
+        let ports: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let url = ports["nats"][0].as_str().unwrap();
+        self.port = url.rsplit(':').next().unwrap().parse().unwrap();
+        let _ = std::fs::remove_file(ports_file);
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port.to_string();
+        self.spawn(port);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for at most `limit`.
+pub fn wait_blocking<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls the async `probe` until it returns `Some`, for at most `limit`; panics with
+/// `what` when the time runs out.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,153 @@
+//! `handlers`: serve one nats-mesh node, or a whole topology, on NATS.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use handlers::{
+    bus::NatsArgs,
+    runtime::{self, shutdown_signal},
+    telemetry::{self, LogFormat},
+    NodeSpec, Settings, Topology,
+};
+use schemas::NodeName;
+
+/// Serve nats-mesh nodes: NATS request-reply handlers on `activate.<node>` that activate
+/// their downstream nodes concurrently, do simulated work, publish their status on
+/// `status.<node>` and reply with the result tree.
+///
+/// Run one node with `-n NAME [-t MS] [-s CHILD]...`, or many with `--topology FILE`.
+/// Every option can also be set through the environment variable shown beside it.
+#[derive(Debug, Parser)]
+#[command(name = "handlers", version)]
+struct Cli {
+    #[command(flatten)]
+    nats: NatsArgs,
+
+    /// Name of the single node to serve (A-Z a-z 0-9 _ -, at most 64).
+    #[arg(
+        short = 'n',
+        long,
+        env = "NODE_NAME",
+        required_unless_present = "topology",
+        conflicts_with = "topology"
+    )]
+    name: Option<NodeName>,
+    /// Own simulated work of the single node, in milliseconds.
+    #[arg(short = 't', long, env = "NODE_WORK_MS", default_value_t = 0)]
+    work_ms: u64,
+    /// A downstream node of the single node (repeat, or comma-separate in the env var).
+    #[arg(
+        short = 's',
+        long = "downstream",
+        env = "NODE_DOWNSTREAM",
+        value_delimiter = ','
+    )]
+    downstream: Vec<NodeName>,
+    /// Probability (0 to 1) that a node's own work fails, split evenly between 500 and
+    /// 502. Overrides the topology file's rates when given.
+    #[arg(long, env = "NODE_FAIL_RATE", value_parser = parse_rate)]
+    fail_rate: Option<f64>,
+    /// Budget of an activation that brings none, in milliseconds. Overrides the
+    /// topology file's value when given [default: 5000].
+    #[arg(long, env = "NODE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: Option<u64>,
+
+    /// Serve every node of this topology file (TOML, see topology/seed.toml).
+    #[arg(long, env = "MESH_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    /// With --topology: serve only these nodes of the file (repeat or comma-separate).
+    #[arg(long, env = "MESH_ONLY", value_delimiter = ',', requires = "topology")]
+    only: Vec<NodeName>,
+
+    /// Seed for the random outcomes, for reproducible runs.
+    #[arg(long, env = "MESH_SEED")]
+    seed: Option<u64>,
+    /// Activations one node handles at once; more are refused with code 503.
+    #[arg(long, env = "NODE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_in_flight: u64,
+    /// Seconds to wait for activations in flight on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    grace_secs: u64,
+    /// Log format; `RUST_LOG` sets the filter (default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0 and 1"))
+    }
+}
+
+impl Cli {
+    fn nodes(&self) -> anyhow::Result<Vec<NodeSpec>> {
+        let mut nodes = match (&self.topology, &self.name) {
+            (Some(path), _) => {
+                let topology = Topology::load(path)?;
+                for only in &self.only {
+                    anyhow::ensure!(
+                        topology.get(only.as_str()).is_some(),
+                        "--only {only}: no such node in {}",
+                        path.display()
+                    );
+                }
+                topology
+                    .nodes
+                    .into_iter()
+                    .filter(|n| self.only.is_empty() || self.only.contains(&n.name))
+                    .collect()
+            }
+            (None, Some(name)) => vec![NodeSpec {
+                downstream: self.downstream.clone(),
+                work_ms: self.work_ms,
+                ..NodeSpec::new(name.clone())
+            }],
+            (None, None) => anyhow::bail!("give --name or --topology"),
+        };
+        for node in &mut nodes {
+            if let Some(rate) = self.fail_rate {
+                node.fail_rate = rate;
+            }
+            if let Some(timeout) = self.timeout_ms {
+                node.timeout_ms = timeout;
+            }
+        }
+        Ok(nodes)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match serve(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let nodes = cli.nodes()?;
+    let client_name = match nodes.as_slice() {
+        [one] => format!("nats-mesh node {}", one.name),
+        _ => "nats-mesh nodes".to_string(),
+    };
+    let client = cli.nats.connect_eventually(&client_name).await?;
+    let settings = Settings {
+        max_in_flight: usize::try_from(cli.max_in_flight)?,
+        seed: cli.seed,
+        grace: Duration::from_secs(cli.grace_secs),
+    };
+    runtime::run(client.clone(), nodes, settings, shutdown_signal()).await?;
+    if let Err(e) = client.drain().await {
+        tracing::warn!(cause = %e, "draining the NATS connection");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! NATS connection settings shared by every nats-mesh binary.
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::{Client, ConnectOptions, Event};
+
+/// How to reach and authenticate to NATS. Every flag can also come from the
+/// environment variable named beside it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// User name (with --nats-password).
+    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// Password (with --nats-user).
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// Authentication token.
+    #[arg(
+        long,
+        env = "NATS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "nats_user"
+    )]
+    pub nats_token: Option<String>,
+    /// Credentials file (JWT and NKey seed), as made by `nsc`.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server's TLS certificate.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --nats-tls-key).
+    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (with --nats-tls-cert).
+    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse to talk to the server without TLS.
+    #[arg(long, env = "NATS_REQUIRE_TLS")]
+    pub nats_require_tls: bool,
+}
+
+impl NatsArgs {
+    /// Settings for a server at `url` with no credentials (used by tests and tools).
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            nats_url: url.into(),
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_require_tls: false,
+        }
+    }
+
+    /// Connection options from these settings; `name` is the client name the server
+    /// shows in its connection list.
+    pub async fn options(&self, name: &str) -> std::io::Result<ConnectOptions> {
+        let mut options = match &self.nats_creds {
+            Some(path) => ConnectOptions::with_credentials_file(path).await?,
+            None => ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.nats_tls_cert, &self.nats_tls_key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let url = self.nats_url.clone();
+        Ok(options
+            .require_tls(self.nats_require_tls)
+            .name(name)
+            .connection_timeout(Duration::from_secs(2))
+            .event_callback(move |event| {
+                let url = url.clone();
+                async move { log_event(&url, event) }
+            }))
+    }
+
+    /// Connects, waiting for the first connection (a clear error when it fails).
+    pub async fn connect(&self, name: &str) -> Result<Client, ConnectError> {
+        let options = self.options(name).await.map_err(|e| ConnectError {
+            url: self.nats_url.clone(),
+            cause: format!("reading credentials or certificates: {e}"),
+        })?;
+        options
+            .connect(self.nats_url.as_str())
+            .await
+            .map_err(|e| ConnectError {
+                url: self.nats_url.clone(),
+                cause: e.to_string(),
+            })
+    }
+
+    /// Connects in the background: returns at once and keeps trying until a server
+    /// answers, so processes may start before NATS does.
+    pub async fn connect_eventually(&self, name: &str) -> Result<Client, ConnectError> {
+        let options = self.options(name).await.map_err(|e| ConnectError {
+            url: self.nats_url.clone(),
+            cause: format!("reading credentials or certificates: {e}"),
+        })?;
+        options
+            .retry_on_initial_connect()
+            .connect(self.nats_url.as_str())
+            .await
+            .map_err(|e| ConnectError {
+                url: self.nats_url.clone(),
+                cause: e.to_string(),
+            })
+    }
+}
+
+/// NATS could not be reached or the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {cause}")]
+pub struct ConnectError {
+    /// The URL tried.
+    pub url: String,
+    /// What went wrong.
+    pub cause: String,
+}
+
+fn log_event(url: &str, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(%url, "connected to NATS"),
+        Event::Disconnected => tracing::warn!(%url, "disconnected from NATS, reconnecting"),
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer: messages dropped"),
+        other => tracing::info!(%url, event = %other, "NATS connection event"),
+    }
+}

@@ -1,0 +1,122 @@
+//! Activating a node over NATS. Every way a call can end becomes an [`ActivationReply`],
+//! so callers (parent nodes and the gateway) never handle transport errors themselves.
+
+use std::time::{Duration, Instant};
+
+use async_nats::{
+    client::RequestErrorKind,
+    service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE},
+    Client, Message,
+};
+use schemas::{subject, ActivationReply, ActivationRequest, NodeName, Outcome};
+
+/// Sends `request` to `node` and waits at most `wait` for its reply.
+///
+/// - a reply tree is returned as it came;
+/// - a Services API error reply (malformed request, node at its limit) becomes
+///   `rejected` with the error's code;
+/// - no reply within `wait` becomes `timeout`/504;
+/// - nobody serving `activate.<node>` becomes `unavailable`/503 at once.
+pub async fn activate(
+    client: &Client,
+    node: &NodeName,
+    request: &ActivationRequest,
+    wait: Duration,
+) -> ActivationReply {
+    let started = Instant::now();
+    let activation_id = request
+        .activation_id
+        .as_ref()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let failed = |outcome: Outcome, code: u16, message: String| ActivationReply {
+        node: node.clone(),
+        activation_id: activation_id.clone(),
+        instance: String::new(),
+        outcome,
+        code,
+        elapsed_ms: millis(started.elapsed()),
+        message,
+        children: Vec::new(),
+    };
+    if wait.is_zero() {
+        return failed(
+            Outcome::Timeout,
+            504,
+            format!("no budget left to activate {node}"),
+        );
+    }
+    let payload = match serde_json::to_vec(request) {
+        Ok(p) => p,
+        Err(e) => {
+            return failed(
+                Outcome::Rejected,
+                400,
+                format!("cannot encode request: {e}"),
+            )
+        }
+    };
+    let sent = client
+        .send_request(
+            subject::activate(node),
+            async_nats::Request::new()
+                .payload(payload.into())
+                .timeout(Some(wait)),
+        )
+        .await;
+    match sent {
+        Ok(message) => decode_reply(node, &message).unwrap_or_else(|(code, text)| {
+            let outcome = if code == 502 {
+                Outcome::Failed
+            } else {
+                Outcome::Rejected
+            };
+            failed(outcome, code, text)
+        }),
+        Err(e) => match e.kind() {
+            RequestErrorKind::TimedOut => failed(
+                Outcome::Timeout,
+                504,
+                format!("{node} did not answer within {} ms", millis(wait)),
+            ),
+            RequestErrorKind::NoResponders => failed(
+                Outcome::Unavailable,
+                503,
+                format!(
+                    "no instance of {node} is serving {}",
+                    subject::activate(node)
+                ),
+            ),
+            RequestErrorKind::Other => failed(
+                Outcome::Unavailable,
+                503,
+                format!("cannot reach {node} over NATS: {e}"),
+            ),
+        },
+    }
+}
+
+/// A reply message as a tree, or the code and text of what was wrong with it.
+fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationReply, (u16, String)> {
+    if let Some(headers) = &message.headers {
+        if let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE) {
+            let code = code.as_str().parse().unwrap_or(500);
+            let text = headers
+                .get(NATS_SERVICE_ERROR)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            return Err((code, format!("{node} refused the request: {text}")));
+        }
+    }
+    serde_json::from_slice::<ActivationReply>(&message.payload).map_err(|e| {
+        (
+            502,
+            format!("{node} sent a reply that is not a reply tree: {e}"),
+        )
+    })
+}
+
+/// Whole milliseconds in `d`, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

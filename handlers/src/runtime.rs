@@ -1,0 +1,311 @@
+//! Serving a set of nodes on one connection until shutdown.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    service::{self, ServiceExt},
+    Client,
+};
+use futures::StreamExt;
+use schemas::{subject, ActivationRequest, NodeName};
+use tokio::{sync::Semaphore, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{node::Node, NodeSpec, VERSION};
+
+/// Runtime settings shared by every node of a process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Activations one node handles at once; more are refused with 503.
+    pub max_in_flight: usize,
+    /// Makes the random outcomes reproducible.
+    pub seed: Option<u64>,
+    /// How long shutdown waits for in-flight activations.
+    pub grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            seed: None,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register node {node} with the NATS Services API: {cause}")]
+pub struct StartError {
+    /// The node.
+    pub node: NodeName,
+    /// Why.
+    pub cause: String,
+}
+
+/// Nodes being served. Dropping it stops taking requests; [`Running::shutdown`] also
+/// waits for the activations in flight.
+pub struct Running {
+    token: CancellationToken,
+    tracker: TaskTracker,
+    services: Vec<service::Service>,
+    accept: Vec<JoinHandle<()>>,
+    instances: HashMap<NodeName, String>,
+    client: Client,
+}
+
+impl Running {
+    /// Registers every node with the Services API and starts serving. Returns once the
+    /// server has every subscription, so a request sent afterwards is answered.
+    pub async fn start(
+        client: Client,
+        nodes: Vec<NodeSpec>,
+        settings: Settings,
+    ) -> Result<Self, StartError> {
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut running = Self {
+            token: token.clone(),
+            tracker: tracker.clone(),
+            services: Vec::new(),
+            accept: Vec::new(),
+            instances: HashMap::new(),
+            client: client.clone(),
+        };
+        for spec in nodes {
+            let name = spec.name.clone();
+            let fail = |cause: String| StartError {
+                node: name.clone(),
+                cause,
+            };
+            let metadata = HashMap::from([
+                (
+                    subject::META_KIND.to_string(),
+                    subject::META_KIND_NODE.to_string(),
+                ),
+                (
+                    subject::META_DOWNSTREAM.to_string(),
+                    spec.downstream
+                        .iter()
+                        .map(NodeName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                (subject::META_WORK_MS.to_string(), spec.work_ms.to_string()),
+                (
+                    subject::META_FAIL_RATE.to_string(),
+                    spec.fail_rate.to_string(),
+                ),
+            ]);
+            let service = client
+                .service_builder()
+                .description(format!("nats-mesh node {name}"))
+                .metadata(metadata)
+                .queue_group(subject::QUEUE_GROUP)
+                .start(name.as_str(), VERSION)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let endpoint = service
+                .endpoint_builder()
+                .name("activate")
+                .add(subject::activate(&name))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let instance = service.info().await.id;
+            running.instances.insert(name.clone(), instance.clone());
+            let node = Arc::new(Node::new(spec, client.clone(), instance, settings.seed));
+            let limit = Arc::new(Semaphore::new(settings.max_in_flight));
+            running.accept.push(tokio::spawn(accept(
+                endpoint,
+                node,
+                limit,
+                settings.max_in_flight,
+                tracker.clone(),
+                token.clone(),
+            )));
+            running.services.push(service);
+        }
+        client.flush().await.map_err(|e| StartError {
+            node: running
+                .instances
+                .keys()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| NodeName::new("none").unwrap_or_else(|_| unreachable!())),
+            cause: format!("flushing subscriptions: {e}"),
+        })?;
+        Ok(running)
+    }
+
+    /// The replica id of each node served here.
+    pub fn instances(&self) -> &HashMap<NodeName, String> {
+        &self.instances
+    }
+
+    /// Stops taking requests, answers those already received, and waits (at most
+    /// `grace`) for every activation in flight.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.token.cancel();
+        for service in self.services.drain(..) {
+            let _ = service.stop().await;
+        }
+        for handle in self.accept.drain(..) {
+            let _ = handle.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "activations still in flight at the end of the grace period"
+            );
+        }
+        // Replies and status events are buffered by the client: send them before the
+        // connection can go away.
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(cause = %e, "flushing replies on shutdown");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Serves `nodes` until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    client: Client,
+    nodes: Vec<NodeSpec>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let grace = settings.grace;
+    let names: Vec<_> = nodes.iter().map(|n| n.name.to_string()).collect();
+    let running = Running::start(client, nodes, settings).await?;
+    tracing::info!(nodes = %names.join(","), "serving");
+    shutdown.await;
+    tracing::info!("shutting down: finishing activations in flight");
+    running.shutdown(grace).await;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn accept(
+    mut endpoint: service::endpoint::Endpoint,
+    node: Arc<Node>,
+    limit: Arc<Semaphore>,
+    max_in_flight: usize,
+    tracker: TaskTracker,
+    token: CancellationToken,
+) {
+    let dispatch = |request: service::Request| {
+        let node = node.clone();
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => tracker.spawn(async move {
+                serve(&node, request).await;
+                drop(permit);
+            }),
+            Err(_) => tracker.spawn(async move {
+                let text = format!(
+                    "node {} is at its limit of {max_in_flight} activations in flight",
+                    node.spec().name
+                );
+                tracing::warn!(node = %node.spec().name, "{text}");
+                respond(
+                    &request,
+                    Err(service::error::Error {
+                        code: 503,
+                        status: text,
+                    }),
+                )
+                .await;
+            }),
+        };
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            next = endpoint.next() => match next {
+                Some(request) => dispatch(request),
+                None => return,
+            },
+        }
+    }
+    // Unsubscribe, then answer what the server had already delivered.
+    let _ = endpoint.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(request) = endpoint.next().await {
+            dispatch(request);
+        }
+    })
+    .await;
+}
+
+async fn serve(node: &Node, request: service::Request) {
+    let started = Instant::now();
+    match ActivationRequest::decode(&request.message.payload) {
+        Ok(activation) => {
+            let reply = node.activate(activation, started).await;
+            match serde_json::to_vec(&reply) {
+                Ok(body) => respond(&request, Ok(body.into())).await,
+                Err(e) => tracing::error!(cause = %e, "cannot encode reply"),
+            }
+        }
+        Err(e) => {
+            tracing::debug!(node = %node.spec().name, cause = %e, "malformed request refused");
+            respond(
+                &request,
+                Err(service::error::Error {
+                    code: 400,
+                    status: e.to_string(),
+                }),
+            )
+            .await;
+        }
+    }
+}
+
+/// Answers `request` when it asked for an answer (`nats pub activate.X ''` does not).
+async fn respond(
+    request: &service::Request,
+    response: Result<bytes::Bytes, service::error::Error>,
+) {
+    if request.message.reply.is_none() {
+        return;
+    }
+    if let Err(e) = request.respond(response).await {
+        tracing::warn!(cause = %e, "cannot send reply");
+    }
+}

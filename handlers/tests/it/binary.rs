@@ -1,0 +1,72 @@
+//! The `handlers` binary: command line, topology file, SIGTERM.
+
+use std::{process::Command, time::Duration};
+
+use schemas::{ActivationRequest, Outcome};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_handlers");
+
+#[tokio::test]
+async fn binary_serves_topology_and_stops_on_sigterm() {
+    let server = NatsServer::start();
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology/seed.toml");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--nats-url", &server.url(), "--topology", topology])
+        .args(["--fail-rate", "0", "--seed", "1"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = connect(&server).await;
+    let reply = eventually("the binary serves UI", Duration::from_secs(10), || async {
+        let r = activate(
+            &client,
+            "UI",
+            ActivationRequest {
+                timeout_ms: Some(5000),
+                ..Default::default()
+            },
+        )
+        .await;
+        (r.outcome != Outcome::Unavailable).then_some(r)
+    })
+    .await;
+    assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
+    assert_eq!(reply.count(), 8);
+    let tm = reply.iter().find(|r| r.node.as_str() == "TM").unwrap();
+    assert!(tm.elapsed_ms >= 1500, "TM works 1500 ms: {}", tm.elapsed_ms);
+
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let after = activate(&client, "UI", ActivationRequest::default()).await;
+    assert_eq!(after.outcome, Outcome::Unavailable);
+}
+
+#[test]
+fn binary_refuses_bad_arguments_clearly() {
+    for (args, needle) in [
+        (&["-n", "a.b"][..], "'.'"),
+        (&["-n", "A", "--fail-rate", "2"], "not between 0 and 1"),
+        (&["-n", "A", "-s", "*"], "'*'"),
+        (
+            &["--topology", "/nonexistent.toml"],
+            "cannot read topology file",
+        ),
+        (&[], "--name"),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("NATS_URL", "nats://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+}

@@ -1,0 +1,61 @@
+use std::time::Duration;
+
+use async_nats::Client;
+use handlers::{call, runtime::Running, NodeSpec, Settings};
+use schemas::{ActivationReply, ActivationRequest, NodeName};
+pub use testsupport::{eventually, NatsServer};
+
+pub fn name(n: &str) -> NodeName {
+    NodeName::new(n).unwrap()
+}
+
+/// A node with the given children and work, no failures.
+pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
+    NodeSpec {
+        downstream: downstream.iter().map(|d| name(d)).collect(),
+        work_ms,
+        ..NodeSpec::new(name(n))
+    }
+}
+
+/// The seed topology with no work and no failures.
+pub fn seed_zero_work() -> Vec<NodeSpec> {
+    handlers::Topology::seed()
+        .nodes
+        .into_iter()
+        .map(|n| NodeSpec {
+            work_ms: 0,
+            fail_rate: 0.0,
+            ..n
+        })
+        .collect()
+}
+
+pub async fn connect(server: &NatsServer) -> Client {
+    async_nats::connect(server.url()).await.unwrap()
+}
+
+/// Serves `nodes` on their own connection to `server`.
+pub async fn serve(server: &NatsServer, nodes: Vec<NodeSpec>) -> Running {
+    serve_with(server, nodes, Settings::default()).await
+}
+
+pub async fn serve_with(server: &NatsServer, nodes: Vec<NodeSpec>, settings: Settings) -> Running {
+    Running::start(connect(server).await, nodes, settings)
+        .await
+        .unwrap()
+}
+
+/// Activates `node` with `request`, waiting at most 10 s.
+pub async fn activate(client: &Client, node: &str, request: ActivationRequest) -> ActivationReply {
+    call::activate(client, &name(node), &request, Duration::from_secs(10)).await
+}
+
+/// Receives the next message on `sub` within `limit`.
+pub async fn next_within(
+    sub: &mut async_nats::Subscriber,
+    limit: Duration,
+) -> Option<async_nats::Message> {
+    use futures::StreamExt;
+    tokio::time::timeout(limit, sub.next()).await.ok().flatten()
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the node runtime against a real nats-server per test.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod binary;
+mod discovery;
+mod faults;
+mod helpers;
+mod independent_client;
+mod seed;

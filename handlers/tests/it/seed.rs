@@ -1,0 +1,210 @@
+//! The seed topology end to end, concurrency and deadlines.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use schemas::{subject, ActivationRequest, NodeState, Outcome, StatusEvent};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn seed_topology_end_to_end() {
+    let server = NatsServer::start();
+    let running = serve(&server, seed_zero_work()).await;
+    let client = connect(&server).await;
+    let mut status = client.subscribe(subject::STATUS_ALL).await.unwrap();
+    client.flush().await.unwrap();
+
+    let reply = activate(&client, "UI", ActivationRequest::default()).await;
+
+    assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
+    assert_eq!(reply.code, 200);
+    assert_eq!(reply.count(), 8);
+    let order: Vec<_> = reply.iter().map(|r| r.node.to_string()).collect();
+    assert_eq!(order, ["UI", "D", "P", "V", "T", "DS", "TM", "H"]);
+    for r in reply.iter() {
+        assert_eq!(r.activation_id, reply.activation_id);
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!(&r.instance, running.instances().get(&r.node).unwrap());
+    }
+
+    let mut events: Vec<StatusEvent> = Vec::new();
+    while events.len() < 16 {
+        let msg = next_within(&mut status, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("only {} status events arrived", events.len()));
+        events.push(StatusEvent::decode(&msg.subject, &msg.payload).unwrap());
+    }
+    let mut per_node: HashMap<String, Vec<NodeState>> = HashMap::new();
+    for e in &events {
+        assert_eq!(
+            e.activation_id.as_deref(),
+            Some(reply.activation_id.as_str())
+        );
+        per_node
+            .entry(e.node.to_string())
+            .or_default()
+            .push(e.state);
+    }
+    assert_eq!(per_node.len(), 8);
+    for (node, states) in per_node {
+        assert_eq!(states, [NodeState::Running, NodeState::Ok], "{node}");
+    }
+    // A parent starts running before its child does.
+    let first_running = |n: &str| {
+        events
+            .iter()
+            .position(|e| e.node.as_str() == n && e.state == NodeState::Running)
+            .unwrap()
+    };
+    assert!(first_running("UI") < first_running("D"));
+    assert!(first_running("V") < first_running("TM"));
+    assert!(next_within(&mut status, Duration::from_millis(200))
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn children_run_concurrently() {
+    let server = NatsServer::start();
+    let _running = serve(
+        &server,
+        vec![
+            spec("V", &["T", "DS", "TM"], 0),
+            spec("T", &[], 300),
+            spec("DS", &[], 200),
+            spec("TM", &[], 400),
+        ],
+    )
+    .await;
+    let client = connect(&server).await;
+    let started = Instant::now();
+    let reply = activate(&client, "V", ActivationRequest::default()).await;
+    let waited = started.elapsed();
+
+    assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
+    // Close to the slowest child (400 ms), far from the sum (900 ms).
+    assert!(reply.elapsed_ms >= 400, "{} ms", reply.elapsed_ms);
+    assert!(
+        reply.elapsed_ms < 650,
+        "{} ms: children ran one after another?",
+        reply.elapsed_ms
+    );
+    assert!(waited < Duration::from_millis(700), "{waited:?}");
+}
+
+#[tokio::test]
+async fn node_handles_activations_concurrently() {
+    let server = NatsServer::start();
+    let _running = serve(&server, vec![spec("slow", &[], 400)]).await;
+    let client = connect(&server).await;
+    let started = Instant::now();
+    let replies = futures::future::join_all(
+        (0..20).map(|_| activate(&client, "slow", ActivationRequest::default())),
+    )
+    .await;
+    assert!(replies.iter().all(|r| r.outcome == Outcome::Ok));
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn deadline_stops_slow_leaf_with_504() {
+    let server = NatsServer::start();
+    let _running = serve(&server, vec![spec("TM", &[], 1500)]).await;
+    let client = connect(&server).await;
+    let started = Instant::now();
+    let reply = activate(
+        &client,
+        "TM",
+        ActivationRequest {
+            timeout_ms: Some(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (reply.outcome, reply.code),
+        (Outcome::Timeout, 504),
+        "{reply:#?}"
+    );
+    assert!(!reply.instance.is_empty(), "the node itself answered");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_millis(450), "{waited:?}");
+}
+
+#[tokio::test]
+async fn deadline_travels_down_the_tree() {
+    let server = NatsServer::start();
+    let _running = serve(
+        &server,
+        vec![
+            spec("A", &["B"], 0),
+            spec("B", &["C"], 0),
+            spec("C", &[], 2000),
+        ],
+    )
+    .await;
+    let client = connect(&server).await;
+    let started = Instant::now();
+    let reply = activate(
+        &client,
+        "A",
+        ActivationRequest {
+            timeout_ms: Some(400),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.code, 502, "{reply:#?}");
+    let c = reply.iter().find(|r| r.node.as_str() == "C").unwrap();
+    assert_eq!((c.outcome, c.code), (Outcome::Timeout, 504), "{reply:#?}");
+    assert!(
+        !c.instance.is_empty(),
+        "C answered its own timeout within A's budget"
+    );
+    assert!(c.elapsed_ms < 400);
+}
+
+#[tokio::test]
+async fn failures_propagate_as_502_with_codes() {
+    let server = NatsServer::start();
+    let mut leaf = spec("L", &[], 0);
+    leaf.fail_rate = 1.0;
+    let _running = serve(
+        &server,
+        vec![spec("P", &["L", "M"], 0), leaf, spec("M", &[], 0)],
+    )
+    .await;
+    let client = connect(&server).await;
+    let mut status = client.subscribe("status.L").await.unwrap();
+    client.flush().await.unwrap();
+    let reply = activate(&client, "P", ActivationRequest::default()).await;
+    assert_eq!((reply.outcome, reply.code), (Outcome::Failed, 502));
+    let l = &reply.children[0];
+    assert_eq!(l.outcome, Outcome::Failed);
+    assert!(matches!(l.code, 500 | 502));
+    assert!(reply.message.contains('L'), "{}", reply.message);
+    assert_eq!(reply.children[1].outcome, Outcome::Ok);
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        let m = next_within(&mut status, Duration::from_secs(5))
+            .await
+            .unwrap();
+        states.push(StatusEvent::decode(&m.subject, &m.payload).unwrap());
+    }
+    assert_eq!(states[0].state, NodeState::Running);
+    assert_eq!(states[1].state, NodeState::Failed);
+    assert_eq!(states[1].code, Some(l.code));
+}
