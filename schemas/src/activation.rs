@@ -142,6 +142,8 @@ impl JsonSchema for ActivationId {
 /// How an activation of one node ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
 pub enum Outcome {
     /// The node and all of its children succeeded (200).
     Ok,
@@ -191,6 +193,7 @@ impl fmt::Display for Outcome {
 
 /// The reply of one node: its own outcome and the replies of every child it called.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ActivationReply {
     /// The node that answered (or, for timeout and unavailable, that was called).
     pub node: NodeName,
@@ -208,6 +211,7 @@ pub struct ActivationReply {
     pub message: String,
     /// Replies of the downstream nodes, in the order they are configured.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub children: Vec<ActivationReply>,
 }
 
@@ -248,11 +252,11 @@ mod tests {
     #[test]
     fn decodes_fields() {
         let r = ActivationRequest::decode(
-            br#"{"activation_id":"a1","color":"Red","timeout_ms":300,"path":["UI","D"]}"#,
+            br##"{"activation_id":"a1","color":"#F00","timeout_ms":300,"path":["UI","D"]}"##,
         )
         .unwrap();
         assert_eq!(r.activation_id.unwrap().as_str(), "a1");
-        assert_eq!(r.color.unwrap().as_str(), "red");
+        assert_eq!(r.color.unwrap().as_str(), "#f00");
         assert_eq!(r.timeout_ms, Some(300));
         assert_eq!(r.path.len(), 2);
     }

@@ -52,11 +52,20 @@ pub const NAMED_COLORS: &[&str] = &[
     "khaki",
 ];
 
-/// The hex notation pattern accepted for colours.
-pub const HEX_PATTERN: &str = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$";
+/// Longest accepted colour text.
+pub const MAX_COLOR_LEN: usize = 32;
 
-/// A validated colour, normalised to lower case: `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`
-/// or one of [`NAMED_COLORS`]. Safe to place in CSS, Mermaid `style` lines and HTML.
+/// The regular expression every accepted colour matches: hex notation (any case) or one
+/// of [`NAMED_COLORS`] (lower case).
+pub fn color_pattern() -> String {
+    format!(
+        "^(#([0-9a-fA-F]{{3}}|[0-9a-fA-F]{{4}}|[0-9a-fA-F]{{6}}|[0-9a-fA-F]{{8}})|{})$",
+        NAMED_COLORS.join("|")
+    )
+}
+
+/// A validated colour: `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa` (stored in lower case) or
+/// one of [`NAMED_COLORS`]. Safe to place in CSS, Mermaid `style` lines and HTML.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Color(String);
@@ -64,7 +73,7 @@ pub struct Color(String);
 /// Why a colour was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "colour {shown:?} is not accepted: use #rgb, #rgba, #rrggbb, #rrggbbaa or a CSS colour name such as red, lime, orange"
+    "colour {shown:?} is not accepted: use #rgb, #rgba, #rrggbb, #rrggbbaa or a lower-case CSS colour name such as red, lime, orange"
 )]
 pub struct ColorError {
     /// The refused text, shortened to 32 characters.
@@ -75,18 +84,17 @@ impl Color {
     /// Validates and normalises `text`.
     pub fn new(text: impl AsRef<str>) -> Result<Self, ColorError> {
         let text = text.as_ref();
-        let lower = text.to_ascii_lowercase();
-        let valid = match lower.strip_prefix('#') {
+        let valid = match text.strip_prefix('#') {
             Some(hex) => {
                 matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit())
             }
-            None => NAMED_COLORS.contains(&lower.as_str()),
+            None => NAMED_COLORS.contains(&text),
         };
         if valid {
-            Ok(Self(lower))
+            Ok(Self(text.to_ascii_lowercase()))
         } else {
             Err(ColorError {
-                shown: text.chars().take(32).collect(),
+                shown: text.chars().take(MAX_COLOR_LEN).collect(),
             })
         }
     }
@@ -129,11 +137,9 @@ impl JsonSchema for Color {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A CSS colour: hex notation or one of a fixed list of names (case-insensitive).",
-            "anyOf": [
-                { "type": "string", "pattern": HEX_PATTERN },
-                { "type": "string", "enum": NAMED_COLORS }
-            ]
+            "type": "string",
+            "description": "A CSS colour: #rgb, #rgba, #rrggbb, #rrggbbaa or a lower-case CSS colour name.",
+            "pattern": color_pattern()
         })
     }
 }
@@ -143,12 +149,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pattern_agrees_with_validation() {
+        let pattern = color_pattern();
+        assert!(pattern.contains("|hotpink|"));
+        assert!(pattern.starts_with("^(#(") && pattern.ends_with(")$"));
+    }
+
+    #[test]
     fn accepts_hex_and_names_normalised() {
         for (input, out) in [
             ("#0F0", "#0f0"),
             ("#00ff0080", "#00ff0080"),
             ("#abcd", "#abcd"),
-            ("Red", "red"),
+            ("#ABCDEF", "#abcdef"),
             ("lime", "lime"),
         ] {
             assert_eq!(Color::new(input).map(String::from), Ok(out.to_string()));
@@ -169,6 +182,7 @@ mod tests {
             "rgb(1,2,3)",
             "notacolor",
             "#fff ",
+            "Red",
         ] {
             assert!(Color::new(bad).is_err(), "{bad:?} was accepted");
         }

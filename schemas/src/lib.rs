@@ -6,6 +6,8 @@
 //! - [`activation`]: the activation request and the reply tree.
 //! - [`status`]: the status event a node publishes on `status.<node>`.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
+//! - `openapi` (feature `openapi`): poem-openapi types, so the gateway's OpenAPI document
+//!   shows the same validation.
 //!
 //! Every type here parses from untrusted input: anything that reaches a NATS subject,
 //! Mermaid source, CSS or HTML has been validated by one of these types first.
@@ -14,6 +16,8 @@ pub mod activation;
 pub mod color;
 pub mod json_schema;
 pub mod name;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod status;
 pub mod subject;
 

@@ -7,6 +7,8 @@ use crate::{subject, Color, NodeName};
 /// The state a status event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
 pub enum NodeState {
     /// The node received an activation and is working on it.
     Running,
@@ -23,6 +25,7 @@ pub enum NodeState {
 /// One status event. Published by nodes, by the gateway for manual colours, and by
 /// anyone with a NATS client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct StatusEvent {
     /// The node the event is about; always the node of the subject it came on.
     pub node: NodeName,
@@ -30,23 +33,29 @@ pub struct StatusEvent {
     pub state: NodeState,
     /// Colour to show: the request's running colour, or the manual colour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub color: Option<Color>,
     /// Code of the outcome, on final states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub code: Option<u16>,
     /// The activation this event belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub activation_id: Option<String>,
     /// Id of the replica (or gateway) that published the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub instance: Option<String>,
     /// Time the node spent on the activation, on final states, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub elapsed_ms: Option<u64>,
     /// When the event was published (RFC 3339).
     pub at: String,
     /// The gateway that relayed the event to an SSE client (set by the gateway only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub relayed_by: Option<String>,
 }
 
