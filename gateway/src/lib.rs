@@ -1,1 +1,164 @@
-//! placeholder
+//! The nats-mesh HTTP gateway.
+//!
+//! - [`config`]: command line and environment settings.
+//! - [`relay`]: the `status.>` subscription fanned out to SSE clients, with a bounded
+//!   window of history for `Last-Event-ID`.
+//! - [`topology`]: the graph discovered through `$SRV.INFO`, and its Mermaid source.
+//! - [`api`]: the OpenAPI routes (`/activate`, `/nodes/{node}/color`, `/events`,
+//!   `/topology`, `/healthz`, `/readyz`).
+//! - [`page`]: the live page and its assets, compiled in.
+//!
+//! [`Gateway::start`] wires them on a NATS connection; [`Gateway::serve`] serves HTTP
+//! until a shutdown future completes.
+
+pub mod api;
+pub mod config;
+mod limit;
+pub mod page;
+pub mod relay;
+pub mod topology;
+
+use std::{
+    future::Future,
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
+
+use async_nats::{connection::State as Connection, Client};
+use poem::{get, listener::TcpAcceptor, EndpointExt, IntoEndpoint, Route, Server};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// What every route shares.
+pub struct State {
+    /// The gateway's settings.
+    pub config: Config,
+    /// Its NATS connection.
+    pub client: Client,
+    /// The status relay.
+    pub relay: Arc<relay::Relay>,
+    /// The discovered graph.
+    pub view: Arc<topology::TopologyView>,
+    /// SSE clients connected now.
+    pub sse_clients: AtomicUsize,
+}
+
+impl State {
+    /// Whether the NATS connection is up.
+    pub fn bus_connected(&self) -> bool {
+        self.client.connection_state() == Connection::Connected
+    }
+
+    /// SSE clients connected now.
+    pub fn sse_clients(&self) -> usize {
+        self.sse_clients.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The graph with each node's latest state.
+    pub fn topology(&self) -> topology::Topology {
+        self.view.snapshot(&self.relay.last_states())
+    }
+}
+
+/// A gateway wired to NATS: relay and discovery running, routes ready.
+pub struct Gateway {
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Starts the relay and discovery on `client`. Returns once the `status.>`
+    /// subscription is registered with the server.
+    pub async fn start(config: Config, client: Client) -> anyhow::Result<Self> {
+        let gateway_id = config
+            .gateway_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{}", &nuid::next().to_string()[..8]));
+        let relay = relay::Relay::new(
+            gateway_id,
+            usize::try_from(config.sse_history)?,
+            usize::try_from(config.sse_buffer)?,
+        );
+        let view = Arc::new(topology::TopologyView::default());
+        let stop = CancellationToken::new();
+        let state = Arc::new(State {
+            config,
+            client: client.clone(),
+            relay: relay.clone(),
+            view: view.clone(),
+            sse_clients: AtomicUsize::new(0),
+        });
+
+        let subscription = relay::subscribe(&client).await?;
+        client.flush().await?;
+        tokio::spawn({
+            let view = view.clone();
+            let relay = relay.clone();
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {},
+                    _ = relay::run(subscription, relay, move |n| view.serving(n)) => {},
+                }
+            }
+        });
+        tokio::spawn(topology::run(
+            client,
+            view,
+            relay,
+            Duration::from_millis(state.config.discovery_interval_ms),
+            Duration::from_millis(state.config.discovery_window_ms),
+            stop.clone(),
+        ));
+        Ok(Self { state, stop })
+    }
+
+    /// Shared state (for tests and tools).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Every route: the API, its documents, and the page.
+    pub fn routes(&self) -> impl poem::Endpoint + 'static {
+        let api = api::service(self.state.clone());
+        let spec = api.spec_endpoint();
+        let docs = api.swagger_ui();
+        let max_body = self.state.config.max_body_bytes;
+        // The API's operations live at the root beside the page: each of its top-level
+        // paths is routed to it (the router cannot nest at "/" and also serve "/").
+        let api = Arc::new(api.into_endpoint());
+        let mut routes = Route::new()
+            .at("/", get(page::index))
+            .at("/assets/:file", get(page::asset))
+            .at("/openapi.json", spec)
+            .nest("/docs", docs);
+        for prefix in api::PREFIXES {
+            routes = routes.nest_no_strip(prefix, api.clone());
+        }
+        routes
+            .around(move |endpoint, req| limit::limit_body(endpoint, req, max_body))
+            .into_endpoint()
+    }
+
+    /// Serves HTTP on `acceptor` until `shutdown` completes, then stops relay and
+    /// discovery. Open event streams are closed at shutdown.
+    pub async fn serve(
+        self,
+        acceptor: TcpAcceptor,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let routes = self.routes();
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(5)))
+            .await;
+        self.stop.cancel();
+        result
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -203,7 +203,8 @@ pub struct ActivationReply {
     pub instance: String,
     /// How the activation of this node ended.
     pub outcome: Outcome,
-    /// HTTP-like status code: 200, 500, 502, 503, 504, 508 or 400.
+    /// HTTP-like status code: 200, 500, 502, 503, 504, 508 or 400 (and 404 from the
+    /// gateway for a node that nothing serves and discovery never saw).
     pub code: u16,
     /// Time from receipt of the request to the reply, in milliseconds.
     pub elapsed_ms: u64,

@@ -1,0 +1,196 @@
+// nats-mesh live page: renders the discovered topology with Mermaid and colours each
+// node by its latest status event from GET /events (Server-Sent Events).
+'use strict';
+
+const HOLD_MS = 3000;          // a final state shows this long, then the node returns to idle
+const RUNNING_MAX_MS = 60000;  // a running node with no final event returns to idle after this
+const LOG_MAX = 200;
+const STATE_COLOR = { running: '#ffe600', ok: '#39ff14', failed: '#ff2e63', manual: '#00e5ff', idle: '#1b1f3a' };
+
+const $ = (id) => document.getElementById(id);
+const mesh = {
+  topology: { nodes: [], edges: [] },
+  source: '',
+  elements: new Map(),   // node name -> SVG <g> of the node
+  latest: new Map(),     // node name -> { state, color }
+  timers: new Map(),
+  counts: { events: 0, running: 0, ok: 0, failed: 0, manual: 0, activations: 0 },
+  seen: [],              // [name, state] applied to the diagram, newest last (read by tests)
+  renders: 0,
+};
+window.mesh = mesh;
+
+mermaid.initialize({
+  startOnLoad: false,
+  securityLevel: 'strict',
+  theme: 'dark',
+  flowchart: { curve: 'basis', htmlLabels: true },
+  themeVariables: { fontFamily: 'ui-monospace, monospace', lineColor: '#b026ff' },
+});
+
+async function renderTopology(topology) {
+  mesh.topology = topology;
+  fillSelects(topology.nodes.map((n) => n.name));
+  if (topology.mermaid === mesh.source) return;
+  mesh.source = topology.mermaid;
+  if (topology.nodes.length === 0) {
+    $('diagram').replaceChildren(hint('no nodes discovered yet: start some with `handlers`'));
+    return;
+  }
+  const { svg } = await mermaid.render(`mesh-svg-${++mesh.renders}`, topology.mermaid);
+  $('diagram').innerHTML = svg; // Mermaid output, rendered with securityLevel "strict"
+  const byId = new Map(topology.nodes.map((n) => [n.mermaid_id, n]));
+  mesh.elements.clear();
+  for (const el of $('diagram').querySelectorAll('g.node')) {
+    const id = el.dataset.id || (el.id.match(/flowchart-(n\d+)-\d+$/) || [])[1];
+    const node = byId.get(id);
+    if (!node) continue;
+    el.dataset.node = node.name;
+    el.classList.toggle('offline', node.instances.length === 0);
+    mesh.elements.set(node.name, el);
+  }
+  for (const [name, s] of mesh.latest) paint(name, s.state, s.color, false);
+}
+
+function hint(text) {
+  const p = document.createElement('p');
+  p.className = 'hint';
+  p.textContent = text;
+  return p;
+}
+
+function fillSelects(names) {
+  for (const id of ['activate-node', 'color-node']) {
+    const select = $(id);
+    const current = select.value;
+    if ([...select.options].map((o) => o.value).join() === names.join()) continue;
+    select.replaceChildren(...names.map((n) => new Option(n, n)));
+    if (names.includes(current)) select.value = current;
+  }
+}
+
+function paint(name, state, color, record = true) {
+  mesh.latest.set(name, { state, color });
+  if (record) mesh.seen.push([name, state]);
+  const el = mesh.elements.get(name);
+  if (!el) return;
+  el.dataset.state = state;
+  const fill = color || STATE_COLOR[state] || STATE_COLOR.idle;
+  for (const shape of el.querySelectorAll('rect, polygon, circle, path')) {
+    shape.style.setProperty('fill', fill, 'important');
+    shape.style.setProperty('stroke', state === 'idle' ? '' : fill, 'important');
+  }
+  for (const label of el.querySelectorAll('.nodeLabel, span, text')) {
+    label.style.setProperty('color', state === 'idle' ? '' : '#07070f', 'important');
+    label.style.setProperty('fill', state === 'idle' ? '' : '#07070f', 'important');
+  }
+}
+
+function schedule(name, state) {
+  clearTimeout(mesh.timers.get(name));
+  const hold = state === 'running' ? RUNNING_MAX_MS : HOLD_MS;
+  if (state === 'idle') return;
+  mesh.timers.set(name, setTimeout(() => paint(name, 'idle', null), hold));
+}
+
+function onStatus(event) {
+  let e;
+  try { e = JSON.parse(event.data); } catch { return; }
+  mesh.counts.events += 1;
+  if (e.state in mesh.counts) mesh.counts[e.state] += 1;
+  paint(e.node, e.state, e.state === 'running' || e.state === 'manual' ? e.color : null);
+  schedule(e.node, e.state);
+  log(e.state, [
+    new Date(e.at).toLocaleTimeString(), e.node.padEnd(4), e.state.padEnd(7),
+    e.code ?? '', e.elapsed_ms != null ? `${e.elapsed_ms}ms` : '',
+    e.activation_id ? `act=${e.activation_id.slice(0, 8)}` : '',
+    e.relayed_by ? `via ${e.relayed_by}` : '',
+  ].filter((x) => x !== '').join(' '));
+  showCounts();
+}
+
+function log(level, text) {
+  const li = document.createElement('li');
+  li.className = level;
+  li.textContent = text; // never HTML: events come from anyone on the bus
+  const list = $('log');
+  list.prepend(li);
+  while (list.children.length > LOG_MAX) list.lastElementChild.remove();
+}
+
+function showCounts() {
+  for (const [k, v] of Object.entries(mesh.counts)) $(`count-${k}`).textContent = v;
+}
+
+function connect() {
+  const source = new EventSource('/events');
+  const conn = $('conn');
+  source.onopen = () => { conn.dataset.state = 'open'; conn.textContent = 'live'; };
+  source.onerror = () => {
+    conn.dataset.state = 'reconnecting';
+    conn.textContent = 'reconnecting…';
+  };
+  source.addEventListener('status', onStatus);
+  source.addEventListener('topology', (event) => {
+    try { renderTopology(JSON.parse(event.data)); } catch (err) { log('notice', `bad topology: ${err}`); }
+  });
+  source.addEventListener('lagged', (event) => {
+    let m = 'fell behind the event stream';
+    try { m = JSON.parse(event.data).message; } catch { /* keep default */ }
+    log('notice', m);
+  });
+}
+
+async function pollBus() {
+  const bus = $('bus');
+  try {
+    const r = await fetch('/readyz', { cache: 'no-store' });
+    const h = await r.json();
+    bus.dataset.state = h.nats_connected ? 'up' : 'down';
+    bus.textContent = h.nats_connected ? 'bus up' : 'bus down';
+    $('gateway-id').textContent = h.gateway_id;
+  } catch {
+    bus.dataset.state = 'down';
+    bus.textContent = 'gateway unreachable';
+  }
+}
+
+async function send(method, url, body, output) {
+  output.className = 'result';
+  output.textContent = '…';
+  try {
+    const r = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const data = await r.json().catch(() => ({}));
+    output.className = `result ${r.ok ? 'ok' : 'failed'}`;
+    output.textContent = `${r.status} ${data.outcome || data.state || data.error || ''} ${data.elapsed_ms != null ? `${data.elapsed_ms} ms` : ''} ${data.message && !r.ok ? `: ${data.message}` : ''}`;
+    return data;
+  } catch (err) {
+    output.className = 'result failed';
+    output.textContent = `request failed: ${err}`;
+    return null;
+  }
+}
+
+$('activate-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const body = { node: $('activate-node').value || undefined };
+  if ($('activate-use-color').checked) body.color = $('activate-color').value;
+  const t = parseInt($('activate-timeout').value, 10);
+  if (t > 0) body.timeout_ms = t;
+  mesh.counts.activations += 1;
+  showCounts();
+  await send('POST', '/activate', body, $('activate-result'));
+});
+
+$('color-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const node = $('color-node').value;
+  if (!node) return;
+  await send('PUT', `/nodes/${encodeURIComponent(node)}/color`, { color: $('color-value').value }, $('color-result'));
+});
+
+$('clear-log').addEventListener('click', () => $('log').replaceChildren());
+
+connect();
+pollBus();
+setInterval(pollBus, 5000);

@@ -1,0 +1,74 @@
+//! `GET /healthz` and `GET /readyz`.
+
+use std::sync::Arc;
+
+use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use crate::State;
+
+/// Health of the gateway.
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    /// `ok`, or what is missing.
+    pub status: String,
+    /// Whether the NATS connection is up.
+    pub nats_connected: bool,
+    /// Whether topology discovery has completed a round.
+    pub topology_discovered: bool,
+    /// SSE clients connected to this gateway.
+    pub sse_clients: u64,
+    /// This gateway's id.
+    pub gateway_id: String,
+}
+
+/// Readiness answer.
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Connected to NATS: requests can be served.
+    #[oai(status = 200)]
+    Ready(Json<Health>),
+    /// Not connected to NATS.
+    #[oai(status = 503)]
+    NotReady(Json<Health>),
+}
+
+/// Health operations.
+pub struct HealthApi(pub Arc<State>);
+
+impl HealthApi {
+    fn health(&self) -> Health {
+        let connected = self.0.bus_connected();
+        Health {
+            status: if connected { "ok" } else { "nats disconnected" }.into(),
+            nats_connected: connected,
+            topology_discovered: self.0.view.ready(),
+            sse_clients: self.0.sse_clients() as u64,
+            gateway_id: self.0.relay.gateway_id().to_string(),
+        }
+    }
+}
+
+#[OpenApi]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// 200 while the process serves HTTP, whatever the state of NATS.
+    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(self.health())
+    }
+
+    /// Readiness
+    ///
+    /// 200 when connected to NATS, 503 otherwise.
+    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
+    async fn readyz(&self) -> ReadyResponse {
+        let health = self.health();
+        if health.nats_connected {
+            ReadyResponse::Ready(Json(health))
+        } else {
+            ReadyResponse::NotReady(Json(health))
+        }
+    }
+}

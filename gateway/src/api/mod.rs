@@ -1,0 +1,72 @@
+//! The HTTP API, described by OpenAPI (poem-openapi): one module per group of routes.
+
+mod activate;
+mod error;
+mod events;
+mod health;
+mod nodes;
+mod topology;
+
+use std::sync::Arc;
+
+use poem_openapi::{OpenApiService, Tags};
+
+pub use error::ApiError;
+
+use crate::State;
+
+/// First segments of every operation's path.
+pub const PREFIXES: [&str; 6] = [
+    "/activate",
+    "/nodes",
+    "/events",
+    "/topology",
+    "/healthz",
+    "/readyz",
+];
+
+/// Groups of operations in the OpenAPI document.
+#[derive(Tags)]
+enum ApiTags {
+    /// Activate nodes of the mesh.
+    Activation,
+    /// Act on one node.
+    Nodes,
+    /// The live stream of status events.
+    Events,
+    /// The graph discovered from the bus.
+    Topology,
+    /// Liveness and readiness.
+    Health,
+}
+
+/// The OpenAPI service of every route.
+pub fn service(
+    state: Arc<State>,
+) -> OpenApiService<
+    (
+        activate::ActivateApi,
+        nodes::NodesApi,
+        events::EventsApi,
+        topology::TopologyApi,
+        health::HealthApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            activate::ActivateApi(state.clone()),
+            nodes::NodesApi(state.clone()),
+            events::EventsApi(state.clone()),
+            topology::TopologyApi(state.clone()),
+            health::HealthApi(state),
+        ),
+        "nats-mesh gateway",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Activate a graph of NATS request-reply service nodes and watch their status \
+         events live. Every node is a NATS service on `activate.<node>` publishing on \
+         `status.<node>`; this gateway is one HTTP door onto that bus.",
+    )
+}

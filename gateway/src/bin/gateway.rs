@@ -1,0 +1,45 @@
+//! `gateway`: the nats-mesh HTTP gateway.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::{Config, Gateway};
+use handlers::{runtime::shutdown_signal, telemetry};
+use poem::listener::{Acceptor, Listener, TcpListener};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let client = config.nats.connect_eventually("nats-mesh gateway").await?;
+    let acceptor = TcpListener::bind(listen)
+        .into_acceptor()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let gateway = Gateway::start(config, client.clone()).await?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .map_or_else(|| listen.to_string(), |a| a.to_string());
+    tracing::info!(
+        "gateway on http://{addr}/ (page), http://{addr}/docs (Swagger UI), http://{addr}/events (SSE)"
+    );
+    gateway.serve(acceptor, shutdown_signal()).await?;
+    if let Err(e) = client.drain().await {
+        tracing::warn!(cause = %e, "draining the NATS connection");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

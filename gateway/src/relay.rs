@@ -1,0 +1,265 @@
+//! The status relay: one subscription on `status.>` per gateway, fanned out to every
+//! SSE client.
+//!
+//! Each event is validated, stamped with this gateway's id, given the next sequence
+//! number and rendered as an SSE frame once; clients share the frame. A bounded window
+//! of recent frames serves `Last-Event-ID` resumption, and a bounded broadcast channel
+//! feeds live clients, so a slow client costs a fixed amount of memory and never slows
+//! the others: when it falls behind it is resumed from the window or told it lagged.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use schemas::{subject, NodeName, StatusEvent};
+use tokio::sync::{broadcast, Notify};
+
+/// What kind of SSE event a frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A status event from the bus (`event: status`).
+    Status,
+    /// The discovered topology changed (`event: topology`).
+    Topology,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Status => "status",
+            Kind::Topology => "topology",
+        }
+    }
+}
+
+/// One event, rendered once and shared by every client.
+#[derive(Debug)]
+pub struct Frame {
+    /// Sequence number, the SSE `id:`.
+    pub id: u64,
+    /// The kind of event.
+    pub kind: Kind,
+    /// The node a status event is about.
+    pub node: Option<NodeName>,
+    /// The activation a status event belongs to.
+    pub activation: Option<String>,
+    /// The JSON data.
+    pub data: String,
+    /// The whole SSE frame: `id:`, `event:`, `data:` and the blank line.
+    pub bytes: Bytes,
+}
+
+struct Window {
+    next_id: u64,
+    frames: VecDeque<Arc<Frame>>,
+    capacity: usize,
+}
+
+/// Shared state of the relay.
+pub struct Relay {
+    window: Mutex<Window>,
+    live: broadcast::Sender<Arc<Frame>>,
+    gateway_id: String,
+    last_state: Mutex<std::collections::HashMap<NodeName, StatusEvent>>,
+    /// Woken when a node that discovery does not know publishes.
+    pub unknown_node: Notify,
+    /// Events accepted from the bus.
+    pub relayed: std::sync::atomic::AtomicU64,
+    /// Messages on `status.>` that were refused.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl Relay {
+    /// A relay keeping `history` frames and letting a client fall `buffer` frames behind.
+    pub fn new(gateway_id: String, history: usize, buffer: usize) -> Arc<Self> {
+        let (live, _) = broadcast::channel(buffer.max(1));
+        Arc::new(Self {
+            window: Mutex::new(Window {
+                next_id: 1,
+                frames: VecDeque::with_capacity(history.min(65_536)),
+                capacity: history.max(1),
+            }),
+            live,
+            gateway_id,
+            last_state: Mutex::new(Default::default()),
+            unknown_node: Notify::new(),
+            relayed: Default::default(),
+            refused: Default::default(),
+        })
+    }
+
+    /// This gateway's id.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    /// Receives live frames from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.live.subscribe()
+    }
+
+    /// Number of live receivers (connected SSE clients).
+    pub fn clients(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Retained frames with an id above `after`, oldest first, and whether the window
+    /// still reaches back to `after` (false: some frames after it were dropped).
+    pub fn since(&self, after: u64) -> (Vec<Arc<Frame>>, bool) {
+        let window = lock(&self.window);
+        let complete = window
+            .frames
+            .front()
+            .map_or(after + 1 >= window.next_id, |oldest| oldest.id <= after + 1);
+        let frames = window
+            .frames
+            .iter()
+            .filter(|f| f.id > after)
+            .cloned()
+            .collect();
+        (frames, complete)
+    }
+
+    /// Id of the newest frame (0 when none yet).
+    pub fn last_id(&self) -> u64 {
+        lock(&self.window).next_id - 1
+    }
+
+    /// The latest status of every node that published one.
+    pub fn last_states(&self) -> std::collections::HashMap<NodeName, StatusEvent> {
+        lock(&self.last_state).clone()
+    }
+
+    /// Accepts a message received on `subject`; returns the frame, or why it was refused.
+    pub fn accept_status(&self, subject: &str, payload: &[u8]) -> Result<Arc<Frame>, String> {
+        let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
+        event.relayed_by = Some(self.gateway_id.clone());
+        let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+        let node = event.node.clone();
+        let activation = event.activation_id.clone();
+        lock(&self.last_state).insert(node.clone(), event);
+        Ok(self.push(Kind::Status, Some(node), activation, data))
+    }
+
+    /// Adds a topology change to the stream.
+    pub fn push_topology(&self, data: String) -> Arc<Frame> {
+        self.push(Kind::Topology, None, None, data)
+    }
+
+    fn push(
+        &self,
+        kind: Kind,
+        node: Option<NodeName>,
+        activation: Option<String>,
+        data: String,
+    ) -> Arc<Frame> {
+        let mut window = lock(&self.window);
+        let id = window.next_id;
+        window.next_id += 1;
+        let bytes = Bytes::from(format!(
+            "id: {id}\nevent: {}\ndata: {data}\n\n",
+            kind.as_str()
+        ));
+        let frame = Arc::new(Frame {
+            id,
+            kind,
+            node,
+            activation,
+            data,
+            bytes,
+        });
+        if window.frames.len() == window.capacity {
+            window.frames.pop_front();
+        }
+        window.frames.push_back(frame.clone());
+        // Sent under the lock so that live order matches id order.
+        let _ = self.live.send(frame.clone());
+        frame
+    }
+}
+
+/// Subscribes to every status subject.
+pub async fn subscribe(
+    client: &async_nats::Client,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client.subscribe(subject::STATUS_ALL).await
+}
+
+/// Relays `messages` (from [`subscribe`]) into `relay` until the subscription ends.
+/// `known` says whether discovery has seen a node serving; events of other nodes wake
+/// discovery through [`Relay::unknown_node`].
+pub async fn run(
+    mut messages: async_nats::Subscriber,
+    relay: Arc<Relay>,
+    known: impl Fn(&NodeName) -> bool,
+) {
+    while let Some(message) = messages.next().await {
+        match relay.accept_status(&message.subject, &message.payload) {
+            Ok(frame) => {
+                relay
+                    .relayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(node) = &frame.node {
+                    if !known(node) {
+                        relay.unknown_node.notify_one();
+                    }
+                }
+            }
+            Err(cause) => {
+                relay
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(subject = %message.subject, %cause, "status message refused");
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one still holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keeps_the_newest_and_reports_gaps() {
+        let relay = Relay::new("g".into(), 3, 16);
+        for _ in 0..5 {
+            relay
+                .accept_status("status.V", br#"{"state":"ok"}"#)
+                .unwrap();
+        }
+        let (frames, complete) = relay.since(0);
+        assert_eq!(frames.iter().map(|f| f.id).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(!complete, "ids 1 and 2 are gone");
+        let (frames, complete) = relay.since(2);
+        assert_eq!(frames.len(), 3);
+        assert!(complete);
+        let (frames, complete) = relay.since(5);
+        assert!(frames.is_empty() && complete);
+    }
+
+    #[test]
+    fn frames_are_stamped_and_rendered_once() {
+        let relay = Relay::new("gw-1".into(), 8, 8);
+        let frame = relay
+            .accept_status("status.T", br#"{"state":"running","activation_id":"a1"}"#)
+            .unwrap();
+        let text = std::str::from_utf8(&frame.bytes).unwrap();
+        assert!(text.starts_with("id: 1\nevent: status\ndata: {"));
+        assert!(text.ends_with("}\n\n"));
+        assert!(text.contains(r#""relayed_by":"gw-1""#));
+        assert_eq!(frame.activation.as_deref(), Some("a1"));
+        assert!(relay.accept_status("status.T", b"{").is_err());
+        assert!(relay
+            .accept_status("status.T.x", br#"{"state":"ok"}"#)
+            .is_err());
+        assert_eq!(relay.last_id(), 1, "refused messages take no id");
+    }
+}

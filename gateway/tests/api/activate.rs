@@ -1,0 +1,214 @@
+//! `POST /activate` and `PUT /nodes/{node}/color` over real HTTP, real NATS, real nodes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn activates_the_seed_topology() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let response = app
+        .http
+        .post(app.url("/activate"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let tree: schemas::ActivationReply = response.json().await.unwrap();
+    assert_eq!(tree.node.as_str(), "UI", "entry node by default");
+    assert_eq!(tree.activation_id, id);
+    assert_eq!(tree.count(), 8);
+    assert!(tree.iter().all(|r| r.code == 200 && r.activation_id == id));
+
+    let (status, body) = app.activate(json!({"node": "V", "color": "#0ff"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["node"], "V");
+    assert_eq!(body["children"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn http_status_is_the_root_code() {
+    let mut failing = spec("F", &[], 0);
+    failing.fail_rate = 1.0;
+    let app = spawn_app(
+        vec![failing, spec("P", &["F"], 0), spec("slow", &[], 2000)],
+        |_| {},
+    )
+    .await;
+
+    let (status, body) = app.activate(json!({"node": "F"})).await;
+    assert!(status == 500 || status == 502, "{status}");
+    assert_eq!(body["code"], status);
+    assert_eq!(body["outcome"], "failed");
+
+    let (status, body) = app.activate(json!({"node": "P"})).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["children"][0]["node"], "F");
+
+    let started = Instant::now();
+    let (status, body) = app
+        .activate(json!({"node": "slow", "timeout_ms": 300}))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["outcome"], "timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unknown_node_is_404_naming_it() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |_| {}).await;
+    let started = Instant::now();
+    let (status, body) = app.activate(json!({"node": "Nowhere"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], 404);
+    assert!(
+        body["message"].as_str().unwrap().contains("Nowhere"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn known_node_without_instances_is_503() {
+    // B is named as A's downstream but nothing serves it.
+    let app = spawn_app(vec![spec("A", &["B"], 0)], |_| {}).await;
+    let (status, body) = app.activate(json!({"node": "B"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["outcome"], "unavailable");
+}
+
+#[tokio::test]
+async fn nats_down_answers_503_quickly_and_readyz_follows() {
+    let mut app = spawn_app(seed_zero_work(), |_| {}).await;
+    let (status, _) = app.get_json("/readyz").await;
+    assert_eq!(status, 200);
+
+    app.server.stop();
+    eventually(
+        "gateway notices NATS is down",
+        Duration::from_secs(10),
+        || async {
+            let (status, _) = app.get_json("/readyz").await;
+            (status == 503).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let (status, body) = app.activate(json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("NATS"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = app.get_json("/healthz").await;
+    assert_eq!(status, 200, "liveness does not depend on NATS");
+    assert_eq!(body["nats_connected"], false);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_and_nothing_is_published() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| c.max_body_bytes = 1024).await;
+    let mut status_sub = app.nats.subscribe("status.>").await.unwrap();
+    app.nats.flush().await.unwrap();
+    for body in [
+        json!({"node": "a.b"}),
+        json!({"node": "*"}),
+        json!({"node": ">"}),
+        json!({"node": ""}),
+        json!({"node": 7}),
+        json!({"color": "red;background:url(x)"}),
+        json!({"color": "</style><script>"}),
+        json!({"timeout_ms": 0}),
+        json!({"timeout_ms": "soon"}),
+        json!({"timeout_ms": 600001}),
+        json!({"nodes": "A"}),
+        json!([1, 2]),
+    ] {
+        let (status, reply) = app.activate(body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {reply}");
+        assert_eq!(reply["error"], "bad_request");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    let raw = app
+        .http
+        .post(app.url("/activate"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let huge = app
+        .http
+        .post(app.url("/activate"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"node\":\"{}\"}}", "A".repeat(5000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let for_color = app
+        .http
+        .put(app.url("/nodes/a.b/color"))
+        .json(&json!({"color": "red"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(for_color.status(), 400);
+    let bad_color = app
+        .http
+        .put(app.url("/nodes/A/color"))
+        .json(&json!({"color": "javascript:alert(1)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_color.status(), 400);
+    // Nothing above reached the bus: the next status event is the valid activation's.
+    let (status, ok) = app.activate(json!({"node": "A"})).await;
+    assert_eq!(status, 200);
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut status_sub),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(event["activation_id"], ok["activation_id"]);
+}
+
+#[tokio::test]
+async fn manual_colour_is_published_as_status() {
+    let app = spawn_app(vec![spec("V", &[], 0)], |_| {}).await;
+    let mut events = app.sse("?node=V", None).await;
+    let response = app
+        .http
+        .put(app.url("/nodes/V/color"))
+        .json(&json!({"color": "#ff00ff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let frame = events
+        .next_of("status", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let event = frame.json();
+    assert_eq!(event["node"], "V");
+    assert_eq!(event["state"], "manual");
+    assert_eq!(event["color"], "#ff00ff");
+    assert_eq!(event["relayed_by"], app.state.relay.gateway_id());
+}

@@ -1,0 +1,232 @@
+//! `GET /events`: the SSE relay over real HTTP.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn one_activation_arrives_complete_and_in_order() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let mut sse = app.sse("", None).await;
+    let retry = sse.next(WAIT).await.unwrap();
+    assert_eq!(retry.retry, Some(2000), "a retry hint comes first");
+    let topology = sse.next(WAIT).await.unwrap();
+    assert_eq!(topology.event.as_deref(), Some("topology"));
+    assert_eq!(topology.json()["nodes"].as_array().unwrap().len(), 8);
+
+    let (status, tree) = app.activate(json!({"color": "hotpink"})).await;
+    assert_eq!(status, 200);
+    let frames = sse.statuses(16, WAIT).await;
+    let mut ids = Vec::new();
+    let mut per_node: HashMap<String, Vec<String>> = HashMap::new();
+    for f in &frames {
+        ids.push(f.id.clone().unwrap().parse::<u64>().unwrap());
+        let e = f.json();
+        assert_eq!(e["activation_id"], tree["activation_id"]);
+        assert_eq!(e["relayed_by"], app.state.relay.gateway_id());
+        if e["state"] == "running" {
+            assert_eq!(e["color"], "hotpink");
+        }
+        per_node
+            .entry(e["node"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["state"].as_str().unwrap().to_string());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    assert_eq!(per_node.len(), 8);
+    for (node, states) in per_node {
+        assert_eq!(states, ["running", "ok"], "{node}");
+    }
+}
+
+#[tokio::test]
+async fn filters_by_node_and_activation() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let mut only_v_t = app.sse("?node=V&node=T", None).await;
+    // A client that names its activation can subscribe before it starts.
+    let mut only_mine = app.sse("?activation=mine-1", None).await;
+    let (_, first) = app.activate(json!({})).await;
+    let (status, mine) = app.activate(json!({"activation_id": "mine-1"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["activation_id"], "mine-1");
+
+    let frames = only_v_t.statuses(8, WAIT).await;
+    for f in &frames {
+        let e = f.json();
+        assert!(e["node"] == "V" || e["node"] == "T", "{e}");
+    }
+    assert_eq!(frames[0].json()["activation_id"], first["activation_id"]);
+    assert_eq!(frames[4].json()["activation_id"], "mine-1");
+
+    let frames = only_mine.statuses(16, WAIT).await;
+    assert!(frames.iter().all(|f| f.json()["activation_id"] == "mine-1"));
+    assert!(only_mine
+        .next_of("status", Duration::from_millis(300))
+        .await
+        .is_none());
+
+    let bad = app
+        .http
+        .get(app.url("/events?node=a.b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = app
+        .http
+        .get(app.url("/events?activation=a%20b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn keep_alive_comments_on_idle_streams() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| c.sse_keepalive_ms = 100).await;
+    let mut sse = app.sse("", None).await;
+    let mut comments = 0;
+    while comments < 2 {
+        let f = sse
+            .next(Duration::from_secs(2))
+            .await
+            .expect("keep-alive within 2 s");
+        if f.comment.as_deref() == Some("keep-alive") {
+            comments += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn resumes_from_last_event_id_without_gaps_or_duplicates() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let mut sse = app.sse("", None).await;
+    app.activate(json!({})).await;
+    let seen = sse.statuses(16, WAIT).await;
+    let last = seen.last().unwrap().id.clone().unwrap();
+    drop(sse);
+
+    // Missed while disconnected:
+    let (_, missed) = app.activate(json!({})).await;
+    let mut resumed = app.sse("", Some(&last)).await;
+    let frames = resumed.statuses(16, WAIT).await;
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f.id.clone().unwrap().parse().unwrap())
+        .collect();
+    let last: u64 = last.parse().unwrap();
+    assert_eq!(ids, (last + 1..=last + 16).collect::<Vec<_>>());
+    assert!(frames
+        .iter()
+        .all(|f| f.json()["activation_id"] == missed["activation_id"]));
+    // And live events follow on the same stream.
+    let (_, live) = app.activate(json!({})).await;
+    let next = resumed.next_of("status", WAIT).await.unwrap();
+    assert_eq!(next.json()["activation_id"], live["activation_id"]);
+    assert_eq!(next.id.unwrap().parse::<u64>().unwrap(), last + 17);
+}
+
+#[tokio::test]
+async fn tells_a_client_what_history_cannot_cover() {
+    let app = spawn_app(seed_zero_work(), |c| c.sse_history = 4).await;
+    let mut watcher = app.sse("", None).await;
+    app.activate(json!({})).await;
+    let seen = watcher.statuses(16, WAIT).await;
+    let last: u64 = seen.last().unwrap().id.clone().unwrap().parse().unwrap();
+    assert!(last > 5);
+
+    let mut from_start = app.sse("", Some("1")).await;
+    let lagged = from_start.next_of("lagged", WAIT).await.unwrap();
+    assert_eq!(lagged.json()["after"], 1);
+    let mut ids = Vec::new();
+    while ids.len() < 4 {
+        let f = from_start.next(WAIT).await.unwrap();
+        if let Some(id) = f.id {
+            ids.push(id.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(
+        ids,
+        (last - 3..=last).collect::<Vec<_>>(),
+        "the 4 retained events"
+    );
+
+    let mut unknown = app.sse("", Some("999999")).await;
+    assert!(unknown.next_of("lagged", WAIT).await.is_some());
+}
+
+#[tokio::test]
+async fn slow_client_does_not_hold_back_others() {
+    let app = spawn_app(seed_zero_work(), |c| {
+        c.sse_buffer = 8;
+        c.sse_history = 8;
+    })
+    .await;
+    // A client that connects and never reads.
+    let stalled = app.http.get(app.url("/events")).send().await.unwrap();
+    let mut reader = app.sse("?node=UI", None).await;
+    for _ in 0..100 {
+        let (status, _) = app.activate(json!({})).await;
+        assert_eq!(status, 200);
+    }
+    let frames = reader.statuses(200, WAIT).await;
+    assert_eq!(frames.len(), 200);
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn connection_limit_answers_503() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.sse_max_clients = 2;
+        // A closed connection is noticed on the next write.
+        c.sse_keepalive_ms = 50;
+    })
+    .await;
+    let _one = app.sse("", None).await;
+    let _two = app.sse("", None).await;
+    let third = app.http.get(app.url("/events")).send().await.unwrap();
+    assert_eq!(third.status(), 503);
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_clients");
+    drop(_one);
+    eventually("a slot frees up", WAIT, || async {
+        let r = app.http.get(app.url("/events")).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hand_published_status_shows_and_bad_ones_do_not() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |_| {}).await;
+    let mut sse = app.sse("", None).await;
+    for bad in [
+        &b"not json"[..],
+        br#"{"state":"exploded"}"#,
+        br#"{"state":"ok","color":"red;}"}"#,
+        br#"{"state":"ok","node":"B"}"#,
+    ] {
+        app.nats.publish("status.A", bad.into()).await.unwrap();
+    }
+    app.nats
+        .publish("status.A", r#"{"state":"ok","code":200}"#.into())
+        .await
+        .unwrap();
+    let frame = sse.next_of("status", WAIT).await.unwrap();
+    let e = frame.json();
+    assert_eq!(
+        (e["node"].as_str(), e["state"].as_str()),
+        (Some("A"), Some("ok"))
+    );
+    assert_eq!(
+        app.state
+            .relay
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+}

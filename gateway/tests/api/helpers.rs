@@ -1,0 +1,247 @@
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use gateway::{Config, Gateway, State};
+use handlers::{bus::NatsArgs, runtime::Running, NodeSpec, Settings};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use schemas::NodeName;
+pub use testsupport::{eventually, NatsServer};
+use tokio::sync::oneshot;
+
+pub struct App {
+    pub server: NatsServer,
+    pub _nodes: Option<Running>,
+    pub state: Arc<State>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub nats: async_nats::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn name(n: &str) -> NodeName {
+    NodeName::new(n).unwrap()
+}
+
+pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
+    NodeSpec {
+        downstream: downstream.iter().map(|d| name(d)).collect(),
+        work_ms,
+        ..NodeSpec::new(name(n))
+    }
+}
+
+/// The seed topology with no work and no failures.
+pub fn seed_zero_work() -> Vec<NodeSpec> {
+    handlers::Topology::seed()
+        .nodes
+        .into_iter()
+        .map(|n| NodeSpec {
+            work_ms: 0,
+            fail_rate: 0.0,
+            ..n
+        })
+        .collect()
+}
+
+/// A nats-server, `nodes` served on it, and a gateway on a free port; discovery runs
+/// every 200 ms. Returns once the gateway has discovered every node.
+pub async fn spawn_app(nodes: Vec<NodeSpec>, tweak: impl FnOnce(&mut Config)) -> App {
+    let server = NatsServer::start();
+    spawn_on(server, nodes, tweak).await
+}
+
+pub async fn spawn_on(
+    server: NatsServer,
+    nodes: Vec<NodeSpec>,
+    tweak: impl FnOnce(&mut Config),
+) -> App {
+    let expected = nodes.len();
+    let running = if nodes.is_empty() {
+        None
+    } else {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        Some(
+            Running::start(client, nodes, Settings::default())
+                .await
+                .unwrap(),
+        )
+    };
+    let mut config = Config::for_nats(&server.url());
+    config.discovery_interval_ms = 200;
+    config.discovery_window_ms = 100;
+    tweak(&mut config);
+    let client = NatsArgs::for_url(server.url())
+        .connect("test gateway")
+        .await
+        .unwrap();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let gateway = Gateway::start(config, client).await.unwrap();
+    let state = gateway.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(acceptor, async {
+        let _ = stopped.await;
+    }));
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let app = App {
+        server,
+        _nodes: running,
+        state,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        nats,
+        stop: Some(stop),
+    };
+    if expected > 0 {
+        app.wait_for_nodes(expected).await;
+    }
+    app
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs `body` to /activate; returns the status and JSON body.
+    pub async fn activate(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.url("/activate"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// Waits until `GET /topology` lists `count` serving nodes.
+    pub async fn wait_for_nodes(&self, count: usize) -> serde_json::Value {
+        eventually("topology discovery", Duration::from_secs(10), || async {
+            let (_, t) = self.get_json("/topology").await;
+            let serving = t["nodes"]
+                .as_array()?
+                .iter()
+                .filter(|n| !n["instances"].as_array().unwrap().is_empty())
+                .count();
+            (serving == count).then_some(t)
+        })
+        .await
+    }
+
+    /// Opens `GET /events` with `query` (e.g. `?node=V`).
+    pub async fn sse(&self, query: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = self.http.get(self.url(&format!("/events{query}")));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Sse {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+}
+
+/// One SSE frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub comment: Option<String>,
+}
+
+impl Frame {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// A reader of a real SSE response.
+pub struct Sse {
+    stream: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Sse {
+    /// The next frame within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                return Some(parse(&block));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+        }
+    }
+
+    /// The next `event: <kind>` frame within `limit`, skipping others.
+    pub async fn next_of(&mut self, kind: &str, limit: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self.next(left).await?;
+            if frame.event.as_deref() == Some(kind) {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// `count` status frames, each within `limit`.
+    pub async fn statuses(&mut self, count: usize, limit: Duration) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            match self.next_of("status", limit).await {
+                Some(f) => out.push(f),
+                None => panic!("only {} of {count} status events arrived", out.len()),
+            }
+        }
+        out
+    }
+}
+
+fn parse(block: &str) -> Frame {
+    let mut frame = Frame::default();
+    for line in block.lines() {
+        if let Some(c) = line.strip_prefix(':') {
+            frame.comment = Some(c.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            frame.id = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            frame.event = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            frame.data.push_str(v);
+        } else if let Some(v) = line.strip_prefix("retry: ") {
+            frame.retry = v.parse().ok();
+        }
+    }
+    frame
+}

@@ -1,0 +1,10 @@
+//! Gateway tests: in-process for validation and the spec, real nats-server, real nodes
+//! and real HTTP for everything else, and a real browser for the page.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod activate;
+mod browser;
+mod events;
+mod helpers;
+mod spec;
+mod topology;

@@ -1,0 +1,166 @@
+//! In-process checks of the routes, the page and the OpenAPI document.
+
+use poem::test::TestClient;
+
+use crate::helpers::*;
+
+async fn client() -> (
+    NatsServer,
+    TestClient<impl poem::Endpoint>,
+    gateway::Gateway,
+) {
+    let server = NatsServer::start();
+    let nats = handlers::bus::NatsArgs::for_url(server.url())
+        .connect("spec test")
+        .await
+        .unwrap();
+    let gateway = gateway::Gateway::start(gateway::Config::for_nats(&server.url()), nats)
+        .await
+        .unwrap();
+    let client = TestClient::new(gateway.routes());
+    (server, client, gateway)
+}
+
+#[tokio::test]
+async fn validation_errors_are_400_with_a_json_body() {
+    let (_server, cli, _gw) = client().await;
+    for body in [
+        r#"{"node":"a.b"}"#,
+        r#"{"node":"x","unknown":1}"#,
+        r#"{"color":"url(javascript:x)"}"#,
+        r#"{"timeout_ms":-1}"#,
+        r#"{"activation_id":"has space"}"#,
+        "[]",
+        "",
+    ] {
+        let resp = cli
+            .post("/activate")
+            .content_type("application/json")
+            .body(body)
+            .send()
+            .await;
+        resp.assert_status(poem::http::StatusCode::BAD_REQUEST);
+        let json = resp.json().await;
+        json.value()
+            .object()
+            .get("error")
+            .assert_string("bad_request");
+    }
+    let resp = cli
+        .post("/activate")
+        .content_type("text/plain")
+        .body("{}")
+        .send()
+        .await;
+    assert!(resp.0.status().is_client_error());
+}
+
+#[tokio::test]
+async fn page_and_assets_are_served_from_the_binary() {
+    let (_server, cli, _gw) = client().await;
+    let page = cli.get("/").send().await;
+    page.assert_status_is_ok();
+    page.assert_content_type("text/html; charset=utf-8");
+    assert!(page.0.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+    let html = page.0.into_body().into_string().await.unwrap();
+    assert!(
+        html.contains("/assets/mermaid.min.js")
+            && !html.contains("http://")
+            && !html.contains("https://")
+    );
+    let mermaid = cli.get("/assets/mermaid.min.js").send().await;
+    mermaid.assert_status_is_ok();
+    let js = mermaid.0.into_body().into_bytes().await.unwrap();
+    assert!(
+        js.len() > 1_000_000,
+        "the whole Mermaid bundle is compiled in"
+    );
+    cli.get("/assets/app.js").send().await.assert_status_is_ok();
+    cli.get("/assets/style.css")
+        .send()
+        .await
+        .assert_status_is_ok();
+    cli.get("/assets/..%2FCargo.toml")
+        .send()
+        .await
+        .assert_status(poem::http::StatusCode::NOT_FOUND);
+    cli.get("/docs").send().await.assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_and_validates() {
+    let (_server, cli, _gw) = client().await;
+    let resp = cli.get("/openapi.json").send().await;
+    resp.assert_status_is_ok();
+    let text = resp.0.into_body().into_string().await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for path in [
+        "/activate",
+        "/nodes/{node}/color",
+        "/events",
+        "/topology",
+        "/topology/mermaid",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    for path in doc["paths"].as_object().unwrap().keys() {
+        assert!(
+            gateway::api::PREFIXES.iter().any(|p| path.starts_with(p)),
+            "{path} is not routed: add its prefix to api::PREFIXES"
+        );
+    }
+    let responses = doc["paths"]["/activate"]["post"]["responses"]
+        .as_object()
+        .unwrap();
+    for code in ["200", "400", "404", "500", "502", "503", "504", "508"] {
+        let r = &responses[code];
+        let content = r["content"].as_object().unwrap();
+        let (media, body) = content.iter().next().unwrap();
+        assert!(media.starts_with("application/json"), "{code}: {media}");
+        assert!(body["schema"].is_object(), "{code}: {r}");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["ActivationReply"]["properties"]["children"]["items"]["$ref"],
+        "#/components/schemas/ActivationReply"
+    );
+    // An independent validator (openapi-spec-validator, installed by the test command).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn poem_openapi_json_matches_serde_json() {
+    // The gateway writes replies with poem-openapi, nodes with serde: same bytes.
+    use poem_openapi::types::ToJSON;
+    let reply: schemas::ActivationReply = serde_json::from_str(
+        r#"{"node":"V","activation_id":"a","instance":"i","outcome":"timeout","code":504,"elapsed_ms":3,"message":"m","children":[{"node":"T","activation_id":"a","instance":"","outcome":"unavailable","code":503,"elapsed_ms":0,"message":"x","children":[]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        reply.to_json().unwrap(),
+        serde_json::to_value(&reply).unwrap()
+    );
+    let mut event = schemas::StatusEvent::new(name("V"), schemas::NodeState::Manual);
+    event.color = Some(schemas::Color::new("#abc").unwrap());
+    assert_eq!(
+        event.to_json().unwrap(),
+        serde_json::to_value(&event).unwrap()
+    );
+}

@@ -1,0 +1,110 @@
+//! Topology discovered from the bus.
+
+use std::time::Duration;
+
+use handlers::{runtime::Running, Settings};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn topology_is_discovered_not_hard_coded() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let (status, t) = app.get_json("/topology").await;
+    assert_eq!(status, 200);
+    let nodes = t["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 8);
+    let v = nodes.iter().find(|n| n["name"] == "V").unwrap();
+    assert_eq!(v["downstream"], serde_json::json!(["T", "DS", "TM"]));
+    assert_eq!(v["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(t["edges"].as_array().unwrap().len(), 7);
+
+    let mermaid = app
+        .http
+        .get(app.url("/topology/mermaid"))
+        .send()
+        .await
+        .unwrap();
+    assert!(mermaid.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let mermaid = mermaid.text().await.unwrap();
+    assert!(mermaid.starts_with("flowchart LR\n"));
+    assert_eq!(mermaid.matches(" --> ").count(), 7);
+    assert!(mermaid.contains("[\"TM\"]"));
+}
+
+#[tokio::test]
+async fn nodes_coming_and_going_are_announced() {
+    let app = spawn_app(vec![spec("A", &["B"], 0)], |c| {
+        c.discovery_interval_ms = 60_000
+    })
+    .await;
+    let mut sse = app.sse("", None).await;
+    let initial = sse
+        .next_of("topology", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        initial.json()["nodes"].as_array().unwrap().len(),
+        2,
+        "A and its downstream B"
+    );
+
+    // B starts serving: its first status event (an unknown publisher) triggers discovery
+    // at once, long before the 60 s interval.
+    let client = async_nats::connect(app.server.url()).await.unwrap();
+    let b = Running::start(client, vec![spec("B", &[], 0)], Settings::default())
+        .await
+        .unwrap();
+    let (status, _) = app.activate(serde_json::json!({"node": "B"})).await;
+    assert_eq!(status, 200);
+    let changed = sse
+        .next_of("topology", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let nodes = changed.json()["nodes"].as_array().unwrap().clone();
+    let b_node = nodes.iter().find(|n| n["name"] == "B").unwrap();
+    assert_eq!(b_node["instances"].as_array().unwrap().len(), 1);
+    assert!(!changed.json()["mermaid"]
+        .as_str()
+        .unwrap()
+        .contains("offline"));
+    let (_, t) = app.get_json("/topology").await;
+    let b_state = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "B")
+        .unwrap()
+        .clone();
+    assert_eq!(b_state["state"], "ok");
+
+    drop(b);
+}
+
+#[tokio::test]
+async fn departures_are_seen_by_the_periodic_refresh() {
+    let app = spawn_app(vec![spec("A", &["B"], 0)], |_| {}).await;
+    let client = async_nats::connect(app.server.url()).await.unwrap();
+    let b = Running::start(client, vec![spec("B", &[], 0)], Settings::default())
+        .await
+        .unwrap();
+    app.wait_for_nodes(2).await;
+    let mut sse = app.sse("", None).await;
+    sse.next_of("topology", Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.shutdown(Duration::from_secs(1)).await;
+    let changed = sse
+        .next_of("topology", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let nodes = changed.json()["nodes"].as_array().unwrap().clone();
+    let b_node = nodes.iter().find(|n| n["name"] == "B").unwrap();
+    assert!(b_node["instances"].as_array().unwrap().is_empty());
+    assert!(changed.json()["mermaid"]
+        .as_str()
+        .unwrap()
+        .contains("class n1 offline"));
+}
