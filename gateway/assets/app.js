@@ -30,7 +30,7 @@ mermaid.initialize({
 
 async function renderTopology(topology) {
   mesh.topology = topology;
-  fillSelects(topology.nodes.map((n) => n.name));
+  fillSelects(topology.nodes.map((n) => n.name), topology.entry);
   if (topology.mermaid === mesh.source) return;
   mesh.source = topology.mermaid;
   if (topology.nodes.length === 0) {
@@ -59,13 +59,15 @@ function hint(text) {
   return p;
 }
 
-function fillSelects(names) {
+function fillSelects(names, entry) {
   for (const id of ['activate-node', 'color-node']) {
     const select = $(id);
+    const first = select.options.length === 0;
     const current = select.value;
     if ([...select.options].map((o) => o.value).join() === names.join()) continue;
     select.replaceChildren(...names.map((n) => new Option(n, n)));
-    if (names.includes(current)) select.value = current;
+    if (first && names.includes(entry)) select.value = entry;
+    else if (names.includes(current)) select.value = current;
   }
 }
 

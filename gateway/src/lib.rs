@@ -80,7 +80,7 @@ impl Gateway {
             usize::try_from(config.sse_history)?,
             usize::try_from(config.sse_buffer)?,
         );
-        let view = Arc::new(topology::TopologyView::default());
+        let view = Arc::new(topology::TopologyView::new(config.entry_node.clone()));
         let stop = CancellationToken::new();
         let state = Arc::new(State {
             config,

@@ -58,6 +58,9 @@ pub struct Edge {
 /// The discovered graph.
 #[derive(Clone, Debug, Default, PartialEq, Object)]
 pub struct Topology {
+    /// The node `POST /activate` activates when the body names none.
+    #[oai(skip_serializing_if_is_none)]
+    pub entry: Option<NodeName>,
     /// Every node, by name.
     pub nodes: Vec<TopologyNode>,
     /// Every downstream relation.
@@ -73,13 +76,22 @@ struct Discovered {
 }
 
 /// The shared, periodically refreshed view of the graph.
-#[derive(Default)]
 pub struct TopologyView {
+    entry: NodeName,
     nodes: RwLock<BTreeMap<NodeName, Discovered>>,
     discovered_once: std::sync::atomic::AtomicBool,
 }
 
 impl TopologyView {
+    /// An empty view; `entry` is the gateway's entry node.
+    pub fn new(entry: NodeName) -> Self {
+        Self {
+            entry,
+            nodes: RwLock::default(),
+            discovered_once: Default::default(),
+        }
+    }
+
     /// Whether discovery has seen `node` serving.
     pub fn serving(&self, node: &NodeName) -> bool {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
@@ -103,7 +115,10 @@ impl TopologyView {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         let mut names: BTreeSet<NodeName> = nodes.keys().cloned().collect();
         names.extend(nodes.values().flat_map(|d| d.downstream.iter().cloned()));
-        let mut topology = Topology::default();
+        let mut topology = Topology {
+            entry: Some(self.entry.clone()),
+            ..Topology::default()
+        };
         for (index, name) in names.into_iter().enumerate() {
             let found = nodes.get(&name).cloned().unwrap_or_default();
             let state = states.get(&name);
@@ -263,6 +278,8 @@ pub async fn run(
 /// Data of an `event: topology`: the graph and its Mermaid source.
 #[derive(serde::Serialize)]
 pub struct TopologyEvent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<NodeName>,
     nodes: Vec<serde_json::Value>,
     edges: Vec<serde_json::Value>,
     mermaid: String,
@@ -272,6 +289,7 @@ impl From<&Topology> for TopologyEvent {
     fn from(t: &Topology) -> Self {
         use poem_openapi::types::ToJSON;
         Self {
+            entry: t.entry.clone(),
             nodes: t.nodes.iter().filter_map(ToJSON::to_json).collect(),
             edges: t.edges.iter().filter_map(ToJSON::to_json).collect(),
             mermaid: t.mermaid(),
@@ -289,7 +307,7 @@ mod tests {
 
     #[test]
     fn snapshot_includes_named_but_missing_nodes_and_renders_mermaid() {
-        let view = TopologyView::default();
+        let view = TopologyView::new(name("A"));
         let mut found = BTreeMap::new();
         found.insert(
             name("A"),
