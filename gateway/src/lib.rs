@@ -69,7 +69,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the relay and discovery on `client`. Returns once the `status.>`
-    /// subscription is registered with the server.
+    /// subscription is registered with the server (when NATS is reachable).
     pub async fn start(config: Config, client: Client) -> anyhow::Result<Self> {
         let gateway_id = config
             .gateway_id
@@ -91,7 +91,10 @@ impl Gateway {
         });
 
         let subscription = relay::subscribe(&client).await?;
-        client.flush().await?;
+        if let Err(e) = handlers::bus::sync(&client).await {
+            // Not connected yet: the client subscribes when it connects.
+            tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
+        }
         tokio::spawn({
             let view = view.clone();
             let relay = relay.clone();

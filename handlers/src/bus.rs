@@ -126,6 +126,32 @@ impl NatsArgs {
     }
 }
 
+/// Waits until the server has processed everything sent on `client` so far (its
+/// subscriptions included). `flush` only writes the socket; this makes a round trip: the
+/// server handles one connection's commands in order, so a message to a fresh inbox
+/// coming back means every earlier subscription is in place.
+pub async fn sync(client: &Client) -> Result<(), async_nats::Error> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await?;
+    match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("connection closed while syncing with the server".into()),
+        Err(_) => Err("no round trip with the NATS server within 10 s".into()),
+    }
+}
+
+/// Drains `client` (flushes what it buffered, closes subscriptions), giving up after
+/// `limit` when the server is unreachable.
+pub async fn drain(client: &Client, limit: Duration) {
+    match tokio::time::timeout(limit, client.drain()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(cause = %e, "draining the NATS connection"),
+        Err(_) => tracing::warn!(?limit, "NATS unreachable: closed without draining"),
+    }
+}
+
 /// NATS could not be reached or the settings are unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to NATS at {url}: {cause}")]

@@ -62,7 +62,8 @@ pub struct Running {
 
 impl Running {
     /// Registers every node with the Services API and starts serving. Returns once the
-    /// server has every subscription, so a request sent afterwards is answered.
+    /// server has every subscription (see [`crate::bus::sync`]; at most 10 s when NATS is
+    /// unreachable), so a request sent afterwards from any connection is answered.
     pub async fn start(
         client: Client,
         nodes: Vec<NodeSpec>,
@@ -131,15 +132,10 @@ impl Running {
             )));
             running.services.push(service);
         }
-        client.flush().await.map_err(|e| StartError {
-            node: running
-                .instances
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| NodeName::new("none").unwrap_or_else(|_| unreachable!())),
-            cause: format!("flushing subscriptions: {e}"),
-        })?;
+        if let Err(e) = crate::bus::sync(&client).await {
+            // Not connected yet: the client registers the subscriptions when it connects.
+            tracing::warn!(cause = %e, "NATS has not confirmed the subscriptions yet");
+        }
         Ok(running)
     }
 
@@ -170,8 +166,10 @@ impl Running {
         }
         // Replies and status events are buffered by the client: send them before the
         // connection can go away.
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(cause = %e, "flushing replies on shutdown");
+        match tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(cause = %e, "flushing replies on shutdown"),
+            Err(_) => tracing::warn!("NATS unreachable: replies still buffered at shutdown"),
         }
     }
 }

@@ -37,9 +37,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "gateway on http://{addr}/ (page), http://{addr}/docs (Swagger UI), http://{addr}/events (SSE)"
     );
     gateway.serve(acceptor, shutdown_signal()).await?;
-    if let Err(e) = client.drain().await {
-        tracing::warn!(cause = %e, "draining the NATS connection");
-    }
+    handlers::bus::drain(&client, std::time::Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
 }

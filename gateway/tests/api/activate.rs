@@ -122,7 +122,7 @@ async fn nats_down_answers_503_quickly_and_readyz_follows() {
 async fn bad_bodies_are_refused_and_nothing_is_published() {
     let app = spawn_app(vec![spec("A", &[], 0)], |c| c.max_body_bytes = 1024).await;
     let mut status_sub = app.nats.subscribe("status.>").await.unwrap();
-    app.nats.flush().await.unwrap();
+    handlers::bus::sync(&app.nats).await.unwrap();
     for body in [
         json!({"node": "a.b"}),
         json!({"node": "*"}),

@@ -161,9 +161,10 @@ async fn tells_a_client_what_history_cannot_cover() {
 
 #[tokio::test]
 async fn slow_client_does_not_hold_back_others() {
+    // 100 activations make 1,600 events: far more than a client may fall behind.
     let app = spawn_app(seed_zero_work(), |c| {
-        c.sse_buffer = 8;
-        c.sse_history = 8;
+        c.sse_buffer = 256;
+        c.sse_history = 256;
     })
     .await;
     // A client that connects and never reads.

@@ -6,5 +6,6 @@ mod activate;
 mod browser;
 mod events;
 mod helpers;
+mod runner;
 mod spec;
 mod topology;

@@ -57,8 +57,8 @@ async fn nodes_coming_and_going_are_announced() {
     let b = Running::start(client, vec![spec("B", &[], 0)], Settings::default())
         .await
         .unwrap();
-    let (status, _) = app.activate(serde_json::json!({"node": "B"})).await;
-    assert_eq!(status, 200);
+    let (status, body) = app.activate(serde_json::json!({"node": "B"})).await;
+    assert_eq!(status, 200, "{body}");
     let changed = sse
         .next_of("topology", Duration::from_secs(5))
         .await

@@ -145,9 +145,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         grace: Duration::from_secs(cli.grace_secs),
     };
     runtime::run(client.clone(), nodes, settings, shutdown_signal()).await?;
-    if let Err(e) = client.drain().await {
-        tracing::warn!(cause = %e, "draining the NATS connection");
-    }
+    handlers::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
 }

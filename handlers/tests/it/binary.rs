@@ -38,7 +38,10 @@ async fn binary_serves_topology_and_stops_on_sigterm() {
     assert!(tm.elapsed_ms >= 1500, "TM works 1500 ms: {}", tm.elapsed_ms);
 
     let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exits after SIGTERM")

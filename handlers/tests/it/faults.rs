@@ -81,7 +81,7 @@ async fn malformed_requests_get_400_and_change_nothing() {
     let _running = serve(&server, vec![spec("M", &["N"], 0), spec("N", &[], 0)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe(subject::STATUS_ALL).await.unwrap();
-    client.flush().await.unwrap();
+    handlers::bus::sync(&client).await.unwrap();
 
     for bad in [
         &b"nope"[..],
@@ -127,7 +127,7 @@ async fn fire_and_forget_publish_activates_without_reply() {
     let _running = serve(&server, vec![spec("F", &[], 0)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.F").await.unwrap();
-    client.flush().await.unwrap();
+    handlers::bus::sync(&client).await.unwrap();
     client.publish("activate.F", "".into()).await.unwrap();
     for _ in 0..2 {
         next_within(&mut status, Duration::from_secs(5))
@@ -174,7 +174,7 @@ async fn shutdown_finishes_in_flight_then_stops_serving() {
     let running = serve(&server, vec![spec("G", &[], 300)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.G").await.unwrap();
-    client.flush().await.unwrap();
+    handlers::bus::sync(&client).await.unwrap();
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { activate(&client, "G", ActivationRequest::default()).await }

@@ -15,7 +15,7 @@ async fn seed_topology_end_to_end() {
     let running = serve(&server, seed_zero_work()).await;
     let client = connect(&server).await;
     let mut status = client.subscribe(subject::STATUS_ALL).await.unwrap();
-    client.flush().await.unwrap();
+    handlers::bus::sync(&client).await.unwrap();
 
     let reply = activate(&client, "UI", ActivationRequest::default()).await;
 
@@ -189,7 +189,7 @@ async fn failures_propagate_as_502_with_codes() {
     .await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.L").await.unwrap();
-    client.flush().await.unwrap();
+    handlers::bus::sync(&client).await.unwrap();
     let reply = activate(&client, "P", ActivationRequest::default()).await;
     assert_eq!((reply.outcome, reply.code), (Outcome::Failed, 502));
     let l = &reply.children[0];
