@@ -4,6 +4,7 @@
 
 mod activate;
 mod browser;
+mod compose;
 mod events;
 mod helpers;
 mod runner;

@@ -71,6 +71,26 @@ struct Cli {
     /// Log format; `RUST_LOG` sets the filter (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Health check: ask each configured node for `$SRV.PING.<node>` and exit 0 when
+    /// every one answers (for container healthchecks), 1 otherwise.
+    #[arg(long)]
+    ping: bool,
+}
+
+/// Exits with an error unless every node answers `$SRV.PING.<node>` within 2 s.
+async fn ping(cli: &Cli, nodes: &[NodeSpec]) -> anyhow::Result<()> {
+    let client = cli.nats.connect("nats-mesh ping").await?;
+    for node in nodes {
+        let subject = format!("$SRV.PING.{}", node.name);
+        let asked = client.request(subject.clone(), "".into());
+        match tokio::time::timeout(Duration::from_secs(2), asked).await {
+            Ok(Ok(_)) => println!("{} answers {subject}", node.name),
+            Ok(Err(e)) => anyhow::bail!("{} does not answer {subject}: {e}", node.name),
+            Err(_) => anyhow::bail!("{} did not answer {subject} within 2 s", node.name),
+        }
+    }
+    Ok(())
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -134,6 +154,9 @@ async fn main() -> ExitCode {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let nodes = cli.nodes()?;
+    if cli.ping {
+        return ping(&cli, &nodes).await;
+    }
     let client_name = match nodes.as_slice() {
         [one] => format!("nats-mesh node {}", one.name),
         _ => "nats-mesh nodes".to_string(),

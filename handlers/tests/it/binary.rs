@@ -37,6 +37,32 @@ async fn binary_serves_topology_and_stops_on_sigterm() {
     let tm = reply.iter().find(|r| r.node.as_str() == "TM").unwrap();
     assert!(tm.elapsed_ms >= 1500, "TM works 1500 ms: {}", tm.elapsed_ms);
 
+    let ping = tokio::process::Command::new(BIN)
+        .args([
+            "--nats-url",
+            &server.url(),
+            "--topology",
+            topology,
+            "--only",
+            "TM,UI",
+            "--ping",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("TM answers $SRV.PING.TM"));
+    let missing = tokio::process::Command::new(BIN)
+        .args(["--nats-url", &server.url(), "-n", "nobody", "--ping"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+
     let pid = child.id().unwrap().to_string();
     Command::new("kill")
         .args(["-s", "TERM", &pid])

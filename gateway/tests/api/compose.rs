@@ -1,0 +1,164 @@
+//! `compose.yaml` and the Dockerfile, checked without a Docker engine: the file is valid
+//! (`docker-compose config`), every service runs one of our binaries with env vars that
+//! binary accepts, the eight seed nodes are there once each, and the Dockerfile copies
+//! paths that exist and every workspace member.
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use serde_json::Value;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// Variables read by libraries rather than by our command lines.
+const LIBRARY_ENV: &[&str] = &["RUST_LOG"];
+
+fn resolved_compose() -> Value {
+    let out = Command::new("docker-compose")
+        .args(["-f", &format!("{ROOT}/compose.yaml"), "config"])
+        .output()
+        .expect("docker-compose runs (Debian package docker-compose; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&out.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    serde_json::from_slice(&json.stdout).unwrap()
+}
+
+/// Whether clap's help lists `key` (`[env: KEY=value]`, or `[env: KEY]` when hidden).
+fn documents_env(help: &str, key: &str) -> bool {
+    help.contains(&format!("[env: {key}=")) || help.contains(&format!("[env: {key}]"))
+}
+
+/// Every environment variable a binary's `--help` lists.
+fn env_vars_of(help: &str) -> Vec<String> {
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| rest.split(['=', ']']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn readme_documents_every_option_of_both_binaries() {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    for binary in ["handlers", "gateway"] {
+        let help = help_of(binary);
+        let vars = env_vars_of(&help);
+        assert!(vars.len() > 10, "{binary}: {vars:?}");
+        for var in vars {
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "README does not document {var} ({binary})"
+            );
+        }
+    }
+}
+
+fn help_of(binary: &str) -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_gateway")).parent().unwrap();
+    let out = Command::new(dir.join(binary))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn compose_services_use_only_what_the_binaries_accept() {
+    let compose = resolved_compose();
+    let services = compose["services"].as_object().unwrap();
+    let topology = handlers::Topology::load(&Path::new(ROOT).join("topology/seed.toml")).unwrap();
+    let mut nodes = BTreeSet::new();
+    for (name, service) in services {
+        if name == "nats" {
+            assert!(service["image"].as_str().unwrap().starts_with("nats:"));
+            let command = service["command"].to_string();
+            assert!(
+                command.contains("--jetstream") && command.contains("8222"),
+                "{command}"
+            );
+            continue;
+        }
+        assert!(
+            service["healthcheck"]["test"].is_array(),
+            "{name} has a healthcheck"
+        );
+        assert_eq!(
+            service["depends_on"]["nats"]["condition"], "service_healthy",
+            "{name}"
+        );
+        let binary = service["command"][0].as_str().unwrap();
+        assert!(
+            binary == "handlers" || binary == "gateway",
+            "{name} runs {binary}"
+        );
+        let help = help_of(binary);
+        for (key, value) in service["environment"].as_object().unwrap() {
+            assert!(
+                LIBRARY_ENV.contains(&key.as_str()) || documents_env(&help, key),
+                "service {name} sets {key}, which `{binary} --help` does not list"
+            );
+            if key == "MESH_ONLY" {
+                let node = value.as_str().unwrap();
+                assert!(
+                    topology.get(node).is_some(),
+                    "{name}: no node {node} in seed.toml"
+                );
+                assert!(nodes.insert(node.to_string()), "node {node} served twice");
+            }
+        }
+        if binary == "handlers" {
+            let topology_file = service["environment"]["MESH_TOPOLOGY"].as_str().unwrap();
+            assert_eq!(topology_file, "/etc/nats-mesh/seed.toml");
+        }
+    }
+    let expected: BTreeSet<_> = topology.nodes.iter().map(|n| n.name.to_string()).collect();
+    assert_eq!(nodes, expected, "every seed node is its own service");
+    assert!(services.contains_key("gateway"));
+}
+
+#[test]
+fn dockerfile_copies_what_exists_and_every_member() {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<_> = line.split_whitespace().collect();
+        for source in &parts[1..parts.len() - 1] {
+            assert!(
+                Path::new(ROOT).join(source).exists(),
+                "Dockerfile copies missing {source}"
+            );
+        }
+    }
+    let manifest = std::fs::read_to_string(format!("{ROOT}/Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .unwrap()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>();
+    for member in members {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "the dependency layer of the Dockerfile misses {member}"
+        );
+    }
+}
