@@ -1,72 +1,144 @@
-//! `bench`: measures nats-mesh against raw NATS request-reply in the same run.
+//! `bench`: how close nats-mesh comes to the bus's own limit, measured side by side.
 //!
-//! Starts its own nats-server on a free port, a trivial responder as the baseline and
-//! the seed topology with zero work, then prints latency percentiles and throughput.
+//! Starts its own nats-server, a trivial responder (the raw NATS baseline), a one-node
+//! `handlers` process, the seed topology with zero work and no failures, and a gateway;
+//! then measures request-reply latency and throughput of each, SSE fan-out to many
+//! clients, and resident memory. Prints a Markdown table and writes it, with a JSON
+//! file, to `artifacts/bench.md` and `artifacts/bench.json`.
+//!
+//! Run with `scripts/bench` (builds the release binaries first). `BENCH_SSE_CLIENTS`
+//! (default `1000,10000`) sets the fan-out sizes.
 
-use std::time::{Duration, Instant};
+mod procs;
+mod sse;
+mod stats;
+
+use std::{
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
 
 use async_nats::Client;
 use futures::StreamExt;
-use handlers::{call, runtime::Running, NodeSpec, Settings, Topology};
+use handlers::{call, Topology};
+use procs::{free_port, Proc};
 use schemas::{ActivationRequest, NodeName, Outcome};
-use testsupport::NatsServer;
+use stats::{measure, Row, Sample};
+use testsupport::{eventually, NatsServer};
 
-/// Latency samples of one scenario.
-struct Sample {
-    name: String,
-    latencies: Vec<Duration>,
-    wall: Duration,
+const REQUESTS: usize = 5_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = async_nats::connect(&url).await?;
+    echo_responder(async_nats::connect(&url).await?).await?;
+
+    // The processes under test.
+    let dir = std::env::temp_dir().join(format!("nats-mesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let topology = dir.join("seed-zero-work.toml");
+    std::fs::write(&topology, zero_work_topology()?)?;
+    let nats_env = vec![("NATS_URL", url.clone())];
+    let hop = Proc::start("handlers", &["-n", "E"], &nats_env)?;
+    let seed = Proc::start(
+        "handlers",
+        &[
+            "--topology",
+            &topology.display().to_string(),
+            "--fail-rate",
+            "0",
+        ],
+        &nats_env,
+    )?;
+    let http_port = free_port()?;
+    let mut gateway_env = nats_env.clone();
+    gateway_env.push(("GATEWAY_LISTEN", format!("127.0.0.1:{http_port}")));
+    gateway_env.push(("SSE_MAX_CLIENTS", "30000".into()));
+    let gateway = Proc::start("gateway", &[], &gateway_env)?;
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    wait_ready(&client, &http, &base).await;
+    let idle_node_kib = hop.rss_kib();
+    let idle_gateway_kib = gateway.rss_kib();
+
+    let mut rows = Vec::new();
+    let raw1 = nats_scenario(&client, "bench.echo", 1, false).await;
+    let raw_p50 = raw1.ms(0.5);
+    rows.push(raw1.row("raw NATS request-reply", 1, "baseline".into()));
+    let raw64 = nats_scenario(&client, "bench.echo", 64, false).await;
+    rows.push(raw64.row("raw NATS request-reply", 64, "baseline".into()));
+
+    for c in [1, 64] {
+        let s = nats_scenario(&client, "E", c, true).await;
+        let base = if c == 1 { raw_p50 } else { rows[1].p50_ms };
+        let note = format!("{:.2}x raw p50", s.ms(0.5) / base);
+        rows.push(s.row("one hop (node E, zero work)", c, note));
+    }
+    for c in [1, 16, 64] {
+        let s = nats_scenario(&client, "UI", c, true).await;
+        let note = format!(
+            "{:.2}x the 5 raw round trips of its critical path; {:.3} ms per hop",
+            s.ms(0.5) / (5.0 * raw_p50),
+            s.ms(0.5) / 5.0
+        );
+        rows.push(s.row("seed activation over NATS", c, note));
+    }
+    for c in [1, 16, 64] {
+        let s = http_scenario(&http, &base, c).await;
+        let note = format!("{:.2}x the 5 raw round trips", s.ms(0.5) / (5.0 * raw_p50));
+        rows.push(s.row("seed activation via POST /activate", c, note));
+    }
+
+    let sizes: Vec<usize> = std::env::var("BENCH_SSE_CLIENTS")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut fanouts = Vec::new();
+    for n in sizes {
+        fanouts.push(fan_out(&client, &gateway, http_port, n).await?);
+    }
+
+    let markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
+    println!("{markdown}");
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    std::fs::write(artifacts.join("bench.md"), &markdown)?;
+    std::fs::write(
+        artifacts.join("bench.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": machine(),
+            "rows": rows,
+            "sse": fanouts,
+            "idle_node_rss_kib": idle_node_kib,
+            "idle_gateway_rss_kib": idle_gateway_kib,
+        }))?,
+    )?;
+    drop((hop, seed, gateway));
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
-impl Sample {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted[index]
+fn zero_work_topology() -> anyhow::Result<String> {
+    let mut text = String::new();
+    for node in Topology::seed().nodes {
+        let downstream: Vec<_> = node.downstream.iter().map(|d| format!("\"{d}\"")).collect();
+        text.push_str(&format!(
+            "[[node]]\nname = \"{}\"\ndownstream = [{}]\n\n",
+            node.name,
+            downstream.join(", ")
+        ));
     }
-    fn rate(&self) -> f64 {
-        self.latencies.len() as f64 / self.wall.as_secs_f64()
-    }
-}
-
-async fn measure<F, Fut>(name: &str, total: usize, concurrency: usize, op: F) -> Sample
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    // Warm-up.
-    for _ in 0..50 {
-        op().await;
-    }
-    let started = Instant::now();
-    let per_worker = total / concurrency;
-    let workers = (0..concurrency).map(|_| {
-        let op = op.clone();
-        tokio::spawn(async move {
-            let mut out = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let t = Instant::now();
-                op().await;
-                out.push(t.elapsed());
-            }
-            out
-        })
-    });
-    let mut latencies = Vec::with_capacity(total);
-    for w in futures::future::join_all(workers).await {
-        latencies.extend(w.expect("worker"));
-    }
-    Sample {
-        name: name.to_string(),
-        latencies,
-        wall: started.elapsed(),
-    }
+    Ok(text)
 }
 
 async fn echo_responder(client: Client) -> anyhow::Result<()> {
     let mut sub = client.subscribe("bench.echo").await?;
-    client.flush().await?;
+    handlers::bus::sync(&client)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             if let Some(reply) = msg.reply {
@@ -77,85 +149,232 @@ async fn echo_responder(client: Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await?;
-    echo_responder(async_nats::connect(server.url()).await?).await?;
-    let seed: Vec<NodeSpec> = Topology::seed()
-        .nodes
-        .into_iter()
-        .map(|n| NodeSpec {
-            work_ms: 0,
-            fail_rate: 0.0,
-            ..n
+async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
+    let ui = NodeName::new("UI").unwrap_or_else(|_| unreachable!());
+    eventually(
+        "the seed topology answers",
+        Duration::from_secs(30),
+        || async {
+            let r = call::activate(
+                client,
+                &ui,
+                &ActivationRequest::default(),
+                Duration::from_secs(2),
+            )
+            .await;
+            (r.outcome == Outcome::Ok).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "the gateway knows 9 nodes",
+        Duration::from_secs(30),
+        || async {
+            let t: serde_json::Value = http
+                .get(format!("{base}/topology"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (t["nodes"].as_array()?.len() == 9).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Request-reply on `target`: a raw subject, or (with `node`) an activation.
+async fn nats_scenario(client: &Client, target: &str, concurrency: usize, node: bool) -> Sample {
+    let client = client.clone();
+    let target = target.to_string();
+    measure(REQUESTS, concurrency, move || {
+        let client = client.clone();
+        let target = target.clone();
+        async move {
+            if node {
+                let name = NodeName::new(target).unwrap_or_else(|_| unreachable!());
+                let r = call::activate(
+                    &client,
+                    &name,
+                    &ActivationRequest::default(),
+                    Duration::from_secs(10),
+                )
+                .await;
+                assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+            } else {
+                client.request(target, "{}".into()).await.expect("echo");
+            }
+        }
+    })
+    .await
+}
+
+async fn http_scenario(http: &reqwest::Client, base: &str, concurrency: usize) -> Sample {
+    let http = http.clone();
+    let url = format!("{base}/activate");
+    measure(REQUESTS, concurrency, move || {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("POST /activate");
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await;
+        }
+    })
+    .await
+}
+
+/// Result of one SSE fan-out run.
+#[derive(serde::Serialize)]
+struct FanOut {
+    clients: usize,
+    connected: usize,
+    events_published: u64,
+    events_delivered: u64,
+    events_lost: u64,
+    lagged_notices: u64,
+    out_of_order_clients: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    delivered_per_second: f64,
+    gateway_rss_kib_before: u64,
+    gateway_rss_kib_connected: u64,
+    gateway_kib_per_client: f64,
+}
+
+async fn fan_out(
+    client: &Client,
+    gateway: &Proc,
+    port: u16,
+    clients: usize,
+) -> anyhow::Result<FanOut> {
+    const ACTIVATIONS: usize = 20;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let before = gateway.rss_kib();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let expected = Arc::new(AtomicUsize::new(0));
+    let deadline = Arc::new(std::sync::Mutex::new(
+        tokio::time::Instant::now() + Duration::from_secs(120),
+    ));
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        tasks.push(tokio::spawn(sse::client(
+            addr,
+            connected.clone(),
+            expected.clone(),
+            deadline.clone(),
+        )));
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+    eventually(
+        "every SSE client connected",
+        Duration::from_secs(90),
+        || async {
+            (connected.load(std::sync::atomic::Ordering::Relaxed) >= clients).then_some(())
+        },
+    )
+    .await;
+    let connected_rss = gateway.rss_kib();
+
+    let ui = NodeName::new("UI")?;
+    let started = tokio::time::Instant::now();
+    expected.store(ACTIVATIONS * 16, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..ACTIVATIONS {
+        let r = call::activate(
+            client,
+            &ui,
+            &ActivationRequest::default(),
+            Duration::from_secs(10),
+        )
+        .await;
+        anyhow::ensure!(r.outcome == Outcome::Ok, "activation failed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    *deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+        tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::with_capacity(clients);
+    for t in tasks {
+        seen.push(t.await?);
+    }
+    let elapsed = started.elapsed();
+    let published = (ACTIVATIONS * 16) as u64;
+    let delivered: u64 = seen.iter().map(|s| s.received).sum();
+    let mut latencies: Vec<Duration> = seen
+        .iter()
+        .flat_map(|s| {
+            s.latencies_us
+                .iter()
+                .map(|us| Duration::from_micros(u64::from(*us)))
         })
         .collect();
-    let _running = Running::start(
-        async_nats::connect(server.url()).await?,
-        seed,
-        Settings::default(),
-    )
-    .await?;
+    latencies.shrink_to_fit();
+    let sample = Sample::new(latencies, elapsed);
+    Ok(FanOut {
+        clients,
+        connected: connected.load(std::sync::atomic::Ordering::Relaxed),
+        events_published: published,
+        events_delivered: delivered,
+        events_lost: published * clients as u64 - delivered.min(published * clients as u64),
+        lagged_notices: seen.iter().map(|s| s.lagged).sum(),
+        out_of_order_clients: seen.iter().filter(|s| !s.in_order).count(),
+        p50_ms: sample.ms(0.5),
+        p99_ms: sample.ms(0.99),
+        delivered_per_second: delivered as f64 / elapsed.as_secs_f64(),
+        gateway_rss_kib_before: before,
+        gateway_rss_kib_connected: connected_rss,
+        gateway_kib_per_client: connected_rss.saturating_sub(before) as f64 / clients as f64,
+    })
+}
 
-    let mut samples = Vec::new();
-    for concurrency in [1, 64] {
-        let c = client.clone();
-        samples.push(
-            measure(
-                &format!("raw NATS request-reply, c={concurrency}"),
-                5_000,
-                concurrency,
-                move || {
-                    let c = c.clone();
-                    async move {
-                        c.request("bench.echo", "{}".into()).await.expect("echo");
-                    }
-                },
-            )
-            .await,
-        );
-        let c = client.clone();
-        let ui = NodeName::new("UI")?;
-        samples.push(
-            measure(
-                &format!("seed activation of UI (8 nodes), c={concurrency}"),
-                5_000,
-                concurrency,
-                move || {
-                    let c = c.clone();
-                    let ui = ui.clone();
-                    async move {
-                        let r = call::activate(
-                            &c,
-                            &ui,
-                            &ActivationRequest::default(),
-                            Duration::from_secs(5),
-                        )
-                        .await;
-                        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-                    }
-                },
-            )
-            .await,
-        );
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs, {model}")
+}
+
+fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> String {
+    let mut out = format!("Machine: {}\n\n", machine());
+    out.push_str("| scenario | concurrency | p50 ms | p99 ms | per second | compared |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.0} | {} |\n",
+            r.scenario, r.concurrency, r.p50_ms, r.p99_ms, r.per_second, r.note
+        ));
     }
-    println!("| scenario | p50 | p99 | per second |\n|---|---|---|---|");
-    for s in &samples {
-        println!(
-            "| {} | {:.3} ms | {:.3} ms | {:.0} |",
-            s.name,
-            s.percentile(0.5).as_secs_f64() * 1e3,
-            s.percentile(0.99).as_secs_f64() * 1e3,
-            s.rate()
-        );
+    out.push_str("\n| SSE clients | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client |\n|---|---|---|---|---|---|---|---|\n");
+    for f in fanouts {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} |\n",
+            f.clients,
+            f.events_delivered,
+            f.events_lost,
+            f.lagged_notices,
+            f.p50_ms,
+            f.p99_ms,
+            f.delivered_per_second,
+            f.gateway_kib_per_client
+        ));
     }
-    let raw = samples[0].percentile(0.5).as_secs_f64();
-    let seed = samples[1].percentile(0.5).as_secs_f64();
-    // The seed's critical path is 5 sequential round trips: client->UI->D->P->V->leaf.
-    println!(
-        "\nseed activation p50 = {:.2}x the sum of its 5 raw round trips on the critical path",
-        seed / (5.0 * raw)
-    );
-    Ok(())
+    out.push_str(&format!(
+        "\nIdle resident memory: node process {:.1} MiB, gateway {:.1} MiB.\n",
+        node_kib as f64 / 1024.0,
+        gateway_kib as f64 / 1024.0
+    ));
+    out
 }

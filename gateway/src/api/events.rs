@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use poem::Body;
 use poem_openapi::{
     param::{Header, Query},
@@ -14,13 +14,16 @@ use poem_openapi::{
     ApiResponse, OpenApi,
 };
 use schemas::{activation::ActivationId, NodeName};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApiError, ApiTags};
 use crate::{
     relay::{Frame, Kind, Relay},
     State,
 };
+
+/// Most frames gathered into one write.
+const MAX_BATCH: usize = 256;
 
 /// The answer to a stream request.
 #[derive(ApiResponse)]
@@ -153,6 +156,31 @@ impl Client {
         }
     }
 
+    /// Takes every frame already waiting in the channel, so that a burst of events
+    /// leaves in one write instead of one write (and one wake-up) per event.
+    fn drain_ready(&mut self) {
+        for _ in 0..MAX_BATCH {
+            match self.live.try_recv() {
+                Ok(frame) => self.send(&frame),
+                Err(TryRecvError::Lagged(_)) => self.catch_up(),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The pending frames as one chunk.
+    fn take_pending(&mut self) -> Bytes {
+        if self.pending.len() == 1 {
+            return self.pending.pop_front().unwrap_or_default();
+        }
+        let size = self.pending.iter().map(Bytes::len).sum();
+        let mut chunk = BytesMut::with_capacity(size);
+        for part in self.pending.drain(..) {
+            chunk.extend_from_slice(&part);
+        }
+        chunk.freeze()
+    }
+
     fn send(&mut self, frame: &Frame) {
         if frame.id > self.last_sent {
             self.last_sent = frame.id;
@@ -209,14 +237,15 @@ fn client_stream(
     }
     futures::stream::unfold(client, |mut client| async move {
         loop {
-            if let Some(bytes) = client.pending.pop_front() {
-                return Some((Ok(bytes), client));
+            if !client.pending.is_empty() {
+                return Some((Ok(client.take_pending()), client));
             }
             tokio::select! {
                 received = client.live.recv() => match received {
                     Ok(frame) => {
                         client.send(&frame);
                         client.keepalive.reset();
+                        client.drain_ready();
                     }
                     Err(RecvError::Lagged(_)) => client.catch_up(),
                     Err(RecvError::Closed) => return None,

@@ -1,0 +1,65 @@
+//! The processes under test: release builds of `handlers` and `gateway` beside this
+//! binary, killed on drop, and their resident memory.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `binary` (from the directory of this executable) with `args` and `env`.
+    pub fn start(binary: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let path = bin_dir()?.join(binary);
+        anyhow::ensure!(
+            path.exists(),
+            "{} is missing: build it with `cargo build --release -p handlers -p gateway` (scripts/bench does)",
+            path.display()
+        );
+        let child = Command::new(&path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Resident memory in KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?
+        .to_path_buf())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

@@ -1,0 +1,110 @@
+//! SSE fan-out: many clients on one gateway, each counting what it receives and how
+//! long each event took from the node's publish (`at`) to the client.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+/// What one client saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Status events received.
+    pub received: u64,
+    /// `event: lagged` notices.
+    pub lagged: u64,
+    /// Whether ids only increased.
+    pub in_order: bool,
+    /// Publish-to-receive latencies, microseconds.
+    pub latencies_us: Vec<u32>,
+}
+
+/// Connects to `addr`'s `/events`, counts into `connected` once the stream is open,
+/// then reads until `expected` status events arrived or `deadline` passes.
+pub async fn client(
+    addr: std::net::SocketAddr,
+    connected: Arc<AtomicUsize>,
+    expected: Arc<AtomicUsize>,
+    deadline: Arc<std::sync::Mutex<Instant>>,
+) -> Seen {
+    let mut seen = Seen {
+        in_order: true,
+        ..Seen::default()
+    };
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return seen;
+    };
+    // HTTP/1.0: the body is close-delimited, so the bytes are the SSE stream itself.
+    if stream
+        .write_all(b"GET /events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return seen;
+    }
+    let mut buffer = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 8192];
+    let mut open = false;
+    let mut last_id = 0u64;
+    loop {
+        let limit = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+        let want = expected.load(Ordering::Relaxed) as u64;
+        if want > 0 && seen.received >= want {
+            break;
+        }
+        let read = match tokio::time::timeout_at(limit, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => break,
+            Err(_) => {
+                if want > 0 {
+                    break; // the run is over
+                }
+                continue; // still waiting for the run to start
+            }
+        };
+        let received_at = OffsetDateTime::now_utc();
+        buffer.extend_from_slice(&chunk[..read]);
+        while let Some(end) = find(&buffer, b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+            if !open {
+                open = true;
+                connected.fetch_add(1, Ordering::Relaxed);
+            }
+            if find(&frame, b"event: status\n").is_some() {
+                seen.received += 1;
+                if let Some(id) = field(&frame, b"id: ", b"\n").and_then(|v| v.parse::<u64>().ok())
+                {
+                    seen.in_order &= id > last_id;
+                    last_id = id;
+                }
+                if let Some(at) = field(&frame, b"\"at\":\"", b"\"") {
+                    if let Ok(at) = OffsetDateTime::parse(&at, &Rfc3339) {
+                        let us = (received_at - at).whole_microseconds().max(0);
+                        seen.latencies_us
+                            .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
+                }
+            } else if find(&frame, b"event: lagged\n").is_some() {
+                seen.lagged += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn field(frame: &[u8], start: &[u8], end: &[u8]) -> Option<String> {
+    let from = find(frame, start)? + start.len();
+    let len = find(&frame[from..], end)?;
+    String::from_utf8(frame[from..from + len].to_vec()).ok()
+}
