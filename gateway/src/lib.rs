@@ -7,6 +7,8 @@
 //! - [`api`]: the OpenAPI routes (`/activate`, `/nodes/{node}/color`, `/events`,
 //!   `/topology`, `/healthz`, `/readyz`).
 //! - [`page`]: the live page and its assets, compiled in.
+//! - [`metrics`]: Prometheus metrics; every request also gets a span and an
+//!   `X-Trace-Id` response header.
 //!
 //! [`Gateway::start`] wires them on a NATS connection; [`Gateway::serve`] serves HTTP
 //! until a shutdown future completes.
@@ -14,6 +16,8 @@
 pub mod api;
 pub mod config;
 mod limit;
+pub mod metrics;
+mod observe;
 pub mod page;
 pub mod relay;
 pub mod topology;
@@ -42,6 +46,8 @@ pub struct State {
     pub view: Arc<topology::TopologyView>,
     /// SSE clients connected now.
     pub sse_clients: AtomicUsize,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl State {
@@ -75,10 +81,12 @@ impl Gateway {
             .gateway_id
             .clone()
             .unwrap_or_else(|| format!("gw-{}", &nuid::next().to_string()[..8]));
+        let metrics = Arc::new(metrics::Metrics::default());
         let relay = relay::Relay::new(
             gateway_id,
             usize::try_from(config.sse_history)?,
             usize::try_from(config.sse_buffer)?,
+            metrics.clone(),
         );
         let view = Arc::new(topology::TopologyView::new(config.entry_node.clone()));
         let stop = CancellationToken::new();
@@ -88,6 +96,7 @@ impl Gateway {
             relay: relay.clone(),
             view: view.clone(),
             sse_clients: AtomicUsize::new(0),
+            metrics,
         });
 
         let subscription = relay::subscribe(&client).await?;
@@ -128,6 +137,7 @@ impl Gateway {
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
         let max_body = self.state.config.max_body_bytes;
+        let metrics = self.state.metrics.clone();
         // The API's operations live at the root beside the page: each of its top-level
         // paths is routed to it (the router cannot nest at "/" and also serve "/").
         let api = Arc::new(api.into_endpoint());
@@ -141,6 +151,7 @@ impl Gateway {
         }
         routes
             .around(move |endpoint, req| limit::limit_body(endpoint, req, max_body))
+            .around(move |endpoint, req| observe::observe(endpoint, req, metrics.clone()))
             .into_endpoint()
     }
 

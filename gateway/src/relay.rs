@@ -17,6 +17,8 @@ use futures::StreamExt;
 use schemas::{subject, NodeName, StatusEvent};
 use tokio::sync::{broadcast, Notify};
 
+use crate::metrics::Metrics;
+
 /// What kind of SSE event a frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -66,15 +68,18 @@ pub struct Relay {
     last_state: Mutex<std::collections::HashMap<NodeName, StatusEvent>>,
     /// Woken when a node that discovery does not know publishes.
     pub unknown_node: Notify,
-    /// Events accepted from the bus.
-    pub relayed: std::sync::atomic::AtomicU64,
-    /// Messages on `status.>` that were refused.
-    pub refused: std::sync::atomic::AtomicU64,
+    /// Counters of relayed, refused and dropped events.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Relay {
     /// A relay keeping `history` frames and letting a client fall `buffer` frames behind.
-    pub fn new(gateway_id: String, history: usize, buffer: usize) -> Arc<Self> {
+    pub fn new(
+        gateway_id: String,
+        history: usize,
+        buffer: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let (live, _) = broadcast::channel(buffer.max(1));
         Arc::new(Self {
             window: Mutex::new(Window {
@@ -86,8 +91,7 @@ impl Relay {
             gateway_id,
             last_state: Mutex::new(Default::default()),
             unknown_node: Notify::new(),
-            relayed: Default::default(),
-            refused: Default::default(),
+            metrics,
         })
     }
 
@@ -199,9 +203,7 @@ pub async fn run(
     while let Some(message) = messages.next().await {
         match relay.accept_status(&message.subject, &message.payload) {
             Ok(frame) => {
-                relay
-                    .relayed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                relay.metrics.events_relayed.inc();
                 if let Some(node) = &frame.node {
                     if !known(node) {
                         relay.unknown_node.notify_one();
@@ -209,9 +211,7 @@ pub async fn run(
                 }
             }
             Err(cause) => {
-                relay
-                    .refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                relay.metrics.events_refused.inc();
                 tracing::debug!(subject = %message.subject, %cause, "status message refused");
             }
         }
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn window_keeps_the_newest_and_reports_gaps() {
-        let relay = Relay::new("g".into(), 3, 16);
+        let relay = Relay::new("g".into(), 3, 16, Default::default());
         for _ in 0..5 {
             relay
                 .accept_status("status.V", br#"{"state":"ok"}"#)
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn frames_are_stamped_and_rendered_once() {
-        let relay = Relay::new("gw-1".into(), 8, 8);
+        let relay = Relay::new("gw-1".into(), 8, 8, Default::default());
         let frame = relay
             .accept_status("status.T", br#"{"state":"running","activation_id":"a1"}"#)
             .unwrap();

@@ -9,6 +9,7 @@ use async_nats::{
     Client, Message,
 };
 use schemas::{subject, ActivationReply, ActivationRequest, NodeName, Outcome};
+use tracing::Instrument;
 
 /// Sends `request` to `node` and waits at most `wait` for its reply.
 ///
@@ -22,6 +23,29 @@ pub async fn activate(
     node: &NodeName,
     request: &ActivationRequest,
     wait: Duration,
+) -> ActivationReply {
+    let span = tracing::info_span!(
+        "call",
+        otel.name = %format!("activate.{node} request"),
+        otel.kind = "client",
+        node = %node,
+        outcome = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
+    let reply = send(client, node, request, wait, &span)
+        .instrument(span.clone())
+        .await;
+    span.record("outcome", tracing::field::display(reply.outcome));
+    span.record("code", reply.code);
+    reply
+}
+
+async fn send(
+    client: &Client,
+    node: &NodeName,
+    request: &ActivationRequest,
+    wait: Duration,
+    span: &tracing::Span,
 ) -> ActivationReply {
     let started = Instant::now();
     let activation_id = request
@@ -61,6 +85,7 @@ pub async fn activate(
             subject::activate(node),
             async_nats::Request::new()
                 .payload(payload.into())
+                .headers(crate::trace_context::headers_for(span))
                 .timeout(Some(wait)),
         )
         .await;

@@ -10,7 +10,8 @@
 //! - [`node`]: what one node does with one activation.
 //! - [`runtime`]: serving a set of nodes until shutdown.
 //! - [`topology`]: node settings, from the command line or a topology file.
-//! - [`telemetry`]: log output.
+//! - [`telemetry`]: logs, and traces exported over OTLP when configured.
+//! - [`trace_context`]: W3C trace context in NATS headers.
 
 pub mod bus;
 pub mod call;
@@ -19,6 +20,7 @@ pub mod node;
 pub mod runtime;
 pub mod telemetry;
 pub mod topology;
+pub mod trace_context;
 
 pub use runtime::{run, Settings};
 pub use topology::{NodeSpec, Topology};

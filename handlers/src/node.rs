@@ -164,6 +164,7 @@ impl Node {
         let mut event = StatusEvent::new(self.spec.name.clone(), state);
         event.activation_id = Some(activation_id.to_string());
         event.instance = Some(self.instance.clone());
+        event.trace_id = crate::trace_context::trace_id(&tracing::Span::current());
         event
     }
 

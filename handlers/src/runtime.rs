@@ -15,6 +15,8 @@ use futures::StreamExt;
 use schemas::{subject, ActivationRequest, NodeName};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{node::Node, NodeSpec, VERSION};
 
@@ -275,7 +277,25 @@ async fn serve(node: &Node, request: service::Request) {
     let started = Instant::now();
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
-            let reply = node.activate(activation, started).await;
+            let span = tracing::info_span!(
+                "activate",
+                otel.name = %format!("activate {}", node.spec().name),
+                otel.kind = "server",
+                node = %node.spec().name,
+                activation = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                code = tracing::field::Empty,
+            );
+            let _ = span.set_parent(crate::trace_context::extract(
+                request.message.headers.as_ref(),
+            ));
+            let reply = node
+                .activate(activation, started)
+                .instrument(span.clone())
+                .await;
+            span.record("activation", reply.activation_id.as_str());
+            span.record("outcome", tracing::field::display(reply.outcome));
+            span.record("code", reply.code);
             match serde_json::to_vec(&reply) {
                 Ok(body) => respond(&request, Ok(body.into())).await,
                 Err(e) => tracing::error!(cause = %e, "cannot encode reply"),

@@ -1,6 +1,14 @@
-//! Log output: human text by default, JSON on request, filtered by `RUST_LOG`.
+//! Logs and traces.
+//!
+//! Logs go to stderr as human text (default) or JSON, filtered by `RUST_LOG`. Spans go to
+//! OpenTelemetry: exported over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and only propagated otherwise (trace
+//! ids still flow through NATS headers, nothing is sent anywhere). `OTEL_SERVICE_NAME`
+//! overrides the service name; `OTEL_SDK_DISABLED=true` turns export off.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -16,13 +24,56 @@ pub enum LogFormat {
 /// (which repeat ours) at warn.
 pub const DEFAULT_FILTER: &str = "info,async_nats=warn";
 
-/// Installs the global subscriber; `RUST_LOG` filters (default [`DEFAULT_FILTER`]).
-pub fn init(format: LogFormat) {
+/// Keeps the tracer provider alive; flushes and shuts it down on drop.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Whether the standard OTLP environment asks for export.
+pub fn otlp_configured() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs logging and tracing for a process serving as `service` (the OpenTelemetry
+/// service name unless `OTEL_SERVICE_NAME` says otherwise).
+pub fn init(service: &str, format: LogFormat) -> Telemetry {
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(name).build());
+    if otlp_configured() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("OTLP export is configured but unusable, traces stay local: {e}"),
+        }
+    }
+    init_with(builder.build(), format)
+}
+
+/// Installs logging and tracing with a given tracer provider (tests use an in-memory
+/// exporter). Only the first call in a process takes effect.
+pub fn init_with(provider: SdkTracerProvider, format: LogFormat) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let logs = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
+    let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("nats-mesh"));
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter()))
+        .with(traces.with_filter(filter()))
+        .try_init();
+    Telemetry { provider }
 }

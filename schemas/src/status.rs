@@ -51,6 +51,10 @@ pub struct StatusEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub elapsed_ms: Option<u64>,
+    /// W3C trace id (32 hex digits) of the activation's trace, when it is traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub trace_id: Option<String>,
     /// When the event was published (RFC 3339).
     pub at: String,
     /// The gateway that relayed the event to an SSE client (set by the gateway only).
@@ -93,6 +97,7 @@ impl StatusEvent {
             activation_id: None,
             instance: None,
             elapsed_ms: None,
+            trace_id: None,
             at: crate::now_rfc3339(),
             relayed_by: None,
         }

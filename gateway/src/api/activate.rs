@@ -120,13 +120,30 @@ impl ActivateApi {
             timeout_ms: Some(budget),
             path: Vec::new(),
         };
+        let started = std::time::Instant::now();
         let reply = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
             handlers::call::activate(&state.client, &node, &request, wait).await
         } else {
             bus_down(&node, &id)
         };
-        respond(reply, state.view.knows(&node))
+        let response = respond(reply, state.view.knows(&node));
+        let code = match &response {
+            ActivateResponse::BadRequest(_) => 400,
+            ActivateResponse::Ok(r, _)
+            | ActivateResponse::UnknownNode(r, _)
+            | ActivateResponse::Failed(r, _)
+            | ActivateResponse::BadGateway(r, _)
+            | ActivateResponse::Unavailable(r, _)
+            | ActivateResponse::Timeout(r, _)
+            | ActivateResponse::Loop(r, _) => r.0.code,
+        };
+        state
+            .metrics
+            .activation_seconds
+            .get_or_create(&crate::metrics::CodeLabels { code })
+            .observe(started.elapsed().as_secs_f64());
+        response
     }
 }
 

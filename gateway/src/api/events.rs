@@ -149,6 +149,9 @@ impl Client {
     fn catch_up(&mut self) {
         let (frames, complete) = self.relay.since(self.last_sent);
         if !complete {
+            let first_kept = frames.first().map_or(self.relay.last_id() + 1, |f| f.id);
+            let missed = first_kept.saturating_sub(self.last_sent + 1);
+            self.relay.metrics.events_dropped.inc_by(missed);
             self.pending.push_back(lagged(self.last_sent));
         }
         for frame in frames {

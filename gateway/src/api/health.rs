@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
+use poem_openapi::{
+    payload::{Json, PlainText},
+    ApiResponse, Object, OpenApi,
+};
 
 use super::ApiTags;
 use crate::State;
@@ -57,6 +60,20 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
     async fn healthz(&self) -> Json<Health> {
         Json(self.health())
+    }
+
+    /// Metrics
+    ///
+    /// Prometheus text format: HTTP requests by route and status, `POST /activate`
+    /// latency histogram, SSE clients, events relayed, refused and dropped, NATS
+    /// connection state. Per-node counts are on the bus: `$SRV.STATS`.
+    #[oai(path = "/metrics", method = "get", tag = "ApiTags::Health")]
+    async fn metrics(&self) -> PlainText<String> {
+        let m = &self.0.metrics;
+        m.sse_clients
+            .set(i64::try_from(self.0.sse_clients()).unwrap_or(i64::MAX));
+        m.nats_connected.set(i64::from(self.0.bus_connected()));
+        PlainText(m.render())
     }
 
     /// Readiness

@@ -16,7 +16,8 @@ pub use error::ApiError;
 use crate::State;
 
 /// First segments of every operation's path.
-pub const PREFIXES: [&str; 6] = [
+pub const PREFIXES: [&str; 7] = [
+    "/metrics",
     "/activate",
     "/nodes",
     "/events",

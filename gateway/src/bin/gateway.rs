@@ -7,11 +7,18 @@ use gateway::{Config, Gateway};
 use handlers::{runtime::shutdown_signal, telemetry};
 use poem::listener::{Acceptor, Listener, TcpListener};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(config.log_format);
-    match run(config).await {
+    // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
+    let _telemetry = telemetry::init("gateway", config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

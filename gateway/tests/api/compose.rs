@@ -93,6 +93,10 @@ fn compose_services_use_only_what_the_binaries_accept() {
             );
             continue;
         }
+        if name == "jaeger" {
+            assert_eq!(service["environment"]["COLLECTOR_OTLP_ENABLED"], "true");
+            continue;
+        }
         assert!(
             service["healthcheck"]["test"].is_array(),
             "{name} has a healthcheck"
@@ -109,7 +113,9 @@ fn compose_services_use_only_what_the_binaries_accept() {
         let help = help_of(binary);
         for (key, value) in service["environment"].as_object().unwrap() {
             assert!(
-                LIBRARY_ENV.contains(&key.as_str()) || documents_env(&help, key),
+                LIBRARY_ENV.contains(&key.as_str())
+                    || key.starts_with("OTEL_")
+                    || documents_env(&help, key),
                 "service {name} sets {key}, which `{binary} --help` does not list"
             );
             if key == "MESH_ONLY" {
@@ -120,6 +126,13 @@ fn compose_services_use_only_what_the_binaries_accept() {
                 );
                 assert!(nodes.insert(node.to_string()), "node {node} served twice");
             }
+        }
+        if let Some(endpoint) = service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str() {
+            assert!(
+                endpoint.starts_with("http://jaeger:4318"),
+                "{name}: {endpoint}"
+            );
+            assert!(services.contains_key("jaeger"));
         }
         if binary == "handlers" {
             let topology_file = service["environment"]["MESH_TOPOLOGY"].as_str().unwrap();

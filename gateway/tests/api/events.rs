@@ -223,11 +223,5 @@ async fn hand_published_status_shows_and_bad_ones_do_not() {
         (e["node"].as_str(), e["state"].as_str()),
         (Some("A"), Some("ok"))
     );
-    assert_eq!(
-        app.state
-            .relay
-            .refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(app.state.metrics.events_refused.get(), 4);
 }

@@ -9,4 +9,5 @@ mod events;
 mod helpers;
 mod runner;
 mod spec;
+mod telemetry;
 mod topology;

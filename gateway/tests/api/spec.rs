@@ -105,6 +105,7 @@ async fn openapi_document_describes_every_route_and_validates() {
         "/topology/mermaid",
         "/healthz",
         "/readyz",
+        "/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }

@@ -139,11 +139,23 @@ impl Cli {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    match serve(cli).await {
+    // One service name per node when a process serves one node (as in compose).
+    let service = match (&cli.name, cli.only.as_slice()) {
+        (Some(name), _) | (None, [name]) => format!("node-{name}"),
+        _ => "nats-mesh-nodes".to_string(),
+    };
+    // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
+    let _telemetry = telemetry::init(&service, cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,0 +1,63 @@
+//! One span and one metric per HTTP request, continuing the caller's trace when it sends
+//! `traceparent`, and an `X-Trace-Id` header on every response.
+
+use std::sync::Arc;
+
+use opentelemetry::propagation::Extractor;
+use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::{route_of, HttpLabels, Metrics};
+
+struct HttpHeaders<'a>(&'a HeaderMap);
+
+impl Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Wraps one request: span, metrics, trace id header.
+pub async fn observe<E: Endpoint>(
+    endpoint: E,
+    req: Request,
+    metrics: Arc<Metrics>,
+) -> Result<Response> {
+    let route = route_of(req.uri().path());
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.method = %method,
+        http.route = route,
+        http.status_code = tracing::field::Empty,
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeaders(req.headers())));
+    let _ = span.set_parent(parent);
+    let trace_id = handlers::trace_context::trace_id(&span);
+    let mut response = match endpoint.call(req).instrument(span.clone()).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    let status = response.status().as_u16();
+    span.record("http.status_code", status);
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status,
+        })
+        .inc();
+    if let Some(id) = trace_id.and_then(|id| id.parse().ok()) {
+        response.headers_mut().insert("x-trace-id", id);
+    }
+    Ok(response)
+}

@@ -1,0 +1,171 @@
+//! `/metrics` and OTLP export.
+
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use poem::{
+    handler,
+    listener::{Acceptor, Listener, TcpListener},
+    post,
+    web::Data,
+    Body, EndpointExt, Route, Server,
+};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Parses Prometheus text with the reference parser (prometheus-client from PyPI) and
+/// returns `{sample name + labels: value}`.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not Prometheus text (prometheus-client parser): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_activations() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let scrape = || async {
+        let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        parse_prometheus(&r.text().await.unwrap())
+    };
+    let before = scrape().await;
+    let _sse = app.sse("", None).await;
+    let (status, _) = app.activate(json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.activate(json!({"node": "nope-x"})).await;
+    assert_eq!(status, 404);
+    let after = eventually("16 events relayed", Duration::from_secs(5), || async {
+        let m = scrape().await;
+        let relayed = m
+            .get("mesh_gateway_events_relayed_total{}")
+            .copied()
+            .unwrap_or(0.0);
+        let was = before
+            .get("mesh_gateway_events_relayed_total{}")
+            .copied()
+            .unwrap_or(0.0);
+        (relayed - was >= 16.0).then_some(m)
+    })
+    .await;
+    let get =
+        |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let ok = r#"mesh_gateway_http_requests_total{method="POST",route="/activate",status="200"}"#;
+    assert_eq!(get(&after, ok) - get(&before, ok), 1.0, "{after:?}");
+    let not_found =
+        r#"mesh_gateway_http_requests_total{method="POST",route="/activate",status="404"}"#;
+    assert_eq!(get(&after, not_found), 1.0);
+    assert_eq!(
+        get(
+            &after,
+            r#"mesh_gateway_activation_seconds_count{code="200"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &after,
+            r#"mesh_gateway_activation_seconds_count{code="404"}"#
+        ),
+        1.0
+    );
+    assert_eq!(get(&after, "mesh_gateway_sse_clients{}"), 1.0);
+    assert_eq!(get(&after, "mesh_gateway_nats_connected{}"), 1.0);
+    assert!(after.contains_key("mesh_gateway_events_dropped_total{}"));
+    let scrapes = r#"mesh_gateway_http_requests_total{method="GET",route="/metrics",status="200"}"#;
+    assert!(get(&after, scrapes) >= 1.0);
+}
+
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<Vec<u8>>>>);
+
+#[handler]
+async fn collect(body: Body, Data(seen): Data<&Collected>) -> &'static str {
+    let bytes = body.into_vec().await.unwrap_or_default();
+    seen.0.lock().unwrap().push(bytes);
+    ""
+}
+
+#[tokio::test]
+async fn nodes_export_traces_over_otlp_when_configured() {
+    // A stand-in OTLP/HTTP collector that keeps what it receives.
+    let collected = Collected::default();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new()
+        .at("/v1/traces", post(collect))
+        .data(collected.clone());
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+
+    let server = NatsServer::start();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gateway"))
+        .parent()
+        .unwrap()
+        .join("handlers");
+    let mut node = tokio::process::Command::new(bin)
+        .args(["--nats-url", &server.url(), "-n", "E"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let e = name("E");
+    eventually("E serves", Duration::from_secs(10), || async {
+        let r = handlers::call::activate(&client, &e, &Default::default(), Duration::from_secs(1))
+            .await;
+        (r.outcome == schemas::Outcome::Ok).then_some(())
+    })
+    .await;
+    let body = eventually(
+        "spans reach the collector",
+        Duration::from_secs(10),
+        || async {
+            let seen = collected.0.lock().unwrap();
+            seen.iter().find(|b| contains(b, b"activate E")).cloned()
+        },
+    )
+    .await;
+    assert!(contains(&body, b"node-E"), "the service name is per node");
+    node.kill().await.unwrap();
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,59 @@
+//! W3C trace context (`traceparent`, `tracestate`) carried in NATS headers, so that one
+//! activation is one trace across the gateway and every node it reaches.
+
+use async_nats::HeaderMap;
+use opentelemetry::{
+    propagation::{Extractor, Injector},
+    trace::TraceContextExt,
+    Context,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
+}
+
+/// Headers carrying `span`'s trace context.
+pub fn headers_for(span: &tracing::Span) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(&mut headers));
+    });
+    headers
+}
+
+/// The trace context a message carries (an empty context when it carries none).
+pub fn extract(headers: Option<&HeaderMap>) -> Context {
+    match headers {
+        Some(headers) => {
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+        }
+        None => Context::new(),
+    }
+}
+
+/// The trace id of `span` as 32 hex digits, when it belongs to a trace.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
