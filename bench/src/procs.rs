@@ -23,7 +23,6 @@ impl Proc {
         let child = Command::new(&path)
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -136,6 +136,9 @@ function connect() {
   source.addEventListener('topology', (event) => {
     try { renderTopology(JSON.parse(event.data)); } catch (err) { log('notice', `bad topology: ${err}`); }
   });
+  source.addEventListener('bus', (event) => {
+    try { showBus(JSON.parse(event.data).connected); } catch { /* ignore */ }
+  });
   source.addEventListener('lagged', (event) => {
     let m = 'fell behind the event stream';
     try { m = JSON.parse(event.data).message; } catch { /* keep default */ }
@@ -143,13 +146,20 @@ function connect() {
   });
 }
 
+function showBus(connected) {
+  const bus = $('bus');
+  if (bus.dataset.state === (connected ? 'up' : 'down')) return;
+  bus.dataset.state = connected ? 'up' : 'down';
+  bus.textContent = connected ? 'bus up' : 'bus down';
+  log('notice', connected ? 'the gateway is connected to NATS' : 'the gateway lost NATS: activations answer 503 until it is back');
+}
+
 async function pollBus() {
   const bus = $('bus');
   try {
     const r = await fetch('/readyz', { cache: 'no-store' });
     const h = await r.json();
-    bus.dataset.state = h.nats_connected ? 'up' : 'down';
-    bus.textContent = h.nats_connected ? 'bus up' : 'bus down';
+    showBus(h.nats_connected);
     $('gateway-id').textContent = h.gateway_id;
   } catch {
     bus.dataset.state = 'down';

@@ -80,7 +80,12 @@ impl Gateway {
         let gateway_id = config
             .gateway_id
             .clone()
-            .unwrap_or_else(|| format!("gw-{}", &nuid::next().to_string()[..8]));
+            // A NUID's last ten characters are its per-process random sequence, so ids of
+            // gateways in one process or in many differ.
+            .unwrap_or_else(|| {
+                let id = nuid::next().to_string();
+                format!("gw-{}", &id[id.len() - 10..])
+            });
         let metrics = Arc::new(metrics::Metrics::default());
         let relay = relay::Relay::new(
             gateway_id,
@@ -115,6 +120,11 @@ impl Gateway {
                 }
             }
         });
+        tokio::spawn(relay::watch_bus(
+            client.clone(),
+            relay.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(topology::run(
             client,
             view,

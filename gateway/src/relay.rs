@@ -26,6 +26,8 @@ pub enum Kind {
     Status,
     /// The discovered topology changed (`event: topology`).
     Topology,
+    /// The gateway's NATS connection went down or came back (`event: bus`).
+    Bus,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
         match self {
             Kind::Status => "status",
             Kind::Topology => "topology",
+            Kind::Bus => "bus",
         }
     }
 }
@@ -40,7 +43,8 @@ impl Kind {
 /// One event, rendered once and shared by every client.
 #[derive(Debug)]
 pub struct Frame {
-    /// Sequence number, the SSE `id:`.
+    /// Sequence number, the SSE `id:`, for status events; 0 for live-only control
+    /// events (topology, bus), which carry no `id:` and are not retained.
     pub id: u64,
     /// The kind of event.
     pub kind: Kind,
@@ -148,9 +152,18 @@ impl Relay {
         Ok(self.push(Kind::Status, Some(node), activation, data))
     }
 
-    /// Adds a topology change to the stream.
-    pub fn push_topology(&self, data: String) -> Arc<Frame> {
-        self.push(Kind::Topology, None, None, data)
+    /// Sends a live-only control event (topology or bus state) to connected clients.
+    pub fn push_control(&self, kind: Kind, data: String) -> Arc<Frame> {
+        let frame = Arc::new(Frame {
+            id: 0,
+            kind,
+            node: None,
+            activation: None,
+            bytes: control_frame(kind, &data),
+            data,
+        });
+        let _ = self.live.send(frame.clone());
+        frame
     }
 
     fn push(
@@ -183,6 +196,38 @@ impl Relay {
         let _ = self.live.send(frame.clone());
         frame
     }
+}
+
+/// An SSE frame without `id:`: `event: <kind>` and the data.
+pub fn control_frame(kind: Kind, data: &str) -> Bytes {
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", kind.as_str()))
+}
+
+/// Sends `event: bus` to every client whenever the NATS connection goes down or comes
+/// back, until `stop` is cancelled.
+pub async fn watch_bus(
+    client: async_nats::Client,
+    relay: Arc<Relay>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut was = true;
+    loop {
+        let now = client.connection_state() == async_nats::connection::State::Connected;
+        if now != was {
+            tracing::warn!(connected = now, "NATS connection state changed");
+            relay.push_control(Kind::Bus, bus_json(now, relay.gateway_id()));
+            was = now;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {},
+        }
+    }
+}
+
+/// Data of an `event: bus`.
+pub fn bus_json(connected: bool, gateway: &str) -> String {
+    serde_json::json!({ "connected": connected, "gateway": gateway }).to_string()
 }
 
 /// Subscribes to every status subject.

@@ -257,7 +257,7 @@ pub async fn run(
                     let topology = view.snapshot(&relay.last_states());
                     tracing::info!(nodes = topology.nodes.len(), "topology changed");
                     if let Ok(json) = serde_json::to_string(&TopologyEvent::from(&topology)) {
-                        relay.push_topology(json);
+                        relay.push_control(crate::relay::Kind::Topology, json);
                     }
                 }
             }

@@ -100,12 +100,21 @@ impl NatsArgs {
             cause: format!("reading credentials or certificates: {e}"),
         })?;
         options
-            .connect(self.nats_url.as_str())
+            .connect(self.servers())
             .await
             .map_err(|e| ConnectError {
                 url: self.nats_url.clone(),
                 cause: e.to_string(),
             })
+    }
+
+    /// The servers of `--nats-url`, split at commas.
+    pub fn servers(&self) -> Vec<&str> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// Connects in the background: returns at once and keeps trying until a server
@@ -117,7 +126,7 @@ impl NatsArgs {
         })?;
         options
             .retry_on_initial_connect()
-            .connect(self.nats_url.as_str())
+            .connect(self.servers())
             .await
             .map_err(|e| ConnectError {
                 url: self.nats_url.clone(),

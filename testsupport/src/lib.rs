@@ -77,13 +77,13 @@ impl NatsServer {
             .path()
             .join(format!("nats-server_{}.ports", child.id()));
         self.child = Some(child);
-        let text = wait_blocking(Duration::from_secs(10), || {
-            std::fs::read_to_string(&ports_file)
-                .ok()
-                .filter(|t| t.contains("nats://"))
+        let ports: serde_json::Value = wait_blocking(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&ports_file).ok()?;
+            let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+            ports["nats"][0].is_string().then_some(ports)
         })
         .expect("nats-server wrote no ports file within 10 s");
-        let ports: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // nats://127.0.0.1:PORT, or tls://... when the server requires TLS.
         let url = ports["nats"][0].as_str().unwrap();
         self.port = url.rsplit(':').next().unwrap().parse().unwrap();
         let _ = std::fs::remove_file(ports_file);
@@ -153,4 +153,39 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A free TCP port on loopback (bound then released: another process could take it in
+/// between, which is rare enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `n` servers routed into one cluster on loopback. Clients may connect to any.
+pub fn start_cluster(n: usize) -> Vec<NatsServer> {
+    let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    (0..n)
+        .map(|i| {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            let listen = format!("nats://127.0.0.1:{}", cluster_ports[i]);
+            let routes = routes.join(",");
+            NatsServer::start_with(&[
+                "--cluster_name",
+                "mesh-test",
+                "--cluster",
+                &listen,
+                "--routes",
+                &routes,
+            ])
+        })
+        .collect()
 }

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApiError, ApiTags};
 use crate::{
-    relay::{Frame, Kind, Relay},
+    relay::{bus_json, control_frame, Frame, Kind, Relay},
     State,
 };
 
@@ -32,8 +32,10 @@ pub enum EventsResponse {
     /// An endless `text/event-stream`. Frames:
     /// `event: status` with an `id:` and a StatusEvent as JSON `data:`;
     /// `event: topology` with the graph (`nodes`, `edges`, `mermaid`) first and whenever
-    /// nodes come or go; `event: lagged` when the client fell behind further than the
-    /// retained history; `: keep-alive` comments while idle; a `retry:` hint first.
+    /// nodes come or go; `event: bus` (`{connected, gateway}`) first and whenever the
+    /// gateway's NATS connection goes down or comes back; `event: lagged` when the client
+    /// fell behind further than the retained history; `: keep-alive` comments while
+    /// idle; a `retry:` hint first.
     #[oai(status = 200, content_type = "text/event-stream")]
     Stream(
         Binary<Body>,
@@ -185,7 +187,10 @@ impl Client {
     }
 
     fn send(&mut self, frame: &Frame) {
-        if frame.id > self.last_sent {
+        if frame.kind != Kind::Status {
+            // Control events are live only: no id, no history, no filter.
+            self.pending.push_back(frame.bytes.clone());
+        } else if frame.id > self.last_sent {
             self.last_sent = frame.id;
             if self.filter.matches(frame) {
                 self.pending.push_back(frame.bytes.clone());
@@ -226,9 +231,13 @@ fn client_stream(
     )));
     let topology = serde_json::to_string(&crate::topology::TopologyEvent::from(&state.topology()))
         .unwrap_or_default();
-    client.pending.push_back(Bytes::from(format!(
-        "event: topology\ndata: {topology}\n\n"
-    )));
+    client
+        .pending
+        .push_back(control_frame(Kind::Topology, &topology));
+    client.pending.push_back(control_frame(
+        Kind::Bus,
+        &bus_json(state.bus_connected(), state.relay.gateway_id()),
+    ));
     match resume {
         Some(id) if id <= newest => {
             client.last_sent = id;

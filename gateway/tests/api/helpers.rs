@@ -156,11 +156,7 @@ impl App {
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Sse {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
+        Sse::from_response(response)
     }
 }
 
@@ -187,6 +183,15 @@ pub struct Sse {
 }
 
 impl Sse {
+    /// Reads the stream of a successful `/events` response.
+    pub fn from_response(response: reqwest::Response) -> Self {
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Sse {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
     /// The next frame within `limit`.
     pub async fn next(&mut self, limit: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + limit;

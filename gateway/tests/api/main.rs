@@ -6,6 +6,7 @@ mod activate;
 mod browser;
 mod compose;
 mod events;
+mod faults;
 mod helpers;
 mod runner;
 mod spec;

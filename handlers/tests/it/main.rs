@@ -6,4 +6,5 @@ mod discovery;
 mod faults;
 mod helpers;
 mod independent_client;
+mod security;
 mod seed;
