@@ -148,10 +148,12 @@ function connect() {
 
 function showBus(connected) {
   const bus = $('bus');
-  if (bus.dataset.state === (connected ? 'up' : 'down')) return;
+  const before = bus.dataset.state;
+  if (before === (connected ? 'up' : 'down')) return;
   bus.dataset.state = connected ? 'up' : 'down';
   bus.textContent = connected ? 'bus up' : 'bus down';
-  log('notice', connected ? 'the gateway is connected to NATS' : 'the gateway lost NATS: activations answer 503 until it is back');
+  if (before === 'unknown') return; // the first state is no news
+  log('notice', connected ? 'the gateway is connected to NATS again' : 'the gateway lost NATS: activations answer 503 until it is back');
 }
 
 async function pollBus() {

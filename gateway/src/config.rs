@@ -30,6 +30,18 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ACTIVATE_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub activate_timeout_ms: u64,
+    /// Bearer token required by the mutating routes (`POST /activate`,
+    /// `PUT /nodes/{node}/color`); they are open when unset.
+    #[arg(long, env = "GATEWAY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Origins allowed to call the API from browsers (CORS), repeat or comma-separate;
+    /// CORS is off when none is given.
+    #[arg(
+        long = "cors-origin",
+        env = "GATEWAY_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,

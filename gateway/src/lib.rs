@@ -14,6 +14,7 @@
 //! until a shutdown future completes.
 
 pub mod api;
+mod auth;
 pub mod config;
 mod limit;
 pub mod metrics;
@@ -29,7 +30,7 @@ use std::{
 };
 
 use async_nats::{connection::State as Connection, Client};
-use poem::{get, listener::TcpAcceptor, EndpointExt, IntoEndpoint, Route, Server};
+use poem::{get, http::Method, listener::TcpAcceptor, EndpointExt, IntoEndpoint, Route, Server};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -141,8 +142,9 @@ impl Gateway {
         &self.state
     }
 
-    /// Every route: the API, its documents, and the page.
-    pub fn routes(&self) -> impl poem::Endpoint + 'static {
+    /// Every route: the API, its documents, and the page, with the body limit, the
+    /// optional bearer token and CORS, and a span and metrics per request.
+    pub fn routes(&self) -> poem::endpoint::BoxEndpoint<'static> {
         let api = api::service(self.state.clone());
         let spec = api.spec_endpoint();
         let docs = api.swagger_ui();
@@ -159,10 +161,25 @@ impl Gateway {
         for prefix in api::PREFIXES {
             routes = routes.nest_no_strip(prefix, api.clone());
         }
-        routes
+        let mut endpoint = routes
             .around(move |endpoint, req| limit::limit_body(endpoint, req, max_body))
+            .boxed();
+        if let Some(token) = self.state.config.api_token.clone() {
+            endpoint = endpoint
+                .around(move |endpoint, req| auth::require_token(endpoint, req, token.clone()))
+                .boxed();
+        }
+        if !self.state.config.cors_origins.is_empty() {
+            let cors = poem::middleware::Cors::new()
+                .allow_origins(self.state.config.cors_origins.clone())
+                .allow_methods([Method::GET, Method::POST, Method::PUT])
+                .allow_headers(["content-type", "authorization", "last-event-id"])
+                .expose_headers(["x-trace-id", "x-activation-id"]);
+            endpoint = endpoint.with(cors).boxed();
+        }
+        endpoint
             .around(move |endpoint, req| observe::observe(endpoint, req, metrics.clone()))
-            .into_endpoint()
+            .boxed()
     }
 
     /// Serves HTTP on `acceptor` until `shutdown` completes, then stops relay and

@@ -30,7 +30,7 @@ pub async fn observe<E: Endpoint>(
 ) -> Result<Response> {
     let route = route_of(req.uri().path());
     let method = req.method().to_string();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "http",
         otel.name = %format!("{method} {route}"),
         otel.kind = "server",

@@ -24,7 +24,7 @@ pub async fn activate(
     request: &ActivationRequest,
     wait: Duration,
 ) -> ActivationReply {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "call",
         otel.name = %format!("activate.{node} request"),
         otel.kind = "client",
@@ -121,11 +121,19 @@ async fn send(
     }
 }
 
-/// A reply message as a tree, or the code and text of what was wrong with it.
-fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationReply, (u16, String)> {
+/// A reply message as a tree, or the code and text of what was wrong with it (a
+/// Services API error reply, or a payload that is not a reply tree).
+pub fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationReply, (u16, String)> {
     if let Some(headers) = &message.headers {
         if let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE) {
-            let code = code.as_str().parse().unwrap_or(500);
+            // Only an error status is an error; anything else is a broken reply.
+            let code = code
+                .as_str()
+                .trim()
+                .parse()
+                .ok()
+                .filter(|c| (400..=599).contains(c))
+                .unwrap_or(502);
             let text = headers
                 .get(NATS_SERVICE_ERROR)
                 .map(|v| v.as_str().to_string())

@@ -277,7 +277,7 @@ async fn serve(node: &Node, request: service::Request) {
     let started = Instant::now();
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 "activate",
                 otel.name = %format!("activate {}", node.spec().name),
                 otel.kind = "server",

@@ -1,14 +1,17 @@
 //! Logs and traces.
 //!
 //! Logs go to stderr as human text (default) or JSON, filtered by `RUST_LOG`. Spans go to
-//! OpenTelemetry: exported over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_ENDPOINT`
-//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and only propagated otherwise (trace
-//! ids still flow through NATS headers, nothing is sent anywhere). `OTEL_SERVICE_NAME`
-//! overrides the service name; `OTEL_SDK_DISABLED=true` turns export off.
+//! OpenTelemetry when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: exported over OTLP/HTTP, with the trace
+//! context carried in NATS headers. Otherwise tracing is off and costs nothing.
+//! `OTEL_SERVICE_NAME` overrides the service name; `OTEL_SDK_DISABLED=true` turns it off.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing::Level;
+use tracing_subscriber::{
+    filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -42,27 +45,36 @@ pub fn otlp_configured() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
-/// Installs logging and tracing for a process serving as `service` (the OpenTelemetry
-/// service name unless `OTEL_SERVICE_NAME` says otherwise).
+/// Installs logging, and tracing when OTLP export is configured, for a process serving
+/// as `service` (the OpenTelemetry service name unless `OTEL_SERVICE_NAME` says
+/// otherwise). Without export no OpenTelemetry layer is installed: spans cost only what
+/// logging costs, and no trace context is created or propagated.
 pub fn init(service: &str, format: LogFormat) -> Telemetry {
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
-    let mut builder = SdkTracerProvider::builder()
+    let builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build());
-    if otlp_configured() {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-        {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(e) => eprintln!("OTLP export is configured but unusable, traces stay local: {e}"),
+    if !otlp_configured() {
+        return init_layers(builder.build(), format, false);
+    }
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => init_with(builder.with_batch_exporter(exporter).build(), format),
+        Err(e) => {
+            eprintln!("OTLP export is configured but unusable, tracing is off: {e}");
+            init_layers(builder.build(), format, false)
         }
     }
-    init_with(builder.build(), format)
 }
 
 /// Installs logging and tracing with a given tracer provider (tests use an in-memory
 /// exporter). Only the first call in a process takes effect.
 pub fn init_with(provider: SdkTracerProvider, format: LogFormat) -> Telemetry {
+    init_layers(provider, format, true)
+}
+
+fn init_layers(provider: SdkTracerProvider, format: LogFormat, traced: bool) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
@@ -70,10 +82,18 @@ pub fn init_with(provider: SdkTracerProvider, format: LogFormat) -> Telemetry {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
-    let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("nats-mesh"));
+    // Spans are at debug level: disabled, and free, unless traced or `RUST_LOG` asks.
+    let spans = Targets::new()
+        .with_target("handlers", Level::DEBUG)
+        .with_target("gateway", Level::DEBUG);
+    let traces = traced.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("nats-mesh"))
+            .with_filter(spans)
+    });
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter()))
-        .with(traces.with_filter(filter()))
+        .with(traces)
         .try_init();
     Telemetry { provider }
 }

@@ -45,6 +45,10 @@ pub enum ActivateResponse {
     /// The body is malformed or invalid (wrong types, invalid node name or colour).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
+    /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
+    /// was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>),
     /// No node of that name is known to discovery and none answered.
     #[oai(status = 404)]
     UnknownNode(
@@ -130,6 +134,7 @@ impl ActivateApi {
         let response = respond(reply, state.view.knows(&node));
         let code = match &response {
             ActivateResponse::BadRequest(_) => 400,
+            ActivateResponse::Unauthorized(_) => 401,
             ActivateResponse::Ok(r, _)
             | ActivateResponse::UnknownNode(r, _)
             | ActivateResponse::Failed(r, _)

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use poem_openapi::{OpenApiService, Tags};
 
+pub use activate::ActivateBody;
 pub use error::ApiError;
+pub use nodes::ColorBody;
 
 use crate::State;
 

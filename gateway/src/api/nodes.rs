@@ -26,6 +26,10 @@ pub enum ColorResponse {
     /// Invalid node name, colour or body.
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
+    /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
+    /// was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>),
     /// NATS is down: nothing was published.
     #[oai(status = 503)]
     BusDown(Json<ApiError>),

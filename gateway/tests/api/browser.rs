@@ -233,7 +233,7 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .await;
     assert!(result.as_str().unwrap().starts_with("200 ok"), "{result}");
     let log_len = driver
-        .script("return document.querySelectorAll('#log li').length")
+        .script("return document.querySelectorAll('#log li:not(.notice)').length")
         .await;
     assert_eq!(log_len, 16);
 

@@ -4,19 +4,25 @@ use poem::test::TestClient;
 
 use crate::helpers::*;
 
-async fn client() -> (
+type Spec = (
     NatsServer,
-    TestClient<impl poem::Endpoint>,
+    TestClient<poem::endpoint::BoxEndpoint<'static>>,
     gateway::Gateway,
-) {
+);
+
+async fn client() -> Spec {
+    client_with(|_| {}).await
+}
+
+async fn client_with(tweak: impl FnOnce(&mut gateway::Config)) -> Spec {
     let server = NatsServer::start();
     let nats = handlers::bus::NatsArgs::for_url(server.url())
         .connect("spec test")
         .await
         .unwrap();
-    let gateway = gateway::Gateway::start(gateway::Config::for_nats(&server.url()), nats)
-        .await
-        .unwrap();
+    let mut config = gateway::Config::for_nats(&server.url());
+    tweak(&mut config);
+    let gateway = gateway::Gateway::start(config, nats).await.unwrap();
     let client = TestClient::new(gateway.routes());
     (server, client, gateway)
 }
@@ -164,4 +170,93 @@ fn poem_openapi_json_matches_serde_json() {
         event.to_json().unwrap(),
         serde_json::to_value(&event).unwrap()
     );
+}
+
+#[tokio::test]
+async fn bearer_token_guards_only_the_mutating_routes() {
+    let (_server, cli, _gw) = client_with(|c| c.api_token = Some("t0ken".into())).await;
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("t0ken"),
+        Some("Basic t0ken"),
+    ] {
+        let mut req = cli
+            .post("/activate")
+            .content_type("application/json")
+            .body("{}");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await;
+        resp.assert_status(poem::http::StatusCode::UNAUTHORIZED);
+        resp.assert_header("www-authenticate", "Bearer");
+        resp.json()
+            .await
+            .value()
+            .object()
+            .get("error")
+            .assert_string("unauthorized");
+    }
+    let resp = cli
+        .put("/nodes/V/color")
+        .content_type("application/json")
+        .body(r#"{"color":"red"}"#)
+        .send()
+        .await;
+    resp.assert_status(poem::http::StatusCode::UNAUTHORIZED);
+    // With the token the request reaches the API (no nodes here: 404).
+    let resp = cli
+        .post("/activate")
+        .header("authorization", "Bearer t0ken")
+        .content_type("application/json")
+        .body(r#"{"node":"nobody"}"#)
+        .send()
+        .await;
+    resp.assert_status(poem::http::StatusCode::NOT_FOUND);
+    cli.get("/topology").send().await.assert_status_is_ok();
+    cli.get("/").send().await.assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_follows_the_allow_list() {
+    let (_server, cli, _gw) = client().await;
+    let resp = cli
+        .get("/topology")
+        .header("origin", "http://elsewhere.example")
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert!(resp
+        .0
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    let (_server, cli, _gw) =
+        client_with(|c| c.cors_origins = vec!["http://ok.example".into()]).await;
+    let allowed = cli
+        .get("/topology")
+        .header("origin", "http://ok.example")
+        .send()
+        .await;
+    allowed.assert_status_is_ok();
+    allowed.assert_header("access-control-allow-origin", "http://ok.example");
+    let preflight = cli
+        .options("/activate")
+        .header("origin", "http://ok.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await;
+    preflight.assert_status_is_ok();
+    let denied = cli
+        .get("/topology")
+        .header("origin", "http://evil.example")
+        .send()
+        .await;
+    assert!(denied
+        .0
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
