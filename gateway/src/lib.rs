@@ -146,7 +146,7 @@ impl Gateway {
     /// optional bearer token and CORS, and a span and metrics per request.
     pub fn routes(&self) -> poem::endpoint::BoxEndpoint<'static> {
         let api = api::service(self.state.clone());
-        let spec = api.spec_endpoint();
+        let spec = api::document(&api);
         let docs = api.swagger_ui();
         let max_body = self.state.config.max_body_bytes;
         let metrics = self.state.metrics.clone();
@@ -156,7 +156,14 @@ impl Gateway {
         let mut routes = Route::new()
             .at("/", get(page::index))
             .at("/assets/:file", get(page::asset))
-            .at("/openapi.json", spec)
+            .at(
+                "/openapi.json",
+                get(poem::endpoint::make_sync(move |_| {
+                    poem::Response::builder()
+                        .content_type("application/json; charset=utf-8")
+                        .body(spec.clone())
+                })),
+            )
             .nest("/docs", docs);
         for prefix in api::PREFIXES {
             routes = routes.nest_no_strip(prefix, api.clone());

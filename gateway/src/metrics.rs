@@ -139,6 +139,15 @@ pub fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The methods a route (as named by [`route_of`]) supports, for `Allow` headers.
+pub fn methods_of(route: &str) -> &'static str {
+    match route {
+        "/activate" => "POST",
+        "/nodes/{node}/color" => "PUT",
+        _ => "GET, HEAD",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,14 @@ pub async fn observe<E: Endpoint>(
         Err(e) => e.into_response(),
     };
     let status = response.status().as_u16();
+    if status == 405 {
+        // RFC 9110: a 405 says which methods the resource supports.
+        if let Ok(allow) = crate::metrics::methods_of(route).parse() {
+            response
+                .headers_mut()
+                .insert(poem::http::header::ALLOW, allow);
+        }
+    }
     span.record("http.status_code", status);
     metrics
         .http_requests

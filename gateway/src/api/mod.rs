@@ -73,3 +73,42 @@ pub fn service(
          `status.<node>`; this gateway is one HTTP door onto that bus.",
     )
 }
+
+/// Request bodies that refuse unknown fields. poem-openapi enforces
+/// `#[oai(deny_unknown_fields)]` but does not say so in the document, and reads `null`
+/// as an absent optional field without saying so either; [`document`] adds
+/// `additionalProperties: false` and `nullable: true` (on optional fields) so that the
+/// spec matches the behaviour.
+const CLOSED_BODIES: [&str; 2] = ["ActivateBody", "ColorBody"];
+
+/// The OpenAPI document as served on `/openapi.json`.
+pub fn document<T>(service: &OpenApiService<T, ()>) -> String
+where
+    T: poem_openapi::OpenApi,
+{
+    let text = service.spec();
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return text;
+    };
+    for name in CLOSED_BODIES {
+        if let Some(schema) = doc["components"]["schemas"].get_mut(name) {
+            schema["additionalProperties"] = serde_json::Value::Bool(false);
+            let required: Vec<String> = schema["required"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(properties) = schema["properties"].as_object_mut() {
+                for (field, property) in properties.iter_mut() {
+                    if !required.contains(field) {
+                        property["nullable"] = serde_json::Value::Bool(true);
+                    }
+                }
+            }
+        }
+    }
+    doc.to_string()
+}
