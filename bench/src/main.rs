@@ -247,6 +247,9 @@ struct FanOut {
     gateway_rss_kib_before: u64,
     gateway_rss_kib_connected: u64,
     gateway_kib_per_client: f64,
+    gateway_cpu_seconds: f64,
+    load_generator_cpu_seconds: f64,
+    gateway_cpu_us_per_delivery: f64,
 }
 
 async fn fan_out(
@@ -286,6 +289,8 @@ async fn fan_out(
     let connected_rss = gateway.rss_kib();
 
     let ui = NodeName::new("UI")?;
+    let gateway_cpu = gateway.cpu_seconds();
+    let own_cpu = procs::cpu_seconds("/proc/self/stat");
     let started = tokio::time::Instant::now();
     expected.store(ACTIVATIONS * 16, std::sync::atomic::Ordering::Relaxed);
     for _ in 0..ACTIVATIONS {
@@ -306,6 +311,8 @@ async fn fan_out(
         seen.push(t.await?);
     }
     let elapsed = started.elapsed();
+    let gateway_cpu = gateway.cpu_seconds() - gateway_cpu;
+    let own_cpu = procs::cpu_seconds("/proc/self/stat") - own_cpu;
     let published = (ACTIVATIONS * 16) as u64;
     let delivered: u64 = seen.iter().map(|s| s.received).sum();
     let mut latencies: Vec<Duration> = seen
@@ -332,6 +339,9 @@ async fn fan_out(
         gateway_rss_kib_before: before,
         gateway_rss_kib_connected: connected_rss,
         gateway_kib_per_client: connected_rss.saturating_sub(before) as f64 / clients as f64,
+        gateway_cpu_seconds: gateway_cpu,
+        load_generator_cpu_seconds: own_cpu,
+        gateway_cpu_us_per_delivery: gateway_cpu * 1e6 / delivered.max(1) as f64,
     })
 }
 
@@ -357,10 +367,10 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             r.scenario, r.concurrency, r.p50_ms, r.p99_ms, r.per_second, r.note
         ));
     }
-    out.push_str("\n| SSE clients | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| SSE clients | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for f in fanouts {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} |\n",
             f.clients,
             f.events_delivered,
             f.events_lost,
@@ -368,7 +378,10 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             f.p50_ms,
             f.p99_ms,
             f.delivered_per_second,
-            f.gateway_kib_per_client
+            f.gateway_kib_per_client,
+            f.gateway_cpu_seconds,
+            f.load_generator_cpu_seconds,
+            f.gateway_cpu_us_per_delivery
         ));
     }
     out.push_str(&format!(
