@@ -65,6 +65,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub sse_history: u64,
 
+    /// JetStream stream keeping status events (created when missing); empty turns
+    /// durable history off. Without JetStream the gateway relays live.
+    #[arg(long, env = "GATEWAY_STREAM", default_value = "MESH_STATUS")]
+    pub stream: String,
+    /// Oldest event the stream keeps, in seconds.
+    #[arg(long, env = "GATEWAY_STREAM_MAX_AGE_SECS", default_value_t = 3600)]
+    pub stream_max_age_secs: u64,
+    /// Most bytes the stream keeps.
+    #[arg(long, env = "GATEWAY_STREAM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub stream_max_bytes: u64,
+
     /// Interval of topology discovery (`$SRV.INFO`), in milliseconds.
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(50..))]

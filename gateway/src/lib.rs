@@ -16,6 +16,7 @@
 pub mod api;
 mod auth;
 pub mod config;
+pub mod history;
 mod limit;
 pub mod metrics;
 mod observe;
@@ -49,6 +50,8 @@ pub struct State {
     pub sse_clients: AtomicUsize,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The durable history, when the server has JetStream.
+    pub history: Option<Arc<history::History>>,
 }
 
 impl State {
@@ -96,6 +99,11 @@ impl Gateway {
         );
         let view = Arc::new(topology::TopologyView::new(config.entry_node.clone()));
         let stop = CancellationToken::new();
+        let mut history = history::History::open(&client, &config).await;
+        if let Some(h) = history.as_mut() {
+            relay.start_after(h.last_sequence().await);
+        }
+        let history = history.map(Arc::new);
         let state = Arc::new(State {
             config,
             client: client.clone(),
@@ -103,9 +111,17 @@ impl Gateway {
             view: view.clone(),
             sse_clients: AtomicUsize::new(0),
             metrics,
+            history: history.clone(),
         });
 
-        let subscription = relay::subscribe(&client).await?;
+        let source = match &history {
+            Some(h) => relay::Source::Stream(Box::new(
+                h.live()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("consuming the status stream: {e}"))?,
+            )),
+            None => relay::Source::Live(relay::subscribe(&client).await?),
+        };
         if let Err(e) = handlers::bus::sync(&client).await {
             // Not connected yet: the client subscribes when it connects.
             tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
@@ -117,7 +133,7 @@ impl Gateway {
             async move {
                 tokio::select! {
                     _ = stop.cancelled() => {},
-                    _ = relay::run(subscription, relay, move |n| view.serving(n)) => {},
+                    _ = relay::run(source, relay, move |n| view.serving(n)) => {},
                 }
             }
         });

@@ -60,6 +60,9 @@ pub struct Frame {
 
 struct Window {
     next_id: u64,
+    /// Every id up to this one is no longer in `frames` (evicted, or from before this
+    /// gateway started).
+    gone_upto: u64,
     frames: VecDeque<Arc<Frame>>,
     capacity: usize,
 }
@@ -88,6 +91,7 @@ impl Relay {
         Arc::new(Self {
             window: Mutex::new(Window {
                 next_id: 1,
+                gone_upto: 0,
                 frames: VecDeque::with_capacity(history.min(65_536)),
                 capacity: history.max(1),
             }),
@@ -118,10 +122,7 @@ impl Relay {
     /// still reaches back to `after` (false: some frames after it were dropped).
     pub fn since(&self, after: u64) -> (Vec<Arc<Frame>>, bool) {
         let window = lock(&self.window);
-        let complete = window
-            .frames
-            .front()
-            .map_or(after + 1 >= window.next_id, |oldest| oldest.id <= after + 1);
+        let complete = after >= window.gone_upto;
         let frames = window
             .frames
             .iter()
@@ -143,13 +144,51 @@ impl Relay {
 
     /// Accepts a message received on `subject`; returns the frame, or why it was refused.
     pub fn accept_status(&self, subject: &str, payload: &[u8]) -> Result<Arc<Frame>, String> {
-        let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
-        event.relayed_by = Some(self.gateway_id.clone());
+        self.accept_numbered(subject, payload, None)
+    }
+
+    /// Accepts a message that has its own sequence number `id` (its stream sequence),
+    /// or the next local number when `None`.
+    pub fn accept_numbered(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        id: Option<u64>,
+    ) -> Result<Arc<Frame>, String> {
+        let event = self.decode(subject, payload)?;
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         let node = event.node.clone();
         let activation = event.activation_id.clone();
         lock(&self.last_state).insert(node.clone(), event);
-        Ok(self.push(Kind::Status, Some(node), activation, data))
+        Ok(self.push(id, Some(node), activation, data))
+    }
+
+    /// Renders a message from history as the frame with id `id`, without relaying it.
+    pub fn replayed(&self, subject: &str, payload: &[u8], id: u64) -> Result<Frame, String> {
+        let event = self.decode(subject, payload)?;
+        let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+        Ok(Frame {
+            id,
+            kind: Kind::Status,
+            node: Some(event.node),
+            activation: event.activation_id,
+            bytes: status_frame(id, &data),
+            data,
+        })
+    }
+
+    /// Continues numbering after `last` (the stream's last sequence): everything up to
+    /// it is history this gateway never held.
+    pub fn start_after(&self, last: u64) {
+        let mut window = lock(&self.window);
+        window.next_id = window.next_id.max(last + 1);
+        window.gone_upto = window.gone_upto.max(last);
+    }
+
+    fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
+        let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
+        event.relayed_by = Some(self.gateway_id.clone());
+        Ok(event)
     }
 
     /// Sends a live-only control event (topology or bus state) to connected clients.
@@ -168,34 +207,37 @@ impl Relay {
 
     fn push(
         &self,
-        kind: Kind,
+        id: Option<u64>,
         node: Option<NodeName>,
         activation: Option<String>,
         data: String,
     ) -> Arc<Frame> {
         let mut window = lock(&self.window);
-        let id = window.next_id;
-        window.next_id += 1;
-        let bytes = Bytes::from(format!(
-            "id: {id}\nevent: {}\ndata: {data}\n\n",
-            kind.as_str()
-        ));
+        let id = id.unwrap_or(window.next_id);
+        window.next_id = id + 1;
         let frame = Arc::new(Frame {
             id,
-            kind,
+            kind: Kind::Status,
             node,
             activation,
+            bytes: status_frame(id, &data),
             data,
-            bytes,
         });
         if window.frames.len() == window.capacity {
-            window.frames.pop_front();
+            if let Some(evicted) = window.frames.pop_front() {
+                window.gone_upto = evicted.id;
+            }
         }
         window.frames.push_back(frame.clone());
         // Sent under the lock so that live order matches id order.
         let _ = self.live.send(frame.clone());
         frame
     }
+}
+
+/// An `event: status` SSE frame with its id.
+fn status_frame(id: u64, data: &str) -> Bytes {
+    Bytes::from(format!("id: {id}\nevent: status\ndata: {data}\n\n"))
 }
 
 /// An SSE frame without `id:`: `event: <kind>` and the data.
@@ -237,16 +279,40 @@ pub async fn subscribe(
     client.subscribe(subject::STATUS_ALL).await
 }
 
-/// Relays `messages` (from [`subscribe`]) into `relay` until the subscription ends.
-/// `known` says whether discovery has seen a node serving; events of other nodes wake
-/// discovery through [`Relay::unknown_node`].
-pub async fn run(
-    mut messages: async_nats::Subscriber,
-    relay: Arc<Relay>,
-    known: impl Fn(&NodeName) -> bool,
-) {
-    while let Some(message) = messages.next().await {
-        match relay.accept_status(&message.subject, &message.payload) {
+/// Where status events come from.
+pub enum Source {
+    /// The core subscription from [`subscribe`]: ids are this gateway's own numbers.
+    Live(async_nats::Subscriber),
+    /// The JetStream stream: ids are stream sequences.
+    Stream(Box<async_nats::jetstream::consumer::push::Ordered>),
+}
+
+/// Relays `source` into `relay` until it ends. `known` says whether discovery has seen a
+/// node serving; events of other nodes wake discovery through [`Relay::unknown_node`].
+pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
+    let mut messages: futures::stream::BoxStream<
+        'static,
+        (async_nats::Subject, Bytes, Option<u64>),
+    > = match source {
+        Source::Live(subscriber) => subscriber.map(|m| (m.subject, m.payload, None)).boxed(),
+        Source::Stream(ordered) => ordered
+            .filter_map(|m| async move {
+                match m {
+                    Ok(m) => {
+                        let sequence = m.info().ok().map(|i| i.stream_sequence);
+                        let message = m.message;
+                        Some((message.subject, message.payload, sequence))
+                    }
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "status stream consumer error");
+                        None
+                    }
+                }
+            })
+            .boxed(),
+    };
+    while let Some((subject, payload, sequence)) = messages.next().await {
+        match relay.accept_numbered(&subject, &payload, sequence) {
             Ok(frame) => {
                 relay.metrics.events_relayed.inc();
                 if let Some(node) = &frame.node {
@@ -257,7 +323,7 @@ pub async fn run(
             }
             Err(cause) => {
                 relay.metrics.events_refused.inc();
-                tracing::debug!(subject = %message.subject, %cause, "status message refused");
+                tracing::debug!(%subject, %cause, "status message refused");
             }
         }
     }

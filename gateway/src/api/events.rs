@@ -18,12 +18,15 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApiError, ApiTags};
 use crate::{
+    history::History,
     relay::{bus_json, control_frame, Frame, Kind, Relay},
     State,
 };
 
 /// Most frames gathered into one write.
 const MAX_BATCH: usize = 256;
+/// Most events replayed from the stream for one resuming client.
+const MAX_REPLAY: usize = 100_000;
 
 /// The answer to a stream request.
 #[derive(ApiResponse)]
@@ -90,7 +93,7 @@ impl EventsApi {
             activation: activation.0.map(|a| a.to_string()),
         };
         let resume = last_event_id.0.and_then(|id| id.trim().parse::<u64>().ok());
-        let stream = client_stream(state, filter, resume, guard);
+        let stream = client_stream(state, filter, resume, guard).await;
         EventsResponse::Stream(
             Binary(Body::from_bytes_stream(stream)),
             "no-cache".into(),
@@ -186,6 +189,31 @@ impl Client {
         chunk.freeze()
     }
 
+    /// Catches up from the in-memory window and, for what the window no longer holds,
+    /// from the durable stream; says so when even the stream has lost some.
+    async fn replay(&mut self, history: &History, newest: u64) {
+        let (frames, complete) = self.relay.since(self.last_sent);
+        if !complete {
+            let from = self.last_sent + 1;
+            let until = frames.first().map_or(newest, |f| f.id - 1);
+            let stored = history.replay(from, until, MAX_REPLAY).await;
+            if stored.first().is_none_or(|m| m.sequence > from) && from <= until {
+                self.pending.push_back(lagged(self.last_sent));
+            }
+            for message in stored {
+                if let Ok(frame) =
+                    self.relay
+                        .replayed(&message.subject, &message.payload, message.sequence)
+                {
+                    self.send(&frame);
+                }
+            }
+        }
+        for frame in frames {
+            self.send(&frame);
+        }
+    }
+
     fn send(&mut self, frame: &Frame) {
         if frame.kind != Kind::Status {
             // Control events are live only: no id, no history, no filter.
@@ -205,7 +233,7 @@ fn lagged(after: u64) -> Bytes {
     ))
 }
 
-fn client_stream(
+async fn client_stream(
     state: &Arc<State>,
     filter: Filter,
     resume: Option<u64>,
@@ -241,7 +269,10 @@ fn client_stream(
     match resume {
         Some(id) if id <= newest => {
             client.last_sent = id;
-            client.catch_up();
+            match &state.history {
+                Some(history) => client.replay(history, newest).await,
+                None => client.catch_up(),
+            }
         }
         // An id this gateway never issued (it restarted, or the id is another's).
         Some(id) => client.pending.push_back(lagged(id)),

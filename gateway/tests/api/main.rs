@@ -5,6 +5,7 @@
 mod activate;
 mod browser;
 mod compose;
+mod durable;
 mod events;
 mod faults;
 mod helpers;

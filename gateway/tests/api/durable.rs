@@ -1,0 +1,142 @@
+//! Nothing lost: status events kept in JetStream, SSE ids are stream sequences, and a
+//! client that resumes with `Last-Event-ID` on any gateway, even a restarted one, gets
+//! every event it missed, in order, with no duplicates.
+
+use std::time::Duration;
+
+use handlers::bus::NatsArgs;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Another gateway on the same server; dropped, it stops serving.
+struct Gw {
+    base: String,
+    state: std::sync::Arc<gateway::State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Gw {
+    async fn start(url: &str, tweak: impl FnOnce(&mut gateway::Config)) -> Self {
+        let mut config = gateway::Config::for_nats(url);
+        tweak(&mut config);
+        let client = NatsArgs::for_url(url)
+            .connect("durable test")
+            .await
+            .unwrap();
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+        let gw = gateway::Gateway::start(config, client).await.unwrap();
+        let state = gw.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gw.serve(acceptor, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    async fn sse(&self, last: Option<&str>) -> Sse {
+        let mut r = reqwest::Client::new().get(format!("{}/events", self.base));
+        if let Some(id) = last {
+            r = r.header("Last-Event-ID", id);
+        }
+        Sse::from_response(r.send().await.unwrap())
+    }
+}
+
+fn ids(frames: &[Frame]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|f| f.id.clone().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
+    let app = spawn_on(NatsServer::start_jetstream(), seed_zero_work(), |c| {
+        c.sse_history = 4
+    })
+    .await;
+    assert!(
+        app.state.history.is_some(),
+        "JetStream is used when the server has it"
+    );
+    let other = Gw::start(&app.server.url(), |c| c.sse_history = 4).await;
+
+    // Both gateways number events the same way: stream sequences.
+    let mut on_app = app.sse("", None).await;
+    let mut on_other = other.sse(None).await;
+    let (_, first) = app.activate(json!({})).await;
+    let seen_app = on_app.statuses(16, WAIT).await;
+    let seen_other = on_other.statuses(16, WAIT).await;
+    assert_eq!(ids(&seen_app), ids(&seen_other));
+    assert!(seen_app
+        .iter()
+        .all(|f| f.json()["activation_id"] == first["activation_id"]));
+    let last = ids(&seen_app).last().copied().unwrap();
+    drop((on_app, on_other));
+
+    // Missed while away; the window (4 events) cannot cover it, the stream can.
+    let (_, missed) = app.activate(json!({})).await;
+    eventually("the missed events are relayed", WAIT, || async {
+        (other.state.relay.last_id() >= last + 16).then_some(())
+    })
+    .await;
+    let mut resumed = other.sse(Some(&last.to_string())).await;
+    let frames = resumed.statuses(16, WAIT).await;
+    assert_eq!(ids(&frames), (last + 1..=last + 16).collect::<Vec<_>>());
+    assert!(frames
+        .iter()
+        .all(|f| f.json()["activation_id"] == missed["activation_id"]));
+    assert!(frames
+        .iter()
+        .all(|f| f.json()["relayed_by"] == other.state.relay.gateway_id()));
+    assert!(resumed
+        .next_of("lagged", Duration::from_millis(200))
+        .await
+        .is_none());
+
+    // A gateway restarted from nothing still serves the past from the stream.
+    drop(other);
+    let (_, third) = app.activate(json!({})).await;
+    let restarted = Gw::start(&app.server.url(), |_| {}).await;
+    let mut from_restart = restarted.sse(Some(&last.to_string())).await;
+    let frames = from_restart.statuses(32, WAIT).await;
+    assert_eq!(ids(&frames), (last + 1..=last + 32).collect::<Vec<_>>());
+    assert!(frames[16..]
+        .iter()
+        .all(|f| f.json()["activation_id"] == third["activation_id"]));
+    // Then live events follow without a duplicate.
+    let (_, fourth) = app.activate(json!({})).await;
+    let next = from_restart.next_of("status", WAIT).await.unwrap();
+    assert_eq!(next.json()["activation_id"], fourth["activation_id"]);
+    assert_eq!(next.id.unwrap().parse::<u64>().unwrap(), last + 33);
+}
+
+#[tokio::test]
+async fn without_jetstream_the_gateway_relays_live() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |_| {}).await;
+    assert!(app.state.history.is_none());
+    let mut sse = app.sse("", None).await;
+    let (status, _) = app.activate(json!({"node": "A"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(sse.statuses(2, WAIT).await.len(), 2);
+}
