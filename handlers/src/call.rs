@@ -80,15 +80,13 @@ async fn send(
             )
         }
     };
-    let sent = client
-        .send_request(
-            subject::activate(node),
-            async_nats::Request::new()
-                .payload(payload.into())
-                .headers(crate::trace_context::headers_for(span))
-                .timeout(Some(wait)),
-        )
-        .await;
+    let mut message = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(wait));
+    if let Some(headers) = crate::trace_context::headers_for(span) {
+        message = message.headers(headers);
+    }
+    let sent = client.send_request(subject::activate(node), message).await;
     match sent {
         Ok(message) => decode_reply(node, &message).unwrap_or_else(|(code, text)| {
             let outcome = if code == 502 {

@@ -29,14 +29,18 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Headers carrying `span`'s trace context.
-pub fn headers_for(span: &tracing::Span) -> HeaderMap {
+/// Headers carrying `span`'s trace context; `None` when tracing is off (a disabled span),
+/// so that untraced requests carry no headers at all.
+pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
+    if span.is_disabled() {
+        return None;
+    }
     let mut headers = HeaderMap::new();
     let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(&mut headers));
     });
-    headers
+    Some(headers)
 }
 
 /// The trace context a message carries (an empty context when it carries none).
@@ -51,6 +55,9 @@ pub fn extract(headers: Option<&HeaderMap>) -> Context {
 
 /// The trace id of `span` as 32 hex digits, when it belongs to a trace.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context
