@@ -31,6 +31,7 @@ pub struct Seen {
 pub async fn client(
     addr: std::net::SocketAddr,
     connected: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
     expected: Arc<AtomicUsize>,
     deadline: Arc<std::sync::Mutex<Instant>>,
 ) -> Seen {
@@ -39,6 +40,7 @@ pub async fn client(
         ..Seen::default()
     };
     let Ok(mut stream) = TcpStream::connect(addr).await else {
+        failed.fetch_add(1, Ordering::Relaxed);
         return seen;
     };
     // HTTP/1.0: the body is close-delimited, so the bytes are the SSE stream itself.
@@ -47,6 +49,7 @@ pub async fn client(
         .await
         .is_err()
     {
+        failed.fetch_add(1, Ordering::Relaxed);
         return seen;
     }
     let mut buffer = Vec::with_capacity(8192);
