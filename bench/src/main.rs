@@ -21,10 +21,10 @@ use std::{
 use async_nats::Client;
 use futures::StreamExt;
 use handlers::{call, Topology};
-use procs::{free_port, Proc};
+use procs::Proc;
 use schemas::{ActivationRequest, NodeName, Outcome};
 use stats::{measure, Row, Sample};
-use testsupport::{eventually, NatsServer};
+use testsupport::{eventually, free_port, NatsServer};
 
 const REQUESTS: usize = 5_000;
 
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         ],
         &nats_env,
     )?;
-    let http_port = free_port()?;
+    let http_port = free_port();
     let mut gateway_env = nats_env.clone();
     gateway_env.push(("GATEWAY_LISTEN", format!("127.0.0.1:{http_port}")));
     gateway_env.push(("SSE_MAX_CLIENTS", "30000".into()));
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
 
 fn zero_work_topology() -> anyhow::Result<String> {
     let mut text = String::new();
-    for node in Topology::seed().nodes {
+    for node in Topology::seed().without_work().nodes {
         let downstream: Vec<_> = node.downstream.iter().map(|d| format!("\"{d}\"")).collect();
         text.push_str(&format!(
             "[[node]]\nname = \"{}\"\ndownstream = [{}]\n\n",

@@ -81,10 +81,3 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?
         .to_path_buf())
 }
-
-/// A free TCP port on loopback.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}

@@ -6,22 +6,10 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use gateway::{Config, Gateway};
-use handlers::{bus::NatsArgs, runtime::Running, telemetry, NodeSpec, Settings, Topology};
+use handlers::{bus::NatsArgs, runtime::Running, telemetry, Settings, Topology};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use testsupport::{eventually, NatsServer};
-
-fn seed_zero_work() -> Vec<NodeSpec> {
-    Topology::seed()
-        .nodes
-        .into_iter()
-        .map(|n| NodeSpec {
-            work_ms: 0,
-            fail_rate: 0.0,
-            ..n
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_activation_is_one_trace_across_every_hop() {
@@ -34,7 +22,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
     let server = NatsServer::start();
     let _nodes = Running::start(
         async_nats::connect(server.url()).await.unwrap(),
-        seed_zero_work(),
+        Topology::seed().without_work().nodes,
         Settings::default(),
     )
     .await

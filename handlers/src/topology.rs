@@ -142,6 +142,15 @@ impl Topology {
         toml::from_str(SEED_TOML).unwrap_or(Topology { nodes: Vec::new() })
     }
 
+    /// The same nodes with no simulated work and no failures (for benchmarks and tests).
+    pub fn without_work(mut self) -> Self {
+        for node in &mut self.nodes {
+            node.work_ms = 0;
+            node.fail_rate = 0.0;
+        }
+        self
+    }
+
     /// The node called `name`, if listed.
     pub fn get(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.name.as_str() == name)

@@ -11,6 +11,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use testsupport::free_port;
 
 struct Driver {
     child: Child,
@@ -25,14 +26,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Driver {

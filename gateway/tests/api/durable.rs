@@ -4,63 +4,11 @@
 
 use std::time::Duration;
 
-use handlers::bus::NatsArgs;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::json;
 
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Another gateway on the same server; dropped, it stops serving.
-struct Gw {
-    base: String,
-    state: std::sync::Arc<gateway::State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-impl Gw {
-    async fn start(url: &str, tweak: impl FnOnce(&mut gateway::Config)) -> Self {
-        let mut config = gateway::Config::for_nats(url);
-        tweak(&mut config);
-        let client = NatsArgs::for_url(url)
-            .connect("durable test")
-            .await
-            .unwrap();
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-        let gw = gateway::Gateway::start(config, client).await.unwrap();
-        let state = gw.state().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(gw.serve(acceptor, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            base: format!("http://{addr}"),
-            state,
-            stop: Some(stop),
-        }
-    }
-
-    async fn sse(&self, last: Option<&str>) -> Sse {
-        let mut r = reqwest::Client::new().get(format!("{}/events", self.base));
-        if let Some(id) = last {
-            r = r.header("Last-Event-ID", id);
-        }
-        Sse::from_response(r.send().await.unwrap())
-    }
-}
 
 fn ids(frames: &[Frame]) -> Vec<u64> {
     frames
@@ -83,7 +31,7 @@ async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
 
     // Both gateways number events the same way: stream sequences.
     let mut on_app = app.sse("", None).await;
-    let mut on_other = other.sse(None).await;
+    let mut on_other = other.sse("", None).await;
     let (_, first) = app.activate(json!({})).await;
     let seen_app = on_app.statuses(16, WAIT).await;
     let seen_other = on_other.statuses(16, WAIT).await;
@@ -100,7 +48,7 @@ async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
         (other.state.relay.last_id() >= last + 16).then_some(())
     })
     .await;
-    let mut resumed = other.sse(Some(&last.to_string())).await;
+    let mut resumed = other.sse("", Some(&last.to_string())).await;
     let frames = resumed.statuses(16, WAIT).await;
     assert_eq!(ids(&frames), (last + 1..=last + 16).collect::<Vec<_>>());
     assert!(frames
@@ -118,7 +66,7 @@ async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
     drop(other);
     let (_, third) = app.activate(json!({})).await;
     let restarted = Gw::start(&app.server.url(), |_| {}).await;
-    let mut from_restart = restarted.sse(Some(&last.to_string())).await;
+    let mut from_restart = restarted.sse("", Some(&last.to_string())).await;
     let frames = from_restart.statuses(32, WAIT).await;
     assert_eq!(ids(&frames), (last + 1..=last + 32).collect::<Vec<_>>());
     assert!(frames[16..]

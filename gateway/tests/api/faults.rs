@@ -8,7 +8,6 @@ use std::{
 
 use futures::StreamExt;
 use handlers::{bus::NatsArgs, runtime::Running, Settings};
-use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -125,7 +124,7 @@ async fn a_node_killed_mid_activation_is_reported_within_the_budget() {
 #[tokio::test]
 async fn an_activation_through_one_gateway_shows_on_another() {
     let app = spawn_app(seed_zero_work(), |_| {}).await;
-    let other = spawn_on_existing(&app).await;
+    let other = Gw::start(&app.server.url(), |_| {}).await;
     let mut other_sse = other.sse("", None).await;
     let (status, tree) = app.activate(json!({})).await;
     assert_eq!(status, 200);
@@ -136,43 +135,6 @@ async fn an_activation_through_one_gateway_shows_on_another() {
         assert_eq!(e["relayed_by"], other.state.relay.gateway_id());
     }
     assert_ne!(other.state.relay.gateway_id(), app.state.relay.gateway_id());
-}
-
-/// A second gateway on `app`'s NATS server.
-async fn spawn_on_existing(app: &App) -> SecondGateway {
-    let mut config = gateway::Config::for_nats(&app.server.url());
-    config.discovery_interval_ms = 200;
-    let client = NatsArgs::for_url(app.server.url())
-        .connect("second")
-        .await
-        .unwrap();
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-    let gw = gateway::Gateway::start(config, client).await.unwrap();
-    let state = gw.state().clone();
-    tokio::spawn(gw.serve(acceptor, std::future::pending()));
-    SecondGateway {
-        state,
-        base: format!("http://{addr}"),
-    }
-}
-
-struct SecondGateway {
-    state: std::sync::Arc<gateway::State>,
-    base: String,
-}
-
-impl SecondGateway {
-    async fn sse(&self, query: &str, _last: Option<&str>) -> Sse {
-        let r = reqwest::get(format!("{}/events{query}", self.base))
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        Sse::from_response(r)
-    }
 }
 
 #[tokio::test]

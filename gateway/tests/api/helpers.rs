@@ -16,14 +16,63 @@ pub struct App {
     pub base: String,
     pub http: reqwest::Client,
     pub nats: async_nats::Client,
+    gateway_handle: Gw,
+}
+
+/// A gateway serving real HTTP on a free port; dropped, it stops.
+pub struct Gw {
+    pub base: String,
+    pub state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
 }
 
-impl Drop for App {
+impl Drop for Gw {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+impl Gw {
+    /// A gateway on the NATS server at `url` (discovery every 200 ms unless `tweak`
+    /// says otherwise).
+    pub async fn start(url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_nats(url);
+        config.discovery_interval_ms = 200;
+        config.discovery_window_ms = 100;
+        tweak(&mut config);
+        let client = NatsArgs::for_url(config.nats.nats_url.clone())
+            .connect("test gateway")
+            .await
+            .unwrap();
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+        let gateway = Gateway::start(config, client).await.unwrap();
+        let state = gateway.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(gateway.serve(acceptor, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    /// Opens `GET /events` with `query` (e.g. `?node=V`), resuming after `last`.
+    pub async fn sse(&self, query: &str, last: Option<&str>) -> Sse {
+        let mut request = reqwest::Client::new().get(format!("{}/events{query}", self.base));
+        if let Some(id) = last {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Sse::from_response(response)
     }
 }
 
@@ -41,15 +90,7 @@ pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
 
 /// The seed topology with no work and no failures.
 pub fn seed_zero_work() -> Vec<NodeSpec> {
-    handlers::Topology::seed()
-        .nodes
-        .into_iter()
-        .map(|n| NodeSpec {
-            work_ms: 0,
-            fail_rate: 0.0,
-            ..n
-        })
-        .collect()
+    handlers::Topology::seed().without_work().nodes
 }
 
 /// A nats-server, `nodes` served on it, and a gateway on a free port; discovery runs
@@ -75,34 +116,17 @@ pub async fn spawn_on(
                 .unwrap(),
         )
     };
-    let mut config = Config::for_nats(&server.url());
-    config.discovery_interval_ms = 200;
-    config.discovery_window_ms = 100;
-    tweak(&mut config);
-    let client = NatsArgs::for_url(server.url())
-        .connect("test gateway")
-        .await
-        .unwrap();
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-    let gateway = Gateway::start(config, client).await.unwrap();
-    let state = gateway.state().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(acceptor, async {
-        let _ = stopped.await;
-    }));
+    let url = server.url();
+    let gateway = Gw::start(&url, tweak).await;
     let nats = async_nats::connect(server.url()).await.unwrap();
     let app = App {
         server,
         _nodes: running,
-        state,
-        base: format!("http://{addr}"),
+        state: gateway.state.clone(),
+        base: gateway.base.clone(),
         http: reqwest::Client::new(),
         nats,
-        stop: Some(stop),
+        gateway_handle: gateway,
     };
     if expected > 0 {
         app.wait_for_nodes(expected).await;
@@ -148,15 +172,9 @@ impl App {
         .await
     }
 
-    /// Opens `GET /events` with `query` (e.g. `?node=V`).
-    pub async fn sse(&self, query: &str, last_event_id: Option<&str>) -> Sse {
-        let mut request = self.http.get(self.url(&format!("/events{query}")));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        Sse::from_response(response)
+    /// Opens `GET /events` with `query` (e.g. `?node=V`), resuming after `last`.
+    pub async fn sse(&self, query: &str, last: Option<&str>) -> Sse {
+        self.gateway_handle.sse(query, last).await
     }
 }
 

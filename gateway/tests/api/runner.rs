@@ -11,14 +11,7 @@ use std::{
 use serde_json::json;
 
 use crate::helpers::eventually;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testsupport::free_port;
 
 fn group_members(pgid: u32) -> Vec<String> {
     let out = Command::new("pgrep")

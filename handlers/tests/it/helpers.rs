@@ -20,15 +20,7 @@ pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
 
 /// The seed topology with no work and no failures.
 pub fn seed_zero_work() -> Vec<NodeSpec> {
-    handlers::Topology::seed()
-        .nodes
-        .into_iter()
-        .map(|n| NodeSpec {
-            work_ms: 0,
-            fail_rate: 0.0,
-            ..n
-        })
-        .collect()
+    handlers::Topology::seed().without_work().nodes
 }
 
 pub async fn connect(server: &NatsServer) -> Client {
