@@ -49,6 +49,9 @@ pub enum ActivateResponse {
     /// was sent.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>),
+    /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ApiError>),
     /// No node of that name is known to discovery and none answered.
     #[oai(status = 404)]
     UnknownNode(
@@ -135,6 +138,7 @@ impl ActivateApi {
         let code = match &response {
             ActivateResponse::BadRequest(_) => 400,
             ActivateResponse::Unauthorized(_) => 401,
+            ActivateResponse::PayloadTooLarge(_) => 413,
             ActivateResponse::Ok(r, _)
             | ActivateResponse::UnknownNode(r, _)
             | ActivateResponse::Failed(r, _)

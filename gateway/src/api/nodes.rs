@@ -30,6 +30,9 @@ pub enum ColorResponse {
     /// was sent.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>),
+    /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ApiError>),
     /// NATS is down: nothing was published.
     #[oai(status = 503)]
     BusDown(Json<ApiError>),

@@ -124,7 +124,9 @@ async fn openapi_document_describes_every_route_and_validates() {
     let responses = doc["paths"]["/activate"]["post"]["responses"]
         .as_object()
         .unwrap();
-    for code in ["200", "400", "404", "500", "502", "503", "504", "508"] {
+    for code in [
+        "200", "400", "401", "404", "413", "500", "502", "503", "504", "508",
+    ] {
         let r = &responses[code];
         let content = r["content"].as_object().unwrap();
         let (media, body) = content.iter().next().unwrap();
