@@ -134,19 +134,7 @@ impl ActivateApi {
         } else {
             bus_down(&node, &id)
         };
-        let response = respond(reply, state.view.knows(&node));
-        let code = match &response {
-            ActivateResponse::BadRequest(_) => 400,
-            ActivateResponse::Unauthorized(_) => 401,
-            ActivateResponse::PayloadTooLarge(_) => 413,
-            ActivateResponse::Ok(r, _)
-            | ActivateResponse::UnknownNode(r, _)
-            | ActivateResponse::Failed(r, _)
-            | ActivateResponse::BadGateway(r, _)
-            | ActivateResponse::Unavailable(r, _)
-            | ActivateResponse::Timeout(r, _)
-            | ActivateResponse::Loop(r, _) => r.0.code,
-        };
+        let (code, response) = respond(reply, state.view.knows(&node));
         state
             .metrics
             .activation_seconds
@@ -169,11 +157,12 @@ fn bus_down(node: &NodeName, id: &ActivationId) -> ActivationReply {
     }
 }
 
-fn respond(mut reply: ActivationReply, known: bool) -> ActivateResponse {
+/// The HTTP answer for a reply tree, and its status.
+fn respond(mut reply: ActivationReply, known: bool) -> (u16, ActivateResponse) {
     let id = reply.activation_id.clone();
     match reply.code {
-        200 => ActivateResponse::Ok(Json(reply), id),
-        500 => ActivateResponse::Failed(Json(reply), id),
+        200 => (200, ActivateResponse::Ok(Json(reply), id)),
+        500 => (500, ActivateResponse::Failed(Json(reply), id)),
         // Nobody answered on a subject discovery never saw: the node does not exist.
         503 if reply.outcome == Outcome::Unavailable && reply.instance.is_empty() && !known => {
             reply.code = 404;
@@ -181,12 +170,15 @@ fn respond(mut reply: ActivationReply, known: bool) -> ActivateResponse {
                 "no node named {} is known: nothing serves activate.{}",
                 reply.node, reply.node
             );
-            ActivateResponse::UnknownNode(Json(reply), id)
+            (404, ActivateResponse::UnknownNode(Json(reply), id))
         }
-        503 => ActivateResponse::Unavailable(Json(reply), id),
-        504 => ActivateResponse::Timeout(Json(reply), id),
-        508 => ActivateResponse::Loop(Json(reply), id),
-        400 => ActivateResponse::BadRequest(Json(ApiError::new("bad_request", reply.message))),
-        _ => ActivateResponse::BadGateway(Json(reply), id),
+        503 => (503, ActivateResponse::Unavailable(Json(reply), id)),
+        504 => (504, ActivateResponse::Timeout(Json(reply), id)),
+        508 => (508, ActivateResponse::Loop(Json(reply), id)),
+        400 => (
+            400,
+            ActivateResponse::BadRequest(Json(ApiError::new("bad_request", reply.message))),
+        ),
+        _ => (502, ActivateResponse::BadGateway(Json(reply), id)),
     }
 }

@@ -154,10 +154,7 @@ impl Client {
     fn catch_up(&mut self) {
         let (frames, complete) = self.relay.since(self.last_sent);
         if !complete {
-            let first_kept = frames.first().map_or(self.relay.last_id() + 1, |f| f.id);
-            let missed = first_kept.saturating_sub(self.last_sent + 1);
-            self.relay.metrics.events_dropped.inc_by(missed);
-            self.pending.push_back(lagged(self.last_sent));
+            self.report_gap(frames.first().map_or(self.relay.last_id() + 1, |f| f.id));
         }
         for frame in frames {
             self.send(&frame);
@@ -189,6 +186,14 @@ impl Client {
         chunk.freeze()
     }
 
+    /// Tells the client that the events between what it has and `first_kept` are gone,
+    /// and counts them as dropped.
+    fn report_gap(&mut self, first_kept: u64) {
+        let missed = first_kept.saturating_sub(self.last_sent + 1);
+        self.relay.metrics.events_dropped.inc_by(missed);
+        self.pending.push_back(lagged(self.last_sent));
+    }
+
     /// Catches up from the in-memory window and, for what the window no longer holds,
     /// from the durable stream; says so when even the stream has lost some.
     async fn replay(&mut self, history: &History, newest: u64) {
@@ -197,8 +202,12 @@ impl Client {
             let from = self.last_sent + 1;
             let until = frames.first().map_or(newest, |f| f.id - 1);
             let stored = history.replay(from, until, MAX_REPLAY).await;
-            if stored.first().is_none_or(|m| m.sequence > from) && from <= until {
-                self.pending.push_back(lagged(self.last_sent));
+            if from <= until {
+                // The stream too may have lost some (aged out or over its size).
+                let first_kept = stored.first().map_or(until + 1, |m| m.sequence);
+                if first_kept > from {
+                    self.report_gap(first_kept);
+                }
             }
             for message in stored {
                 if let Ok(frame) =
