@@ -9,19 +9,21 @@ WORKDIR /src
 #    workspace's manifests with stub sources.
 COPY Cargo.toml Cargo.lock ./
 COPY schemas/Cargo.toml schemas/
+COPY core/Cargo.toml core/
 COPY handlers/Cargo.toml handlers/
 COPY gateway/Cargo.toml gateway/
 COPY testsupport/Cargo.toml testsupport/
+COPY checks/Cargo.toml checks/
 COPY bench/Cargo.toml bench/
-RUN for c in schemas handlers gateway testsupport bench; do mkdir -p $c/src/bin && echo '' > $c/src/lib.rs; done \
+RUN for c in schemas core handlers gateway testsupport checks bench; do mkdir -p $c/src/bin && echo '' > $c/src/lib.rs; done \
  && echo 'fn main() {}' > handlers/src/bin/handlers.rs \
  && echo 'fn main() {}' > gateway/src/bin/gateway.rs \
  && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --locked -p handlers -p gateway \
- && rm -rf schemas/src handlers/src gateway/src testsupport/src bench/src
+ && rm -rf schemas/src core/src handlers/src gateway/src testsupport/src checks/src bench/src
 # 2. The sources.
 COPY . .
-RUN touch schemas/src/lib.rs handlers/src/lib.rs gateway/src/lib.rs \
+RUN touch schemas/src/lib.rs core/src/lib.rs handlers/src/lib.rs gateway/src/lib.rs \
  && cargo build --release --locked -p handlers -p gateway --bins \
  && strip target/release/handlers target/release/gateway
 

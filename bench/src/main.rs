@@ -20,7 +20,7 @@ use std::{
 
 use async_nats::Client;
 use futures::StreamExt;
-use handlers::{call, Topology};
+use mesh_core::call;
 use procs::Proc;
 use schemas::{ActivationRequest, NodeName, Outcome};
 use stats::{measure, Row, Sample};
@@ -121,22 +121,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The seed topology file with every node's work and failure rate removed: the bench
+/// measures the mesh's overhead, not the simulated work.
 fn zero_work_topology() -> anyhow::Result<String> {
-    let mut text = String::new();
-    for node in Topology::seed().without_work().nodes {
-        let downstream: Vec<_> = node.downstream.iter().map(|d| format!("\"{d}\"")).collect();
-        text.push_str(&format!(
-            "[[node]]\nname = \"{}\"\ndownstream = [{}]\n\n",
-            node.name,
-            downstream.join(", ")
-        ));
+    let mut seed: toml::Table = toml::from_str(include_str!("../../topology/seed.toml"))?;
+    for node in seed
+        .get_mut("node")
+        .and_then(toml::Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(table) = node.as_table_mut() {
+            table.remove("work_ms");
+            table.remove("fail_rate");
+        }
     }
-    Ok(text)
+    Ok(toml::to_string(&seed)?)
 }
 
 async fn echo_responder(client: Client) -> anyhow::Result<()> {
     let mut sub = client.subscribe("bench.echo").await?;
-    handlers::bus::sync(&client)
+    mesh_core::bus::sync(&client)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::spawn(async move {

@@ -95,7 +95,12 @@ where
         .collect();
     let mut latencies = Vec::with_capacity(total);
     for w in futures::future::join_all(workers).await {
-        latencies.extend(w.unwrap_or_default());
+        match w {
+            Ok(worker) => latencies.extend(worker),
+            // A failed correctness check fails the bench, never just shrinks the sample.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("a load worker was cancelled: {e}"),
+        }
     }
     Sample::new(latencies, started.elapsed())
 }

@@ -132,14 +132,14 @@ function connect() {
     conn.dataset.state = 'reconnecting';
     conn.textContent = 'reconnecting…';
   };
-  source.addEventListener('status', onStatus);
-  source.addEventListener('topology', (event) => {
+  source.addEventListener(MESH_EVENTS.status, onStatus);
+  source.addEventListener(MESH_EVENTS.topology, (event) => {
     try { renderTopology(JSON.parse(event.data)); } catch (err) { log('notice', `bad topology: ${err}`); }
   });
-  source.addEventListener('bus', (event) => {
+  source.addEventListener(MESH_EVENTS.bus, (event) => {
     try { showBus(JSON.parse(event.data).connected); } catch { /* ignore */ }
   });
-  source.addEventListener('lagged', (event) => {
+  source.addEventListener(MESH_EVENTS.lagged, (event) => {
     let m = 'fell behind the event stream';
     try { m = JSON.parse(event.data).message; } catch { /* keep default */ }
     log('notice', m);

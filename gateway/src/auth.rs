@@ -1,44 +1,66 @@
-//! The optional bearer token of the mutating routes.
+//! Who may change things: a bearer token, required by the mutating operations when the
+//! gateway has one (`GATEWAY_API_TOKEN`), anonymous otherwise.
+//!
+//! The operations that change something take a [`Caller`] parameter, so the OpenAPI
+//! document lists the bearer scheme on exactly those operations (optional, since the
+//! scheme has an anonymous fallback), and each of them documents its 401 answer.
 
-use poem::{
-    http::{header, Method, StatusCode},
-    Endpoint, IntoResponse, Request, Response, Result,
-};
+use poem_openapi::{auth::Bearer, SecurityScheme};
 use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 
-/// Whether a request changes something: `POST /activate`, `PUT /nodes/{node}/color`.
-pub fn is_mutating(req: &Request) -> bool {
-    let path = req.uri().path();
-    (req.method() == Method::POST && path == "/activate")
-        || (req.method() == Method::PUT && path.starts_with("/nodes/"))
+/// `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct Token(Bearer);
+
+/// The caller of a mutating operation.
+#[derive(SecurityScheme)]
+pub enum Caller {
+    /// Sent a bearer token (not yet compared with the gateway's).
+    Token(Token),
+    /// Sent none.
+    #[oai(fallback)]
+    Anonymous,
 }
 
-/// Lets a mutating request through only with `Authorization: Bearer <token>`.
-pub async fn require_token<E: Endpoint>(
-    endpoint: E,
-    req: Request,
-    token: String,
-) -> Result<Response> {
-    if is_mutating(&req) {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let body = ApiError::new(
+impl Caller {
+    /// Whether this caller may act on a gateway whose token is `required`: anyone when
+    /// there is none, else only a caller with the same token (compared in constant time).
+    pub fn authorize(&self, required: Option<&str>) -> Result<(), ApiError> {
+        let Some(required) = required else {
+            return Ok(());
+        };
+        let given = match self {
+            Caller::Token(Token(bearer)) => bearer.token.as_str(),
+            Caller::Anonymous => "",
+        };
+        if bool::from(given.as_bytes().ct_eq(required.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
                 "unauthorized",
                 "this gateway requires `Authorization: Bearer <token>` to activate or colour nodes",
-            );
-            return Ok(Response::builder()
-                .status(StatusCode::UNAUTHORIZED)
-                .header(header::WWW_AUTHENTICATE, "Bearer")
-                .content_type("application/json; charset=utf-8")
-                .body(poem_openapi::types::ToJSON::to_json_string(&body)));
+            ))
         }
     }
-    endpoint.call(req).await.map(IntoResponse::into_response)
+}
+
+/// The `WWW-Authenticate` value of a 401 answer.
+pub const CHALLENGE: &str = "Bearer";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_without_a_token_closed_with_one() {
+        let with = |t: &str| Caller::Token(Token(Bearer { token: t.into() }));
+        assert!(Caller::Anonymous.authorize(None).is_ok());
+        assert!(with("x").authorize(None).is_ok());
+        assert!(Caller::Anonymous.authorize(Some("s3cret")).is_err());
+        assert!(with("s3cre").authorize(Some("s3cret")).is_err());
+        assert!(with("s3cret").authorize(Some("s3cret")).is_ok());
+    }
 }

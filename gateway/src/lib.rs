@@ -1,28 +1,33 @@
 //! The nats-mesh HTTP gateway.
 //!
-//! - [`config`]: command line and environment settings.
-//! - [`relay`]: the `status.>` subscription fanned out to SSE clients, with a bounded
-//!   window of history for `Last-Event-ID`.
-//! - [`topology`]: the graph discovered through `$SRV.INFO`, and its Mermaid source.
-//! - [`api`]: the OpenAPI routes (`/activate`, `/nodes/{node}/color`, `/events`,
-//!   `/topology`, `/healthz`, `/readyz`).
+//! - [`settings`]: what the gateway is configured with (the binary builds it from its
+//!   command line).
+//! - [`sse`]: status events from the bus to every client: framing, the relay, durable
+//!   history, each client's session.
+//! - [`discovery`]: the nodes found through `$SRV.INFO`; [`graph`]: the graph they form;
+//!   [`mermaid`]: the graph as Mermaid source.
+//! - [`api`]: the OpenAPI operations, one module per group.
+//! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
+//!   metric labels, `Allow`).
 //! - [`page`]: the live page and its assets, compiled in.
 //! - [`metrics`]: Prometheus metrics; every request also gets a span and an
 //!   `X-Trace-Id` response header.
 //!
 //! [`Gateway::start`] wires them on a NATS connection; [`Gateway::serve`] serves HTTP
-//! until a shutdown future completes.
+//! until a shutdown future completes, then ends every event stream and background task.
 
 pub mod api;
 mod auth;
-pub mod config;
-pub mod history;
+pub mod discovery;
+pub mod graph;
 mod limit;
+pub mod mermaid;
 pub mod metrics;
 mod observe;
 pub mod page;
-pub mod relay;
-pub mod topology;
+pub mod routes;
+pub mod settings;
+pub mod sse;
 
 use std::{
     future::Future,
@@ -32,26 +37,33 @@ use std::{
 
 use async_nats::{connection::State as Connection, Client};
 use poem::{get, http::Method, listener::TcpAcceptor, EndpointExt, IntoEndpoint, Route, Server};
-use tokio_util::sync::CancellationToken;
+use schemas::graph::Graph;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use config::Config;
+pub use settings::Settings;
+use sse::{history::History, relay::Relay};
+
+/// How long open HTTP connections may take to finish once the event streams have ended.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
 
 /// What every route shares.
 pub struct State {
     /// The gateway's settings.
-    pub config: Config,
+    pub settings: Settings,
     /// Its NATS connection.
     pub client: Client,
     /// The status relay.
-    pub relay: Arc<relay::Relay>,
+    pub relay: Arc<Relay>,
     /// The discovered graph.
-    pub view: Arc<topology::TopologyView>,
+    pub view: Arc<graph::GraphView>,
     /// SSE clients connected now.
     pub sse_clients: AtomicUsize,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The durable history, when the server has JetStream.
-    pub history: Option<Arc<history::History>>,
+    pub history: Option<Arc<History>>,
+    /// Cancelled when the gateway stops: ends every event stream and background task.
+    pub stop: CancellationToken,
 }
 
 impl State {
@@ -66,7 +78,7 @@ impl State {
     }
 
     /// The graph with each node's latest state.
-    pub fn topology(&self) -> topology::Topology {
+    pub fn topology(&self) -> Graph {
         self.view.snapshot(&self.relay.last_states())
     }
 }
@@ -74,14 +86,14 @@ impl State {
 /// A gateway wired to NATS: relay and discovery running, routes ready.
 pub struct Gateway {
     state: Arc<State>,
-    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Gateway {
     /// Starts the relay and discovery on `client`. Returns once the `status.>`
     /// subscription is registered with the server (when NATS is reachable).
-    pub async fn start(config: Config, client: Client) -> anyhow::Result<Self> {
-        let gateway_id = config
+    pub async fn start(settings: Settings, client: Client) -> anyhow::Result<Self> {
+        let gateway_id = settings
             .gateway_id
             .clone()
             // A NUID's last ten characters are its per-process random sequence, so ids of
@@ -91,66 +103,63 @@ impl Gateway {
                 format!("gw-{}", &id[id.len() - 10..])
             });
         let metrics = Arc::new(metrics::Metrics::default());
-        let relay = relay::Relay::new(
+        let relay = Relay::new(
             gateway_id,
-            usize::try_from(config.sse_history)?,
-            usize::try_from(config.sse_buffer)?,
+            settings.sse.history,
+            settings.sse.buffer,
             metrics.clone(),
         );
-        let view = Arc::new(topology::TopologyView::new(config.entry_node.clone()));
+        let view = Arc::new(graph::GraphView::new(settings.entry_node.clone()));
         let stop = CancellationToken::new();
-        let mut history = history::History::open(&client, &config).await;
+        let mut history = History::open(&client, settings.stream.as_ref()).await;
         if let Some(h) = history.as_mut() {
             relay.start_after(h.last_sequence().await);
         }
         let history = history.map(Arc::new);
+        let source = match &history {
+            Some(h) => sse::relay::Source::Stream(Box::new(
+                h.live()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("consuming the status stream: {e}"))?,
+            )),
+            None => sse::relay::Source::Live(sse::relay::subscribe(&client).await?),
+        };
+        if let Err(e) = mesh_core::bus::sync(&client).await {
+            // Not connected yet: the client subscribes when it connects.
+            tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
+        }
+        let discovery = settings.discovery.clone();
         let state = Arc::new(State {
-            config,
+            settings,
             client: client.clone(),
             relay: relay.clone(),
             view: view.clone(),
             sse_clients: AtomicUsize::new(0),
             metrics,
-            history: history.clone(),
+            history,
+            stop: stop.clone(),
         });
 
-        let source = match &history {
-            Some(h) => relay::Source::Stream(Box::new(
-                h.live()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("consuming the status stream: {e}"))?,
-            )),
-            None => relay::Source::Live(relay::subscribe(&client).await?),
-        };
-        if let Err(e) = handlers::bus::sync(&client).await {
-            // Not connected yet: the client subscribes when it connects.
-            tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
-        }
-        tokio::spawn({
+        let tasks = TaskTracker::new();
+        tasks.spawn({
             let view = view.clone();
             let relay = relay.clone();
             let stop = stop.clone();
             async move {
                 tokio::select! {
                     _ = stop.cancelled() => {},
-                    _ = relay::run(source, relay, move |n| view.serving(n)) => {},
+                    _ = sse::relay::run(source, relay, move |n| view.serving(n)) => {},
                 }
             }
         });
-        tokio::spawn(relay::watch_bus(
+        tasks.spawn(sse::relay::watch_bus(
             client.clone(),
             relay.clone(),
             stop.clone(),
         ));
-        tokio::spawn(topology::run(
-            client,
-            view,
-            relay,
-            Duration::from_millis(state.config.discovery_interval_ms),
-            Duration::from_millis(state.config.discovery_window_ms),
-            stop.clone(),
-        ));
-        Ok(Self { state, stop })
+        tasks.spawn(discovery::run(client, view, relay, discovery, stop));
+        tasks.close();
+        Ok(Self { state, tasks })
     }
 
     /// Shared state (for tests and tools).
@@ -158,18 +167,19 @@ impl Gateway {
         &self.state
     }
 
-    /// Every route: the API, its documents, and the page, with the body limit, the
-    /// optional bearer token and CORS, and a span and metrics per request.
+    /// Every route: the API, its documents, and the page, with the body limit and CORS,
+    /// and a span and metrics per request.
     pub fn routes(&self) -> poem::endpoint::BoxEndpoint<'static> {
         let api = api::service(self.state.clone());
         let spec = api::document(&api);
+        let table = Arc::new(routes::RouteTable::from_document(&spec));
         let docs = api.swagger_ui();
-        let max_body = self.state.config.max_body_bytes;
+        let max_body = self.state.settings.max_body_bytes;
         let metrics = self.state.metrics.clone();
         // The API's operations live at the root beside the page: each of its top-level
         // paths is routed to it (the router cannot nest at "/" and also serve "/").
         let api = Arc::new(api.into_endpoint());
-        let mut routes = Route::new()
+        let mut router = Route::new()
             .at("/", get(page::index))
             .at("/assets/:file", get(page::asset))
             .at(
@@ -181,48 +191,53 @@ impl Gateway {
                 })),
             )
             .nest("/docs", docs);
-        for prefix in api::PREFIXES {
-            routes = routes.nest_no_strip(prefix, api.clone());
+        for prefix in table.api_prefixes() {
+            router = router.nest_no_strip(prefix, api.clone());
         }
-        let mut endpoint = routes
+        let mut endpoint = router
             .around(move |endpoint, req| limit::limit_body(endpoint, req, max_body))
             .boxed();
-        if let Some(token) = self.state.config.api_token.clone() {
-            endpoint = endpoint
-                .around(move |endpoint, req| auth::require_token(endpoint, req, token.clone()))
-                .boxed();
-        }
-        if !self.state.config.cors_origins.is_empty() {
+        if !self.state.settings.cors_origins.is_empty() {
             let cors = poem::middleware::Cors::new()
-                .allow_origins(self.state.config.cors_origins.clone())
+                .allow_origins(self.state.settings.cors_origins.clone())
                 .allow_methods([Method::GET, Method::POST, Method::PUT])
                 .allow_headers(["content-type", "authorization", "last-event-id"])
                 .expose_headers(["x-trace-id", "x-activation-id"]);
             endpoint = endpoint.with(cors).boxed();
         }
         endpoint
-            .around(move |endpoint, req| observe::observe(endpoint, req, metrics.clone()))
+            .around(move |endpoint, req| {
+                observe::observe(endpoint, req, metrics.clone(), table.clone())
+            })
             .boxed()
     }
 
-    /// Serves HTTP on `acceptor` until `shutdown` completes, then stops relay and
-    /// discovery. Open event streams are closed at shutdown.
+    /// Serves HTTP on `acceptor` until `shutdown` completes; then ends every event
+    /// stream (so connections close at once), stops relay and discovery, and gives other
+    /// requests a few seconds to finish.
     pub async fn serve(
         self,
         acceptor: TcpAcceptor,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let routes = self.routes();
+        let stop = self.state.stop.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending event streams");
+            stop.cancel();
+        };
         let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(5)))
+            .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;
-        self.stop.cancel();
+        self.state.stop.cancel();
+        self.tasks.wait().await;
         result
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.state.stop.cancel();
     }
 }

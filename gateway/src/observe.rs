@@ -8,7 +8,10 @@ use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{route_of, HttpLabels, Metrics};
+use crate::{
+    metrics::{HttpLabels, Metrics},
+    routes::{method_label, RouteTable},
+};
 
 struct HttpHeaders<'a>(&'a HeaderMap);
 
@@ -27,29 +30,38 @@ pub async fn observe<E: Endpoint>(
     endpoint: E,
     req: Request,
     metrics: Arc<Metrics>,
+    routes: Arc<RouteTable>,
 ) -> Result<Response> {
-    let route = route_of(req.uri().path());
-    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let method = method_label(req.method());
+    // The route as the path says; the operation that answers (below) confirms it for the
+    // metric. The span is named now: its name cannot change once its context exists.
+    let route = routes.label(None, &path);
     let span = tracing::debug_span!(
         "http",
         otel.name = %format!("{method} {route}"),
         otel.kind = "server",
-        http.method = %method,
-        http.route = route,
+        http.method = method,
+        http.route = route.as_str(),
         http.status_code = tracing::field::Empty,
     );
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeaders(req.headers())));
     let _ = span.set_parent(parent);
-    let trace_id = handlers::trace_context::trace_id(&span);
+    let trace_id = mesh_core::trace_context::trace_id(&span);
     let mut response = match endpoint.call(req).instrument(span.clone()).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
+    let operation = response.data::<poem_openapi::OperationId>().map(|o| o.0);
+    let route = match operation {
+        Some(_) => routes.label(operation, &path),
+        None => route,
+    };
     let status = response.status().as_u16();
     if status == 405 {
         // RFC 9110: a 405 says which methods the resource supports.
-        if let Ok(allow) = crate::metrics::methods_of(route).parse() {
+        if let Some(allow) = routes.allowed(&path).and_then(|a| a.parse().ok()) {
             response
                 .headers_mut()
                 .insert(poem::http::header::ALLOW, allow);

@@ -37,6 +37,13 @@ pub fn asset(Path(file): Path<String>) -> Response {
             "no-cache",
         ),
         "style.css" => (STYLE_CSS.as_bytes(), "text/css; charset=utf-8", "no-cache"),
+        "protocol.js" => {
+            return Response::builder()
+                .content_type("text/javascript; charset=utf-8")
+                .header("Cache-Control", "no-cache")
+                .header("X-Content-Type-Options", "nosniff")
+                .body(schemas::sse::SseEvent::javascript())
+        }
         "mermaid.min.js" => (
             MERMAID_JS,
             "text/javascript; charset=utf-8",

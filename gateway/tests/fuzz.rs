@@ -5,8 +5,8 @@
 
 use gateway::{
     api::{ActivateBody, ColorBody},
-    metrics::route_of,
-    relay::Relay,
+    routes::{RouteTable, UNMATCHED},
+    sse::relay::Relay,
 };
 use poem_openapi::types::{ParseFromJSON, ParseFromParameter};
 use proptest::prelude::*;
@@ -57,8 +57,15 @@ proptest! {
         let _ = NodeName::parse_from_parameter(&text);
         let _ = ActivationId::parse_from_parameter(&text);
         let _ = text.trim().parse::<u64>(); // Last-Event-ID
-        let label = route_of(&text);
-        prop_assert!(label == "other" || label.starts_with('/'));
+        let table = RouteTable::from_document(
+            r#"{"paths":{"/activate":{"post":{}},"/nodes/{node}/color":{"put":{}}}}"#,
+        );
+        let label = table.label(None, &text);
+        prop_assert!(
+            [UNMATCHED, "/activate", "/nodes/{node}/color", "/", "/assets", "/docs", "/openapi.json"]
+                .contains(&label.as_str()),
+            "{label}"
+        );
     }
 
     #[test]
@@ -66,7 +73,8 @@ proptest! {
         let relay = Relay::new("fuzz".into(), 8, 8, Default::default());
         let _ = relay.accept_status(&subject, &payload);
         if let Ok(frame) = relay.accept_status(&subject, &serde_json::to_vec(&value).unwrap()) {
-            prop_assert!(!frame.data.contains('\n'), "SSE data stays on one line");
+            let text = String::from_utf8(frame.bytes.to_vec()).unwrap();
+            prop_assert_eq!(text.matches('\n').count(), 4, "SSE data stays on one line: {}", text);
         }
     }
 }

@@ -5,8 +5,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
-use gateway::{Config, Gateway};
-use handlers::{bus::NatsArgs, runtime::Running, telemetry, Settings, Topology};
+use gateway::{Gateway, Settings as GatewaySettings};
+use handlers::{runtime::Running, Settings, Topology};
+use mesh_core::{bus::NatsArgs, telemetry};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use testsupport::{eventually, NatsServer};
@@ -31,7 +32,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
         .connect("trace test")
         .await
         .unwrap();
-    let gateway = Gateway::start(Config::for_nats(&server.url()), client)
+    let gateway = Gateway::start(GatewaySettings::default(), client)
         .await
         .unwrap();
     let acceptor = TcpListener::bind("127.0.0.1:0")
@@ -44,7 +45,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
     // An independent subscriber sees D's request with its headers.
     let spy = async_nats::connect(server.url()).await.unwrap();
     let mut to_d = spy.subscribe("activate.D").await.unwrap();
-    handlers::bus::sync(&spy).await.unwrap();
+    mesh_core::bus::sync(&spy).await.unwrap();
 
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/activate"))
@@ -101,7 +102,12 @@ async fn one_activation_is_one_trace_across_every_hop() {
     let http = spans
         .iter()
         .find(|s| s.name == "POST /activate")
-        .expect("the HTTP span");
+        .unwrap_or_else(|| {
+            panic!(
+                "the HTTP span among {:?}",
+                spans.iter().map(|s| s.name.to_string()).collect::<Vec<_>>()
+            )
+        });
     // gateway HTTP span -> its call to UI -> UI's server span -> UI's call to D -> ...
     let call_ui = spans
         .iter()
@@ -148,7 +154,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
 
     // The trace id is in the status events too.
     let mut status = spy.subscribe("status.>").await.unwrap();
-    handlers::bus::sync(&spy).await.unwrap();
+    mesh_core::bus::sync(&spy).await.unwrap();
     let again = reqwest::Client::new()
         .post(format!("http://{addr}/activate"))
         .json(&serde_json::json!({"node": "T"}))

@@ -5,15 +5,13 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use futures::future::join_all;
 use schemas::{
-    activation::ActivationId, subject, ActivationReply, ActivationRequest, NodeState, Outcome,
+    code, subject, ActivationId, ActivationReply, ActivationRequest, NodeState, Outcome,
     StatusEvent,
 };
 
-use crate::{
-    call::{self, millis},
-    fate::Fate,
-    NodeSpec,
-};
+use mesh_core::call::{self, millis};
+
+use crate::{fate::Fate, NodeSpec};
 
 /// Share of the remaining budget a node keeps for itself when it calls its children, so
 /// that a child times out (and says so in its own reply) just before its parent gives up
@@ -63,18 +61,14 @@ impl Node {
         let activation_id = request
             .activation_id
             .clone()
-            .unwrap_or_else(new_activation_id);
+            .unwrap_or_else(ActivationId::generate);
         let budget = Duration::from_millis(request.timeout_ms.unwrap_or(self.spec.timeout_ms));
         let deadline = started + budget;
-        let reply = |outcome: Outcome, code: u16, message: String| ActivationReply {
-            node: name.clone(),
-            activation_id: activation_id.to_string(),
-            instance: self.instance.clone(),
-            outcome,
-            code,
-            elapsed_ms: millis(started.elapsed()),
-            message,
-            children: Vec::new(),
+        let reply = |outcome: Outcome, code: u16, message: String| {
+            ActivationReply::new(name.clone(), activation_id.clone(), outcome, message)
+                .with_code(code)
+                .answered_by(self.instance.clone())
+                .elapsed(started.elapsed())
         };
 
         if request.path.contains(name) {
@@ -82,7 +76,7 @@ impl Node {
             tracing::warn!(node = %name, activation = %activation_id, "loop refused");
             return reply(
                 Outcome::Loop,
-                508,
+                code::LOOP,
                 format!("loop: {name} is already on the path {}", path.join(" -> ")),
             );
         }
@@ -127,7 +121,7 @@ impl Node {
         let (outcome, code, message) = match own {
             None => (
                 Outcome::Timeout,
-                504,
+                code::TIMEOUT,
                 format!(
                     "own work of {} ms did not fit in the {} ms budget",
                     self.spec.work_ms,
@@ -137,10 +131,10 @@ impl Node {
             Some(Some(code)) => (Outcome::Failed, code, format!("simulated failure ({code})")),
             Some(None) if !failed_children.is_empty() => (
                 Outcome::Failed,
-                502,
+                code::BAD_GATEWAY,
                 format!("downstream did not succeed: {}", failed_children.join(", ")),
             ),
-            Some(None) => (Outcome::Ok, 200, "ok".to_string()),
+            Some(None) => (Outcome::Ok, code::OK, "ok".to_string()),
         };
 
         let mut done = reply(outcome, code, message);
@@ -162,9 +156,9 @@ impl Node {
 
     fn event(&self, state: NodeState, activation_id: &ActivationId) -> StatusEvent {
         let mut event = StatusEvent::new(self.spec.name.clone(), state);
-        event.activation_id = Some(activation_id.to_string());
+        event.activation_id = Some(activation_id.clone());
         event.instance = Some(self.instance.clone());
-        event.trace_id = crate::trace_context::trace_id(&tracing::Span::current());
+        event.trace_id = mesh_core::trace_context::trace_id(&tracing::Span::current());
         event
     }
 
@@ -180,10 +174,4 @@ impl Node {
             tracing::warn!(node = %self.spec.name, cause = %e, "cannot publish status");
         }
     }
-}
-
-/// A fresh activation id (a NUID: 22 letters and digits).
-pub fn new_activation_id() -> ActivationId {
-    // A NUID is 22 characters of [0-9A-Za-z]: always a valid id.
-    ActivationId::new(nuid::next().to_string()).unwrap_or_else(|_| unreachable!())
 }

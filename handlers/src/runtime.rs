@@ -12,7 +12,7 @@ use async_nats::{
     Client,
 };
 use futures::StreamExt;
-use schemas::{subject, ActivationRequest, NodeName};
+use schemas::{code, service::NodeMeta, subject, ActivationRequest, NodeName};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -64,7 +64,7 @@ pub struct Running {
 
 impl Running {
     /// Registers every node with the Services API and starts serving. Returns once the
-    /// server has every subscription (see [`crate::bus::sync`]; at most 10 s when NATS is
+    /// server has every subscription (see [`mesh_core::bus::sync`]; at most 10 s when NATS is
     /// unreachable), so a request sent afterwards from any connection is answered.
     pub async fn start(
         client: Client,
@@ -87,25 +87,13 @@ impl Running {
                 node: name.clone(),
                 cause,
             };
-            let metadata = HashMap::from([
-                (
-                    subject::META_KIND.to_string(),
-                    subject::META_KIND_NODE.to_string(),
-                ),
-                (
-                    subject::META_DOWNSTREAM.to_string(),
-                    spec.downstream
-                        .iter()
-                        .map(NodeName::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                (subject::META_WORK_MS.to_string(), spec.work_ms.to_string()),
-                (
-                    subject::META_FAIL_RATE.to_string(),
-                    spec.fail_rate.to_string(),
-                ),
-            ]);
+            let metadata = NodeMeta {
+                downstream: spec.downstream.clone(),
+                work_ms: spec.work_ms,
+                fail_rate: spec.fail_rate,
+                function: "simulated".into(),
+            }
+            .to_metadata();
             let service = client
                 .service_builder()
                 .description(format!("nats-mesh node {name}"))
@@ -134,7 +122,7 @@ impl Running {
             )));
             running.services.push(service);
         }
-        if let Err(e) = crate::bus::sync(&client).await {
+        if let Err(e) = mesh_core::bus::sync(&client).await {
             // Not connected yet: the client registers the subscriptions when it connects.
             tracing::warn!(cause = %e, "NATS has not confirmed the subscriptions yet");
         }
@@ -199,28 +187,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
 async fn accept(
     mut endpoint: service::endpoint::Endpoint,
     node: Arc<Node>,
@@ -245,7 +211,7 @@ async fn accept(
                 respond(
                     &request,
                     Err(service::error::Error {
-                        code: 503,
+                        code: code::UNAVAILABLE.into(),
                         status: text,
                     }),
                 )
@@ -286,7 +252,7 @@ async fn serve(node: &Node, request: service::Request) {
                 outcome = tracing::field::Empty,
                 code = tracing::field::Empty,
             );
-            let _ = span.set_parent(crate::trace_context::extract(
+            let _ = span.set_parent(mesh_core::trace_context::extract(
                 request.message.headers.as_ref(),
             ));
             let reply = node
@@ -306,7 +272,7 @@ async fn serve(node: &Node, request: service::Request) {
             respond(
                 &request,
                 Err(service::error::Error {
-                    code: 400,
+                    code: code::BAD_REQUEST.into(),
                     status: e.to_string(),
                 }),
             )

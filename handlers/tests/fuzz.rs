@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use async_nats::{HeaderMap, Message};
-use handlers::{call::decode_reply, trace_context};
+use mesh_core::{call::decode_reply, trace_context};
 use proptest::prelude::*;
 use schemas::NodeName;
 

@@ -105,6 +105,11 @@ impl ActivationId {
         Ok(Self(id))
     }
 
+    /// A fresh id: a NUID, 22 letters and digits, unique without coordination.
+    pub fn generate() -> Self {
+        Self(nuid::next().to_string())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -139,6 +144,27 @@ impl JsonSchema for ActivationId {
     }
 }
 
+/// The codes a reply carries (HTTP-like, so that the gateway answers with them as they
+/// are). Every place that needs a code names it here.
+pub mod code {
+    /// The node and everything below it succeeded.
+    pub const OK: u16 = 200;
+    /// The request was malformed.
+    pub const BAD_REQUEST: u16 = 400;
+    /// Nothing serves the node and discovery never saw it (gateway only).
+    pub const NOT_FOUND: u16 = 404;
+    /// The node's own work failed.
+    pub const FAILED: u16 = 500;
+    /// A child did not succeed, or the node's work failed with a bad answer.
+    pub const BAD_GATEWAY: u16 = 502;
+    /// Nobody serves the node, or it is at its in-flight limit.
+    pub const UNAVAILABLE: u16 = 503;
+    /// The budget ran out.
+    pub const TIMEOUT: u16 = 504;
+    /// The node is already on the activation's path.
+    pub const LOOP: u16 = 508;
+}
+
 /// How an activation of one node ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -160,15 +186,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The code this outcome carries when no more specific one applies.
-    pub fn default_code(self) -> u16 {
+    /// The code this outcome carries unless a more specific one is given (a failure of
+    /// the node's own work may be 500, a node at its limit rejects with 503).
+    pub fn code(self) -> u16 {
         match self {
-            Outcome::Ok => 200,
-            Outcome::Failed => 502,
-            Outcome::Timeout => 504,
-            Outcome::Unavailable => 503,
-            Outcome::Loop => 508,
-            Outcome::Rejected => 400,
+            Outcome::Ok => code::OK,
+            Outcome::Failed => code::BAD_GATEWAY,
+            Outcome::Timeout => code::TIMEOUT,
+            Outcome::Unavailable => code::UNAVAILABLE,
+            Outcome::Loop => code::LOOP,
+            Outcome::Rejected => code::BAD_REQUEST,
+        }
+    }
+
+    /// The outcome a reply code stands for, for codes that come from outside a reply
+    /// tree (a Services API error reply): 502 is a failure, anything else a refusal.
+    pub fn of_error_code(code: u16) -> Self {
+        if code == code::BAD_GATEWAY {
+            Outcome::Failed
+        } else {
+            Outcome::Rejected
         }
     }
 
@@ -198,9 +235,12 @@ pub struct ActivationReply {
     /// The node that answered (or, for timeout and unavailable, that was called).
     pub node: NodeName,
     /// The activation this reply belongs to.
-    pub activation_id: String,
-    /// Id of the replica that answered; empty when no replica answered.
-    pub instance: String,
+    pub activation_id: ActivationId,
+    /// Id of the replica that answered; absent when no replica answered (the reply was
+    /// made by the caller: timeout, unavailable, or a refused request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub instance: Option<String>,
     /// How the activation of this node ended.
     pub outcome: Outcome,
     /// HTTP-like status code: 200, 500, 502, 503, 504, 508 or 400 (and 404 from the
@@ -217,6 +257,44 @@ pub struct ActivationReply {
 }
 
 impl ActivationReply {
+    /// A reply with no children, answered by no replica, in no time: `outcome` with its
+    /// usual code (see [`Outcome::code`]); builders below adjust it.
+    pub fn new(
+        node: NodeName,
+        activation_id: ActivationId,
+        outcome: Outcome,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            node,
+            activation_id,
+            instance: None,
+            outcome,
+            code: outcome.code(),
+            elapsed_ms: 0,
+            message: message.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// The same reply with another code.
+    pub fn with_code(mut self, code: u16) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The same reply, answered by replica `instance`.
+    pub fn answered_by(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// The same reply, `elapsed` after it was received.
+    pub fn elapsed(mut self, elapsed: std::time::Duration) -> Self {
+        self.elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// Number of replies in this tree, itself included.
     pub fn count(&self) -> usize {
         1 + self.children.iter().map(Self::count).sum::<usize>()
@@ -292,15 +370,13 @@ mod tests {
 
     #[test]
     fn reply_tree_walks_depth_first() {
-        let leaf = |n: &str| ActivationReply {
-            node: NodeName::new(n).unwrap(),
-            activation_id: "a".into(),
-            instance: "i".into(),
-            outcome: Outcome::Ok,
-            code: 200,
-            elapsed_ms: 0,
-            message: String::new(),
-            children: vec![],
+        let leaf = |n: &str| {
+            ActivationReply::new(
+                NodeName::new(n).unwrap(),
+                ActivationId::new("a").unwrap(),
+                Outcome::Ok,
+                "",
+            )
         };
         let mut root = leaf("A");
         let mut b = leaf("B");

@@ -5,6 +5,9 @@
 //! - [`subject`]: the NATS subjects nodes serve and publish on.
 //! - [`activation`]: the activation request and the reply tree.
 //! - [`status`]: the status event a node publishes on `status.<node>`.
+//! - [`service`]: a node's Services API metadata and the `$SRV` subjects.
+//! - [`graph`]: the graph of nodes the gateway discovers.
+//! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
 //! - `openapi` (feature `openapi`): poem-openapi types, so the gateway's OpenAPI document
 //!   shows the same validation.
@@ -14,14 +17,17 @@
 
 pub mod activation;
 pub mod color;
+pub mod graph;
 pub mod json_schema;
 pub mod name;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod service;
+pub mod sse;
 pub mod status;
 pub mod subject;
 
-pub use activation::{ActivationReply, ActivationRequest, Outcome};
+pub use activation::{code, ActivationId, ActivationReply, ActivationRequest, Outcome};
 pub use color::{Color, ColorError};
 pub use name::{NameError, NodeName};
 pub use status::{NodeState, StatusEvent};

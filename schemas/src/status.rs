@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{subject, Color, NodeName};
+use crate::{activation::ActivationId, subject, Color, NodeName};
 
 /// The state a status event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -42,7 +42,7 @@ pub struct StatusEvent {
     /// The activation this event belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
-    pub activation_id: Option<String>,
+    pub activation_id: Option<ActivationId>,
     /// Id of the replica (or gateway) that published the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]

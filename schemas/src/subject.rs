@@ -10,16 +10,6 @@ pub const STATUS_PREFIX: &str = "status";
 pub const STATUS_ALL: &str = "status.>";
 /// Queue group shared by every replica of a node.
 pub const QUEUE_GROUP: &str = "mesh";
-/// Metadata key on a node's service that marks it as a nats-mesh node.
-pub const META_KIND: &str = "mesh.kind";
-/// Value of [`META_KIND`] for a node.
-pub const META_KIND_NODE: &str = "node";
-/// Metadata key listing a node's downstream nodes, comma-separated.
-pub const META_DOWNSTREAM: &str = "mesh.downstream";
-/// Metadata key holding a node's own work time in milliseconds.
-pub const META_WORK_MS: &str = "mesh.work_ms";
-/// Metadata key holding a node's failure rate (0 to 1).
-pub const META_FAIL_RATE: &str = "mesh.fail_rate";
 
 /// `activate.<node>`: where `node` answers activations.
 pub fn activate(node: &NodeName) -> String {

@@ -189,3 +189,29 @@ pub fn start_cluster(n: usize) -> Vec<NatsServer> {
         })
         .collect()
 }
+
+/// Node specifications for tests (feature `nodes`).
+#[cfg(feature = "nodes")]
+pub mod nodes {
+    use handlers::NodeSpec;
+    use schemas::NodeName;
+
+    /// A valid node name.
+    pub fn name(n: &str) -> NodeName {
+        NodeName::new(n).unwrap()
+    }
+
+    /// A simulated node with the given children and work, no failures.
+    pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
+        NodeSpec {
+            downstream: downstream.iter().map(|d| name(d)).collect(),
+            work_ms,
+            ..NodeSpec::new(name(n))
+        }
+    }
+
+    /// The seed topology with no work and no failures.
+    pub fn seed_zero_work() -> Vec<NodeSpec> {
+        handlers::Topology::seed().without_work().nodes
+    }
+}

@@ -4,12 +4,13 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::connection::State as Connection;
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
-use schemas::{
-    activation::ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome,
-};
+use schemas::{code, ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome};
 
 use super::{ApiError, ApiTags};
-use crate::State;
+use crate::{
+    auth::{Caller, CHALLENGE},
+    State,
+};
 
 /// Extra time the gateway waits beyond the budget, so that the nodes report their own
 /// timeouts in the tree before the gateway gives up on them.
@@ -48,7 +49,7 @@ pub enum ActivateResponse {
     /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
     /// was sent.
     #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
     /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
@@ -106,21 +107,25 @@ impl ActivateApi {
     /// Sends an activation to `activate.<node>` on NATS and answers with the reply tree:
     /// the node's outcome and, recursively, every downstream node's. The HTTP status is
     /// the root's `code`. Status events of the activation stream on `GET /events`.
-    #[oai(path = "/activate", method = "post", tag = "ApiTags::Activation")]
-    async fn activate(&self, body: Json<ActivateBody>) -> ActivateResponse {
+    #[oai(
+        path = "/activate",
+        method = "post",
+        tag = "ApiTags::Activation",
+        operation_id = "activate"
+    )]
+    async fn activate(&self, caller: Caller, body: Json<ActivateBody>) -> ActivateResponse {
         let state = &self.0;
+        if let Err(e) = caller.authorize(state.settings.api_token.as_deref()) {
+            return ActivateResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let node = body
             .0
             .node
-            .unwrap_or_else(|| state.config.entry_node.clone());
-        let budget = body
-            .0
-            .timeout_ms
-            .unwrap_or(state.config.activate_timeout_ms);
-        let id = body
-            .0
-            .activation_id
-            .unwrap_or_else(handlers::node::new_activation_id);
+            .unwrap_or_else(|| state.settings.entry_node.clone());
+        let budget = body.0.timeout_ms.unwrap_or_else(|| {
+            u64::try_from(state.settings.activate_timeout.as_millis()).unwrap_or(u64::MAX)
+        });
+        let id = body.0.activation_id.unwrap_or_else(ActivationId::generate);
         let request = ActivationRequest {
             activation_id: Some(id.clone()),
             color: body.0.color,
@@ -130,9 +135,14 @@ impl ActivateApi {
         let started = std::time::Instant::now();
         let reply = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
-            handlers::call::activate(&state.client, &node, &request, wait).await
+            mesh_core::call::activate(&state.client, &node, &request, wait).await
         } else {
-            bus_down(&node, &id)
+            ActivationReply::new(
+                node.clone(),
+                id,
+                Outcome::Unavailable,
+                "the gateway is not connected to NATS; try again shortly",
+            )
         };
         let (code, response) = respond(reply, state.view.knows(&node));
         state
@@ -144,41 +154,39 @@ impl ActivateApi {
     }
 }
 
-fn bus_down(node: &NodeName, id: &ActivationId) -> ActivationReply {
-    ActivationReply {
-        node: node.clone(),
-        activation_id: id.to_string(),
-        instance: String::new(),
-        outcome: Outcome::Unavailable,
-        code: 503,
-        elapsed_ms: 0,
-        message: "the gateway is not connected to NATS; try again shortly".into(),
-        children: Vec::new(),
-    }
-}
-
 /// The HTTP answer for a reply tree, and its status.
 fn respond(mut reply: ActivationReply, known: bool) -> (u16, ActivateResponse) {
-    let id = reply.activation_id.clone();
+    let id = reply.activation_id.to_string();
     match reply.code {
-        200 => (200, ActivateResponse::Ok(Json(reply), id)),
-        500 => (500, ActivateResponse::Failed(Json(reply), id)),
+        code::OK => (code::OK, ActivateResponse::Ok(Json(reply), id)),
+        code::FAILED => (code::FAILED, ActivateResponse::Failed(Json(reply), id)),
         // Nobody answered on a subject discovery never saw: the node does not exist.
-        503 if reply.outcome == Outcome::Unavailable && reply.instance.is_empty() && !known => {
-            reply.code = 404;
+        code::UNAVAILABLE
+            if reply.outcome == Outcome::Unavailable && reply.instance.is_none() && !known =>
+        {
+            reply.code = code::NOT_FOUND;
             reply.message = format!(
                 "no node named {} is known: nothing serves activate.{}",
                 reply.node, reply.node
             );
-            (404, ActivateResponse::UnknownNode(Json(reply), id))
+            (
+                code::NOT_FOUND,
+                ActivateResponse::UnknownNode(Json(reply), id),
+            )
         }
-        503 => (503, ActivateResponse::Unavailable(Json(reply), id)),
-        504 => (504, ActivateResponse::Timeout(Json(reply), id)),
-        508 => (508, ActivateResponse::Loop(Json(reply), id)),
-        400 => (
-            400,
+        code::UNAVAILABLE => (
+            code::UNAVAILABLE,
+            ActivateResponse::Unavailable(Json(reply), id),
+        ),
+        code::TIMEOUT => (code::TIMEOUT, ActivateResponse::Timeout(Json(reply), id)),
+        code::LOOP => (code::LOOP, ActivateResponse::Loop(Json(reply), id)),
+        code::BAD_REQUEST => (
+            code::BAD_REQUEST,
             ActivateResponse::BadRequest(Json(ApiError::new("bad_request", reply.message))),
         ),
-        _ => (502, ActivateResponse::BadGateway(Json(reply), id)),
+        _ => (
+            code::BAD_GATEWAY,
+            ActivateResponse::BadGateway(Json(reply), id),
+        ),
     }
 }

@@ -57,7 +57,12 @@ impl HealthApi {
     /// Liveness
     ///
     /// 200 while the process serves HTTP, whatever the state of NATS.
-    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        tag = "ApiTags::Health",
+        operation_id = "healthz"
+    )]
     async fn healthz(&self) -> Json<Health> {
         Json(self.health())
     }
@@ -67,7 +72,12 @@ impl HealthApi {
     /// Prometheus text format: HTTP requests by route and status, `POST /activate`
     /// latency histogram, SSE clients, events relayed, refused and dropped, NATS
     /// connection state. Per-node counts are on the bus: `$SRV.STATS`.
-    #[oai(path = "/metrics", method = "get", tag = "ApiTags::Health")]
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        tag = "ApiTags::Health",
+        operation_id = "metrics"
+    )]
     async fn metrics(&self) -> PlainText<String> {
         let m = &self.0.metrics;
         m.sse_clients
@@ -79,7 +89,12 @@ impl HealthApi {
     /// Readiness
     ///
     /// 200 when connected to NATS, 503 otherwise.
-    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
+    #[oai(
+        path = "/readyz",
+        method = "get",
+        tag = "ApiTags::Health",
+        operation_id = "readyz"
+    )]
     async fn readyz(&self) -> ReadyResponse {
         let health = self.health();
         if health.nats_connected {

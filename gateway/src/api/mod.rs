@@ -17,17 +17,6 @@ pub use nodes::ColorBody;
 
 use crate::State;
 
-/// First segments of every operation's path.
-pub const PREFIXES: [&str; 7] = [
-    "/metrics",
-    "/activate",
-    "/nodes",
-    "/events",
-    "/topology",
-    "/healthz",
-    "/readyz",
-];
-
 /// Groups of operations in the OpenAPI document.
 #[derive(Tags)]
 enum ApiTags {

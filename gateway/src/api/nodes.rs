@@ -6,7 +6,10 @@ use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi};
 use schemas::{subject, Color, NodeName, NodeState, StatusEvent};
 
 use super::{ApiError, ApiTags};
-use crate::State;
+use crate::{
+    auth::{Caller, CHALLENGE},
+    State,
+};
 
 /// The colour to show.
 #[derive(Debug, Clone, Object)]
@@ -29,7 +32,7 @@ pub enum ColorResponse {
     /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
     /// was sent.
     #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
     /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
@@ -51,8 +54,21 @@ impl NodesApi {
     ///
     /// Publishes a `manual` status event with the colour on `status.<node>`; every page
     /// and SSE client shows it, as the seed demo's "activate with a colour" did.
-    #[oai(path = "/nodes/:node/color", method = "put", tag = "ApiTags::Nodes")]
-    async fn set_color(&self, node: Path<NodeName>, body: Json<ColorBody>) -> ColorResponse {
+    #[oai(
+        path = "/nodes/:node/color",
+        method = "put",
+        tag = "ApiTags::Nodes",
+        operation_id = "set_node_color"
+    )]
+    async fn set_color(
+        &self,
+        caller: Caller,
+        node: Path<NodeName>,
+        body: Json<ColorBody>,
+    ) -> ColorResponse {
+        if let Err(e) = caller.authorize(self.0.settings.api_token.as_deref()) {
+            return ColorResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let mut event = StatusEvent::new(node.0, NodeState::Manual);
         event.color = Some(body.0.color);
         event.instance = Some(self.0.relay.gateway_id().to_string());

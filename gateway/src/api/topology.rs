@@ -8,7 +8,9 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::{topology::Topology, State};
+use schemas::graph::Graph;
+
+use crate::State;
 
 /// Topology operations.
 pub struct TopologyApi(pub Arc<State>);
@@ -19,8 +21,13 @@ impl TopologyApi {
     ///
     /// Nodes (name, replica ids, downstream, work, latest state) and edges, from
     /// `$SRV.INFO` discovery, refreshed periodically and when an unknown node publishes.
-    #[oai(path = "/topology", method = "get", tag = "ApiTags::Topology")]
-    async fn topology(&self) -> Json<Topology> {
+    #[oai(
+        path = "/topology",
+        method = "get",
+        tag = "ApiTags::Topology",
+        operation_id = "topology"
+    )]
+    async fn topology(&self) -> Json<Graph> {
         Json(self.0.topology())
     }
 
@@ -28,8 +35,13 @@ impl TopologyApi {
     ///
     /// A `flowchart LR` with ids `n0`, `n1`, ... and the node names as labels; nodes
     /// named as downstream but not serving are drawn dashed.
-    #[oai(path = "/topology/mermaid", method = "get", tag = "ApiTags::Topology")]
+    #[oai(
+        path = "/topology/mermaid",
+        method = "get",
+        tag = "ApiTags::Topology",
+        operation_id = "topology_mermaid"
+    )]
     async fn mermaid(&self) -> PlainText<String> {
-        PlainText(self.0.topology().mermaid())
+        PlainText(crate::mermaid::render(&self.0.topology()))
     }
 }

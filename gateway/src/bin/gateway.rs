@@ -1,11 +1,132 @@
 //! `gateway`: the nats-mesh HTTP gateway.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use gateway::{Config, Gateway};
-use handlers::{runtime::shutdown_signal, telemetry};
+use gateway::{
+    settings::{DiscoverySettings, SseSettings, StreamSettings},
+    Gateway, Settings,
+};
+use mesh_core::{
+    bus::NatsArgs,
+    telemetry::{self, LogFormat},
+};
 use poem::listener::{Acceptor, Listener, TcpListener};
+use schemas::NodeName;
+
+/// The nats-mesh HTTP gateway: `POST /activate` on the bus, Server-Sent Events of every
+/// status event, topology discovered through the NATS Services API, and a live page.
+///
+/// Every option can also be set through the environment variable shown beside it.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "gateway", version)]
+struct Config {
+    /// How to reach NATS.
+    #[command(flatten)]
+    nats: NatsArgs,
+
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Node activated by `POST /activate` when the body names none.
+    #[arg(long, env = "GATEWAY_ENTRY_NODE", default_value = "UI")]
+    entry_node: NodeName,
+    /// Id of this gateway in relayed events (`relayed_by`); a random one when absent.
+    #[arg(long, env = "GATEWAY_ID")]
+    gateway_id: Option<String>,
+
+    /// Budget of an activation whose body gives none, in milliseconds.
+    #[arg(long, env = "GATEWAY_ACTIVATE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    activate_timeout_ms: u64,
+    /// Bearer token required by the mutating routes (`POST /activate`,
+    /// `PUT /nodes/{node}/color`); they are open when unset.
+    #[arg(long, env = "GATEWAY_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Origins allowed to call the API from browsers (CORS), repeat or comma-separate;
+    /// CORS is off when none is given.
+    #[arg(
+        long = "cors-origin",
+        env = "GATEWAY_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    max_body_bytes: usize,
+
+    /// Interval of `: keep-alive` comments on idle SSE streams, in milliseconds.
+    #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    sse_keepalive_ms: u64,
+    /// Reconnection delay suggested to SSE clients (`retry:`), in milliseconds.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 2_000)]
+    sse_retry_ms: u64,
+    /// Most SSE clients at once; more get 503.
+    #[arg(long, env = "SSE_MAX_CLIENTS", default_value_t = 20_000)]
+    sse_max_clients: usize,
+    /// Events a client may fall behind before it is told it lagged.
+    #[arg(long, env = "SSE_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    sse_buffer: u64,
+    /// Events kept in memory for `Last-Event-ID` resumption.
+    #[arg(long, env = "SSE_HISTORY", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    sse_history: u64,
+
+    /// JetStream stream keeping status events (created when missing); empty turns
+    /// durable history off. Without JetStream the gateway relays live.
+    #[arg(long, env = "GATEWAY_STREAM", default_value = "MESH_STATUS")]
+    stream: String,
+    /// Oldest event the stream keeps, in seconds.
+    #[arg(long, env = "GATEWAY_STREAM_MAX_AGE_SECS", default_value_t = 3600)]
+    stream_max_age_secs: u64,
+    /// Most bytes the stream keeps.
+    #[arg(long, env = "GATEWAY_STREAM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    stream_max_bytes: u64,
+
+    /// Interval of topology discovery (`$SRV.INFO`), in milliseconds.
+    #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(50..))]
+    discovery_interval_ms: u64,
+    /// How long one discovery waits for services to answer, in milliseconds.
+    #[arg(long, env = "DISCOVERY_WINDOW_MS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    discovery_window_ms: u64,
+
+    /// Log format; `RUST_LOG` sets the filter (default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+impl Config {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            entry_node: self.entry_node.clone(),
+            gateway_id: self.gateway_id.clone(),
+            activate_timeout: Duration::from_millis(self.activate_timeout_ms),
+            api_token: self.api_token.clone(),
+            cors_origins: self.cors_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            sse: SseSettings {
+                keepalive: Duration::from_millis(self.sse_keepalive_ms),
+                retry: Duration::from_millis(self.sse_retry_ms),
+                max_clients: self.sse_max_clients,
+                buffer: usize::try_from(self.sse_buffer)?,
+                history: usize::try_from(self.sse_history)?,
+            },
+            stream: (!self.stream.is_empty()).then(|| StreamSettings {
+                name: self.stream.clone(),
+                max_age: Duration::from_secs(self.stream_max_age_secs),
+                max_bytes: self.stream_max_bytes,
+            }),
+            discovery: DiscoverySettings {
+                interval: Duration::from_millis(self.discovery_interval_ms),
+                window: Duration::from_millis(self.discovery_window_ms),
+            },
+        })
+    }
+}
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -28,13 +149,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let settings = config.settings()?;
     let listen = config.listen;
     let client = config.nats.connect_eventually("nats-mesh gateway").await?;
     let acceptor = TcpListener::bind(listen)
         .into_acceptor()
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let gateway = Gateway::start(config, client.clone()).await?;
+    let gateway = Gateway::start(settings, client.clone()).await?;
     let addr = acceptor
         .local_addr()
         .first()
@@ -43,8 +165,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "gateway on http://{addr}/ (page), http://{addr}/docs (Swagger UI), http://{addr}/events (SSE)"
     );
-    gateway.serve(acceptor, shutdown_signal()).await?;
-    handlers::bus::drain(&client, std::time::Duration::from_secs(3)).await;
+    gateway
+        .serve(acceptor, mesh_core::shutdown::signal())
+        .await?;
+    mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -23,9 +23,11 @@ async fn activates_the_seed_topology() {
         .to_string();
     let tree: schemas::ActivationReply = response.json().await.unwrap();
     assert_eq!(tree.node.as_str(), "UI", "entry node by default");
-    assert_eq!(tree.activation_id, id);
+    assert_eq!(tree.activation_id.as_str(), id);
     assert_eq!(tree.count(), 8);
-    assert!(tree.iter().all(|r| r.code == 200 && r.activation_id == id));
+    assert!(tree
+        .iter()
+        .all(|r| r.code == 200 && r.activation_id.as_str() == id));
 
     let (status, body) = app.activate(json!({"node": "V", "color": "#0ff"})).await;
     assert_eq!(status, 200);
@@ -122,7 +124,7 @@ async fn nats_down_answers_503_quickly_and_readyz_follows() {
 async fn bad_bodies_are_refused_and_nothing_is_published() {
     let app = spawn_app(vec![spec("A", &[], 0)], |c| c.max_body_bytes = 1024).await;
     let mut status_sub = app.nats.subscribe("status.>").await.unwrap();
-    handlers::bus::sync(&app.nats).await.unwrap();
+    mesh_core::bus::sync(&app.nats).await.unwrap();
     for body in [
         json!({"node": "a.b"}),
         json!({"node": "*"}),

@@ -128,6 +128,7 @@ fn artifacts_dir() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
 async fn page_renders_the_graph_and_lights_up_an_activation() {
     // The seed topology with short leaf work, so the running state is visible.
     let nodes = handlers::Topology::seed()

@@ -20,14 +20,14 @@ fn ids(frames: &[Frame]) -> Vec<u64> {
 #[tokio::test]
 async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
     let app = spawn_on(NatsServer::start_jetstream(), seed_zero_work(), |c| {
-        c.sse_history = 4
+        c.sse.history = 4
     })
     .await;
     assert!(
         app.state.history.is_some(),
         "JetStream is used when the server has it"
     );
-    let other = Gw::start(&app.server.url(), |c| c.sse_history = 4).await;
+    let other = Gw::start(&app.server.url(), |c| c.sse.history = 4).await;
 
     // Both gateways number events the same way: stream sequences.
     let mut on_app = app.sse("", None).await;

@@ -87,7 +87,10 @@ async fn filters_by_node_and_activation() {
 
 #[tokio::test]
 async fn keep_alive_comments_on_idle_streams() {
-    let app = spawn_app(vec![spec("A", &[], 0)], |c| c.sse_keepalive_ms = 100).await;
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.sse.keepalive = std::time::Duration::from_millis(100)
+    })
+    .await;
     let mut sse = app.sse("", None).await;
     let mut comments = 0;
     while comments < 2 {
@@ -132,7 +135,7 @@ async fn resumes_from_last_event_id_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn tells_a_client_what_history_cannot_cover() {
-    let app = spawn_app(seed_zero_work(), |c| c.sse_history = 4).await;
+    let app = spawn_app(seed_zero_work(), |c| c.sse.history = 4).await;
     let mut watcher = app.sse("", None).await;
     app.activate(json!({})).await;
     let seen = watcher.statuses(16, WAIT).await;
@@ -163,8 +166,8 @@ async fn tells_a_client_what_history_cannot_cover() {
 async fn slow_client_does_not_hold_back_others() {
     // 100 activations make 1,600 events: far more than a client may fall behind.
     let app = spawn_app(seed_zero_work(), |c| {
-        c.sse_buffer = 256;
-        c.sse_history = 256;
+        c.sse.buffer = 256;
+        c.sse.history = 256;
     })
     .await;
     // A client that connects and never reads.
@@ -182,9 +185,9 @@ async fn slow_client_does_not_hold_back_others() {
 #[tokio::test]
 async fn connection_limit_answers_503() {
     let app = spawn_app(vec![spec("A", &[], 0)], |c| {
-        c.sse_max_clients = 2;
+        c.sse.max_clients = 2;
         // A closed connection is noticed on the next write.
-        c.sse_keepalive_ms = 50;
+        c.sse.keepalive = std::time::Duration::from_millis(50);
     })
     .await;
     let _one = app.sse("", None).await;

@@ -7,7 +7,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use handlers::{bus::NatsArgs, runtime::Running, Settings};
+use handlers::{runtime::Running, Settings};
+use mesh_core::bus::NatsArgs;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -81,7 +82,7 @@ async fn a_node_killed_mid_activation_is_reported_within_the_budget() {
         .unwrap();
     app.wait_for_nodes(2).await;
     let mut k_status = app.nats.subscribe("status.K").await.unwrap();
-    handlers::bus::sync(&app.nats).await.unwrap();
+    mesh_core::bus::sync(&app.nats).await.unwrap();
 
     let started = Instant::now();
     let activation = tokio::spawn({
@@ -155,7 +156,7 @@ async fn a_cluster_losing_a_server_keeps_activating() {
     let a = async_nats::connect(urls[0].as_str()).await.unwrap();
     let c = async_nats::connect(urls[2].as_str()).await.unwrap();
     let mut probe = a.subscribe("probe").await.unwrap();
-    handlers::bus::sync(&a).await.unwrap();
+    mesh_core::bus::sync(&a).await.unwrap();
     let routed = async {
         loop {
             c.publish("probe", "x".into()).await.unwrap();
@@ -176,7 +177,7 @@ async fn a_cluster_losing_a_server_keeps_activating() {
         .await
         .unwrap();
     let server1 = cluster.remove(1);
-    let app = spawn_on(server1, vec![], |c| c.nats.nats_url = list(1)).await;
+    let app = spawn_on_url(server1, &list(1), vec![], |_| {}).await;
     app.wait_for_nodes(8).await;
     let (status, _) = app.activate(json!({})).await;
     assert_eq!(status, 200);

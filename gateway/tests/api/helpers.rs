@@ -2,11 +2,15 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use gateway::{Config, Gateway, State};
-use handlers::{bus::NatsArgs, runtime::Running, NodeSpec, Settings};
+use gateway::{Gateway, Settings as GatewaySettings, State};
+use handlers::{runtime::Running, NodeSpec, Settings};
+use mesh_core::bus::NatsArgs;
 use poem::listener::{Acceptor, Listener, TcpListener};
-use schemas::NodeName;
-pub use testsupport::{eventually, NatsServer};
+pub use testsupport::{
+    eventually,
+    nodes::{name, seed_zero_work, spec},
+    NatsServer,
+};
 use tokio::sync::oneshot;
 
 pub struct App {
@@ -37,12 +41,12 @@ impl Drop for Gw {
 impl Gw {
     /// A gateway on the NATS server at `url` (discovery every 200 ms unless `tweak`
     /// says otherwise).
-    pub async fn start(url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::for_nats(url);
-        config.discovery_interval_ms = 200;
-        config.discovery_window_ms = 100;
+    pub async fn start(url: &str, tweak: impl FnOnce(&mut GatewaySettings)) -> Self {
+        let mut config = GatewaySettings::default();
+        config.discovery.interval = Duration::from_millis(200);
+        config.discovery.window = Duration::from_millis(100);
         tweak(&mut config);
-        let client = NatsArgs::for_url(config.nats.nats_url.clone())
+        let client = NatsArgs::for_url(url)
             .connect("test gateway")
             .await
             .unwrap();
@@ -76,26 +80,9 @@ impl Gw {
     }
 }
 
-pub fn name(n: &str) -> NodeName {
-    NodeName::new(n).unwrap()
-}
-
-pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
-    NodeSpec {
-        downstream: downstream.iter().map(|d| name(d)).collect(),
-        work_ms,
-        ..NodeSpec::new(name(n))
-    }
-}
-
-/// The seed topology with no work and no failures.
-pub fn seed_zero_work() -> Vec<NodeSpec> {
-    handlers::Topology::seed().without_work().nodes
-}
-
 /// A nats-server, `nodes` served on it, and a gateway on a free port; discovery runs
 /// every 200 ms. Returns once the gateway has discovered every node.
-pub async fn spawn_app(nodes: Vec<NodeSpec>, tweak: impl FnOnce(&mut Config)) -> App {
+pub async fn spawn_app(nodes: Vec<NodeSpec>, tweak: impl FnOnce(&mut GatewaySettings)) -> App {
     let server = NatsServer::start();
     spawn_on(server, nodes, tweak).await
 }
@@ -103,7 +90,18 @@ pub async fn spawn_app(nodes: Vec<NodeSpec>, tweak: impl FnOnce(&mut Config)) ->
 pub async fn spawn_on(
     server: NatsServer,
     nodes: Vec<NodeSpec>,
-    tweak: impl FnOnce(&mut Config),
+    tweak: impl FnOnce(&mut GatewaySettings),
+) -> App {
+    let url = server.url();
+    spawn_on_url(server, &url, nodes, tweak).await
+}
+
+/// As [`spawn_on`], with the gateway connecting to `url` (a list of cluster servers).
+pub async fn spawn_on_url(
+    server: NatsServer,
+    url: &str,
+    nodes: Vec<NodeSpec>,
+    tweak: impl FnOnce(&mut GatewaySettings),
 ) -> App {
     let expected = nodes.len();
     let running = if nodes.is_empty() {
@@ -116,8 +114,7 @@ pub async fn spawn_on(
                 .unwrap(),
         )
     };
-    let url = server.url();
-    let gateway = Gw::start(&url, tweak).await;
+    let gateway = Gw::start(url, tweak).await;
     let nats = async_nats::connect(server.url()).await.unwrap();
     let app = App {
         server,

@@ -14,8 +14,8 @@ const ACTIVATIONS: usize = 2000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_every_client_that_keeps_up() {
     let app = spawn_app(seed_zero_work(), |c| {
-        c.sse_buffer = 4096;
-        c.sse_history = 1024;
+        c.sse.buffer = 4096;
+        c.sse.history = 1024;
     })
     .await;
     let readers: Vec<Sse> = futures::future::join_all((0..3).map(|_| app.sse("", None))).await;
@@ -45,7 +45,7 @@ async fn every_event_reaches_every_client_that_keeps_up() {
             let client = app.nats.clone();
             let ui = ui.clone();
             async move {
-                let r = handlers::call::activate(
+                let r = mesh_core::call::activate(
                     &client,
                     &ui,
                     &ActivationRequest::default(),

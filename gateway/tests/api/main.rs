@@ -4,7 +4,6 @@
 
 mod activate;
 mod browser;
-mod compose;
 mod durable;
 mod events;
 mod faults;
@@ -12,6 +11,7 @@ mod helpers;
 mod load;
 mod runner;
 mod schemathesis;
+mod shutdown;
 mod spec;
 mod telemetry;
 mod topology;

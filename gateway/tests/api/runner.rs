@@ -25,6 +25,7 @@ fn group_members(pgid: u32) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "external: runs scripts/run, which builds release binaries; ./scripts/test installs it and runs this"]
 async fn runner_starts_everything_and_ctrl_c_stops_it() {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_gateway")).parent().unwrap();
     assert!(

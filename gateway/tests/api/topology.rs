@@ -37,7 +37,7 @@ async fn topology_is_discovered_not_hard_coded() {
 #[tokio::test]
 async fn nodes_coming_and_going_are_announced() {
     let app = spawn_app(vec![spec("A", &["B"], 0)], |c| {
-        c.discovery_interval_ms = 60_000
+        c.discovery.interval = std::time::Duration::from_millis(60_000)
     })
     .await;
     let mut sse = app.sse("", None).await;

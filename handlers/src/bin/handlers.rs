@@ -3,13 +3,15 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use handlers::{
+use handlers::{runtime, NodeSpec, Settings, Topology};
+use mesh_core::{
     bus::NatsArgs,
-    runtime::{self, shutdown_signal},
     telemetry::{self, LogFormat},
-    NodeSpec, Settings, Topology,
 };
-use schemas::NodeName;
+use schemas::{
+    service::{self, Verb},
+    NodeName,
+};
 
 /// Serve nats-mesh nodes: NATS request-reply handlers on `activate.<node>` that activate
 /// their downstream nodes concurrently, do simulated work, publish their status on
@@ -82,7 +84,7 @@ struct Cli {
 async fn ping(cli: &Cli, nodes: &[NodeSpec]) -> anyhow::Result<()> {
     let client = cli.nats.connect("nats-mesh ping").await?;
     for node in nodes {
-        let subject = format!("$SRV.PING.{}", node.name);
+        let subject = service::of(Verb::Ping, &node.name);
         let asked = client.request(subject.clone(), "".into());
         match tokio::time::timeout(Duration::from_secs(2), asked).await {
             Ok(Ok(_)) => println!("{} answers {subject}", node.name),
@@ -179,8 +181,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         seed: cli.seed,
         grace: Duration::from_secs(cli.grace_secs),
     };
-    runtime::run(client.clone(), nodes, settings, shutdown_signal()).await?;
-    handlers::bus::drain(&client, Duration::from_secs(3)).await;
+    runtime::run(
+        client.clone(),
+        nodes,
+        settings,
+        mesh_core::shutdown::signal(),
+    )
+    .await?;
+    mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
 }

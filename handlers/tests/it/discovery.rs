@@ -32,18 +32,19 @@ async fn srv_info_lists_every_node_with_its_downstream() {
     for node in handlers::Topology::seed().nodes {
         let info = &infos[node.name.as_str()];
         assert_eq!(&info.id, running.instances().get(&node.name).unwrap());
-        assert_eq!(info.metadata[subject::META_KIND], subject::META_KIND_NODE);
+        // The wire format, spelt out: other tools (`nats micro info`) read these keys.
+        assert_eq!(info.metadata["mesh.kind"], "node");
+        assert_eq!(info.metadata["mesh.function"], "simulated");
         let downstream: Vec<_> = node.downstream.iter().map(|d| d.as_str()).collect();
-        assert_eq!(
-            info.metadata[subject::META_DOWNSTREAM],
-            downstream.join(",")
-        );
+        assert_eq!(info.metadata["mesh.downstream"], downstream.join(","));
         assert_eq!(info.endpoints.len(), 1);
         assert_eq!(info.endpoints[0].subject, format!("activate.{}", node.name));
         assert_eq!(info.endpoints[0].queue_group, subject::QUEUE_GROUP);
     }
     let tm = &infos["TM"];
-    assert_eq!(tm.metadata[subject::META_WORK_MS], "0");
+    assert_eq!(tm.metadata["mesh.work_ms"], "0");
+    let meta = schemas::service::NodeMeta::from_metadata(&tm.metadata).unwrap();
+    assert_eq!((meta.work_ms, meta.fail_rate), (0, 0.0));
 
     // PING by name finds the node, STATS counts its requests.
     let ping = client.request("$SRV.PING.V", "".into()).await.unwrap();

@@ -67,7 +67,7 @@ async fn replicas_share_the_load() {
     for _ in 0..200 {
         let reply = activate(&client, "R", ActivationRequest::default()).await;
         assert_eq!(reply.outcome, Outcome::Ok);
-        seen.insert(reply.instance);
+        seen.insert(reply.instance.unwrap());
         if seen.len() == 2 {
             break;
         }
@@ -81,7 +81,7 @@ async fn malformed_requests_get_400_and_change_nothing() {
     let _running = serve(&server, vec![spec("M", &["N"], 0), spec("N", &[], 0)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe(subject::STATUS_ALL).await.unwrap();
-    handlers::bus::sync(&client).await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
 
     for bad in [
         &b"nope"[..],
@@ -109,7 +109,7 @@ async fn malformed_requests_get_400_and_change_nothing() {
         .unwrap();
     let event = StatusEvent::decode(&first.subject, &first.payload).unwrap();
     assert_eq!(
-        event.activation_id.as_deref(),
+        event.activation_id.as_ref().map(|a| a.as_str()),
         Some(reply.activation_id.as_str())
     );
 
@@ -127,7 +127,7 @@ async fn fire_and_forget_publish_activates_without_reply() {
     let _running = serve(&server, vec![spec("F", &[], 0)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.F").await.unwrap();
-    handlers::bus::sync(&client).await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
     client.publish("activate.F", "".into()).await.unwrap();
     for _ in 0..2 {
         next_within(&mut status, Duration::from_secs(5))
@@ -174,7 +174,7 @@ async fn shutdown_finishes_in_flight_then_stops_serving() {
     let running = serve(&server, vec![spec("G", &[], 300)]).await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.G").await.unwrap();
-    handlers::bus::sync(&client).await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { activate(&client, "G", ActivationRequest::default()).await }

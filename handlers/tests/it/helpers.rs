@@ -1,27 +1,14 @@
 use std::time::Duration;
 
 use async_nats::Client;
-use handlers::{call, runtime::Running, NodeSpec, Settings};
-use schemas::{ActivationReply, ActivationRequest, NodeName};
-pub use testsupport::{eventually, NatsServer};
-
-pub fn name(n: &str) -> NodeName {
-    NodeName::new(n).unwrap()
-}
-
-/// A node with the given children and work, no failures.
-pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
-    NodeSpec {
-        downstream: downstream.iter().map(|d| name(d)).collect(),
-        work_ms,
-        ..NodeSpec::new(name(n))
-    }
-}
-
-/// The seed topology with no work and no failures.
-pub fn seed_zero_work() -> Vec<NodeSpec> {
-    handlers::Topology::seed().without_work().nodes
-}
+use handlers::{runtime::Running, NodeSpec, Settings};
+use mesh_core::call;
+use schemas::{ActivationReply, ActivationRequest};
+pub use testsupport::{
+    eventually,
+    nodes::{name, seed_zero_work, spec},
+    NatsServer,
+};
 
 pub async fn connect(server: &NatsServer) -> Client {
     async_nats::connect(server.url()).await.unwrap()

@@ -15,7 +15,7 @@ async fn seed_topology_end_to_end() {
     let running = serve(&server, seed_zero_work()).await;
     let client = connect(&server).await;
     let mut status = client.subscribe(subject::STATUS_ALL).await.unwrap();
-    handlers::bus::sync(&client).await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
 
     let reply = activate(&client, "UI", ActivationRequest::default()).await;
 
@@ -27,7 +27,7 @@ async fn seed_topology_end_to_end() {
     for r in reply.iter() {
         assert_eq!(r.activation_id, reply.activation_id);
         assert_eq!(r.outcome, Outcome::Ok);
-        assert_eq!(&r.instance, running.instances().get(&r.node).unwrap());
+        assert_eq!(r.instance.as_ref(), running.instances().get(&r.node));
     }
 
     let mut events: Vec<StatusEvent> = Vec::new();
@@ -40,7 +40,7 @@ async fn seed_topology_end_to_end() {
     let mut per_node: HashMap<String, Vec<NodeState>> = HashMap::new();
     for e in &events {
         assert_eq!(
-            e.activation_id.as_deref(),
+            e.activation_id.as_ref().map(|a| a.as_str()),
             Some(reply.activation_id.as_str())
         );
         per_node
@@ -134,7 +134,7 @@ async fn deadline_stops_slow_leaf_with_504() {
         (Outcome::Timeout, 504),
         "{reply:#?}"
     );
-    assert!(!reply.instance.is_empty(), "the node itself answered");
+    assert!(reply.instance.is_some(), "the node itself answered");
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
     assert!(waited < Duration::from_millis(450), "{waited:?}");
 }
@@ -171,7 +171,7 @@ async fn deadline_travels_down_the_tree() {
     let c = reply.iter().find(|r| r.node.as_str() == "C").unwrap();
     assert_eq!((c.outcome, c.code), (Outcome::Timeout, 504), "{reply:#?}");
     assert!(
-        !c.instance.is_empty(),
+        c.instance.is_some(),
         "C answered its own timeout within A's budget"
     );
     assert!(c.elapsed_ms < 400);
@@ -189,7 +189,7 @@ async fn failures_propagate_as_502_with_codes() {
     .await;
     let client = connect(&server).await;
     let mut status = client.subscribe("status.L").await.unwrap();
-    handlers::bus::sync(&client).await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
     let reply = activate(&client, "P", ActivationRequest::default()).await;
     assert_eq!((reply.outcome, reply.code), (Outcome::Failed, 502));
     let l = &reply.children[0];

@@ -15,7 +15,7 @@ use async_nats::{
 use futures::StreamExt;
 use schemas::subject;
 
-use crate::Config;
+use crate::settings::StreamSettings;
 
 /// Longest a replay for one resuming client may take.
 const REPLAY_LIMIT: Duration = Duration::from_secs(5);
@@ -37,21 +37,21 @@ pub struct Stored {
 }
 
 impl History {
-    /// Opens (creating when missing) the stream named in `config`, or `None` when
+    /// Opens (creating when missing) the stream `settings` describe, or `None` when
     /// history is off or the server has no JetStream.
-    pub async fn open(client: &Client, config: &Config) -> Option<Self> {
-        if config.stream.is_empty() {
+    pub async fn open(client: &Client, settings: Option<&StreamSettings>) -> Option<Self> {
+        let Some(settings) = settings else {
             tracing::info!(
                 "durable history off (--stream is empty): live relay with an in-memory window"
             );
             return None;
-        }
+        };
         let context = jetstream::new(client.clone());
         let wanted = stream::Config {
-            name: config.stream.clone(),
+            name: settings.name.clone(),
             subjects: vec![subject::STATUS_ALL.to_string()],
-            max_age: Duration::from_secs(config.stream_max_age_secs),
-            max_bytes: i64::try_from(config.stream_max_bytes).unwrap_or(i64::MAX),
+            max_age: settings.max_age,
+            max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
@@ -61,7 +61,7 @@ impl History {
                 .await;
         match opened {
             Ok(Ok(stream)) => {
-                tracing::info!(stream = %config.stream, "status events are kept in JetStream");
+                tracing::info!(stream = %settings.name, "status events are kept in JetStream");
                 Some(Self {
                     stream,
                     client: client.clone(),

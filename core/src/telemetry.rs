@@ -85,7 +85,8 @@ fn init_layers(provider: SdkTracerProvider, format: LogFormat, traced: bool) -> 
     // Spans are at debug level: disabled, and free, unless traced or `RUST_LOG` asks.
     let spans = Targets::new()
         .with_target("handlers", Level::DEBUG)
-        .with_target("gateway", Level::DEBUG);
+        .with_target("gateway", Level::DEBUG)
+        .with_target("mesh_core", Level::DEBUG);
     let traces = traced.then(|| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("nats-mesh"))

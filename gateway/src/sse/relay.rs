@@ -8,37 +8,18 @@
 //! the others: when it falls behind it is resumed from the window or told it lagged.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::{subject, NodeName, StatusEvent};
+use schemas::{sse::SseEvent, subject, ActivationId, NodeName, StatusEvent};
 use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
 
+use super::frame;
 use crate::metrics::Metrics;
-
-/// What kind of SSE event a frame is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A status event from the bus (`event: status`).
-    Status,
-    /// The discovered topology changed (`event: topology`).
-    Topology,
-    /// The gateway's NATS connection went down or came back (`event: bus`).
-    Bus,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Status => "status",
-            Kind::Topology => "topology",
-            Kind::Bus => "bus",
-        }
-    }
-}
 
 /// One event, rendered once and shared by every client.
 #[derive(Debug)]
@@ -47,13 +28,11 @@ pub struct Frame {
     /// events (topology, bus), which carry no `id:` and are not retained.
     pub id: u64,
     /// The kind of event.
-    pub kind: Kind,
+    pub kind: SseEvent,
     /// The node a status event is about.
     pub node: Option<NodeName>,
     /// The activation a status event belongs to.
-    pub activation: Option<String>,
-    /// The JSON data.
-    pub data: String,
+    pub activation: Option<ActivationId>,
     /// The whole SSE frame: `id:`, `event:`, `data:` and the blank line.
     pub bytes: Bytes,
 }
@@ -72,7 +51,7 @@ pub struct Relay {
     window: Mutex<Window>,
     live: broadcast::Sender<Arc<Frame>>,
     gateway_id: String,
-    last_state: Mutex<std::collections::HashMap<NodeName, StatusEvent>>,
+    last_state: Mutex<HashMap<NodeName, StatusEvent>>,
     /// Woken when a node that discovery does not know publishes.
     pub unknown_node: Notify,
     /// Counters of relayed, refused and dropped events.
@@ -138,7 +117,7 @@ impl Relay {
     }
 
     /// The latest status of every node that published one.
-    pub fn last_states(&self) -> std::collections::HashMap<NodeName, StatusEvent> {
+    pub fn last_states(&self) -> HashMap<NodeName, StatusEvent> {
         lock(&self.last_state).clone()
     }
 
@@ -169,11 +148,10 @@ impl Relay {
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         Ok(Frame {
             id,
-            kind: Kind::Status,
+            kind: SseEvent::Status,
             node: Some(event.node),
             activation: event.activation_id,
-            bytes: status_frame(id, &data),
-            data,
+            bytes: frame::status(id, &data),
         })
     }
 
@@ -191,15 +169,15 @@ impl Relay {
         Ok(event)
     }
 
-    /// Sends a live-only control event (topology or bus state) to connected clients.
-    pub fn push_control(&self, kind: Kind, data: String) -> Arc<Frame> {
+    /// Sends a live-only control event (`bytes` rendered by [`frame`]) to connected
+    /// clients.
+    pub fn push_control(&self, kind: SseEvent, bytes: Bytes) -> Arc<Frame> {
         let frame = Arc::new(Frame {
             id: 0,
             kind,
             node: None,
             activation: None,
-            bytes: control_frame(kind, &data),
-            data,
+            bytes,
         });
         let _ = self.live.send(frame.clone());
         frame
@@ -209,7 +187,7 @@ impl Relay {
         &self,
         id: Option<u64>,
         node: Option<NodeName>,
-        activation: Option<String>,
+        activation: Option<ActivationId>,
         data: String,
     ) -> Arc<Frame> {
         let mut window = lock(&self.window);
@@ -217,11 +195,10 @@ impl Relay {
         window.next_id = id + 1;
         let frame = Arc::new(Frame {
             id,
-            kind: Kind::Status,
+            kind: SseEvent::Status,
             node,
             activation,
-            bytes: status_frame(id, &data),
-            data,
+            bytes: frame::status(id, &data),
         });
         if window.frames.len() == window.capacity {
             if let Some(evicted) = window.frames.pop_front() {
@@ -235,29 +212,15 @@ impl Relay {
     }
 }
 
-/// An `event: status` SSE frame with its id.
-fn status_frame(id: u64, data: &str) -> Bytes {
-    Bytes::from(format!("id: {id}\nevent: status\ndata: {data}\n\n"))
-}
-
-/// An SSE frame without `id:`: `event: <kind>` and the data.
-pub fn control_frame(kind: Kind, data: &str) -> Bytes {
-    Bytes::from(format!("event: {}\ndata: {data}\n\n", kind.as_str()))
-}
-
 /// Sends `event: bus` to every client whenever the NATS connection goes down or comes
 /// back, until `stop` is cancelled.
-pub async fn watch_bus(
-    client: async_nats::Client,
-    relay: Arc<Relay>,
-    stop: tokio_util::sync::CancellationToken,
-) {
+pub async fn watch_bus(client: async_nats::Client, relay: Arc<Relay>, stop: CancellationToken) {
     let mut was = true;
     loop {
         let now = client.connection_state() == async_nats::connection::State::Connected;
         if now != was {
             tracing::warn!(connected = now, "NATS connection state changed");
-            relay.push_control(Kind::Bus, bus_json(now, relay.gateway_id()));
+            relay.push_control(SseEvent::Bus, frame::bus(now, relay.gateway_id()));
             was = now;
         }
         tokio::select! {
@@ -265,11 +228,6 @@ pub async fn watch_bus(
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {},
         }
     }
-}
-
-/// Data of an `event: bus`.
-pub fn bus_json(connected: bool, gateway: &str) -> String {
-    serde_json::json!({ "connected": connected, "gateway": gateway }).to_string()
 }
 
 /// Subscribes to every status subject.
@@ -366,7 +324,10 @@ mod tests {
         assert!(text.starts_with("id: 1\nevent: status\ndata: {"));
         assert!(text.ends_with("}\n\n"));
         assert!(text.contains(r#""relayed_by":"gw-1""#));
-        assert_eq!(frame.activation.as_deref(), Some("a1"));
+        assert_eq!(
+            frame.activation.as_ref().map(ActivationId::as_str),
+            Some("a1")
+        );
         assert!(relay.accept_status("status.T", b"{").is_err());
         assert!(relay
             .accept_status("status.T.x", br#"{"state":"ok"}"#)

@@ -8,7 +8,7 @@ use async_nats::{
     service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE},
     Client, Message,
 };
-use schemas::{subject, ActivationReply, ActivationRequest, NodeName, Outcome};
+use schemas::{code, subject, ActivationId, ActivationReply, ActivationRequest, NodeName, Outcome};
 use tracing::Instrument;
 
 /// Sends `request` to `node` and waits at most `wait` for its reply.
@@ -48,37 +48,26 @@ async fn send(
     span: &tracing::Span,
 ) -> ActivationReply {
     let started = Instant::now();
+    // The caller names the activation when the request does not, so that a reply made
+    // here (no node answered) belongs to the same activation as the node's would.
+    let mut request = request.clone();
     let activation_id = request
         .activation_id
-        .as_ref()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
-    let failed = |outcome: Outcome, code: u16, message: String| ActivationReply {
-        node: node.clone(),
-        activation_id: activation_id.clone(),
-        instance: String::new(),
-        outcome,
-        code,
-        elapsed_ms: millis(started.elapsed()),
-        message,
-        children: Vec::new(),
+        .get_or_insert_with(ActivationId::generate)
+        .clone();
+    let failed = |outcome: Outcome, message: String| {
+        ActivationReply::new(node.clone(), activation_id.clone(), outcome, message)
+            .elapsed(started.elapsed())
     };
     if wait.is_zero() {
         return failed(
             Outcome::Timeout,
-            504,
             format!("no budget left to activate {node}"),
         );
     }
-    let payload = match serde_json::to_vec(request) {
+    let payload = match serde_json::to_vec(&request) {
         Ok(p) => p,
-        Err(e) => {
-            return failed(
-                Outcome::Rejected,
-                400,
-                format!("cannot encode request: {e}"),
-            )
-        }
+        Err(e) => return failed(Outcome::Rejected, format!("cannot encode request: {e}")),
     };
     let mut message = async_nats::Request::new()
         .payload(payload.into())
@@ -89,22 +78,15 @@ async fn send(
     let sent = client.send_request(subject::activate(node), message).await;
     match sent {
         Ok(message) => decode_reply(node, &message).unwrap_or_else(|(code, text)| {
-            let outcome = if code == 502 {
-                Outcome::Failed
-            } else {
-                Outcome::Rejected
-            };
-            failed(outcome, code, text)
+            failed(Outcome::of_error_code(code), text).with_code(code)
         }),
         Err(e) => match e.kind() {
             RequestErrorKind::TimedOut => failed(
                 Outcome::Timeout,
-                504,
                 format!("{node} did not answer within {} ms", millis(wait)),
             ),
             RequestErrorKind::NoResponders => failed(
                 Outcome::Unavailable,
-                503,
                 format!(
                     "no instance of {node} is serving {}",
                     subject::activate(node)
@@ -112,7 +94,6 @@ async fn send(
             ),
             RequestErrorKind::Other => failed(
                 Outcome::Unavailable,
-                503,
                 format!("cannot reach {node} over NATS: {e}"),
             ),
         },
@@ -131,7 +112,7 @@ pub fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationRepl
                 .parse()
                 .ok()
                 .filter(|c| (400..=599).contains(c))
-                .unwrap_or(502);
+                .unwrap_or(code::BAD_GATEWAY);
             let text = headers
                 .get(NATS_SERVICE_ERROR)
                 .map(|v| v.as_str().to_string())
@@ -141,7 +122,7 @@ pub fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationRepl
     }
     serde_json::from_slice::<ActivationReply>(&message.payload).map_err(|e| {
         (
-            502,
+            code::BAD_GATEWAY,
             format!("{node} sent a reply that is not a reply tree: {e}"),
         )
     })

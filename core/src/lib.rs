@@ -1,0 +1,14 @@
+//! NATS plumbing shared by every nats-mesh process: the node runtime (`handlers`), the
+//! gateway and the bench depend on this crate and on `schemas`, never on each other.
+//!
+//! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
+//! - [`call`]: activating a node over NATS, every failure turned into a reply.
+//! - [`trace_context`]: W3C trace context in NATS headers.
+//! - [`telemetry`]: logs, and traces exported over OTLP when configured.
+//! - [`shutdown`]: the stop signal of a process (Ctrl-C, SIGTERM).
+
+pub mod bus;
+pub mod call;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;

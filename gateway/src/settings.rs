@@ -1,0 +1,95 @@
+//! What the gateway library is configured with: typed values, built by the binary from
+//! its command line (see `src/bin/gateway.rs`) or by tests directly.
+
+use std::time::Duration;
+
+use schemas::NodeName;
+
+/// Every setting of a gateway.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Node activated by `POST /activate` when the body names none.
+    pub entry_node: NodeName,
+    /// Id of this gateway in relayed events (`relayed_by`); random when absent.
+    pub gateway_id: Option<String>,
+    /// Budget of an activation whose body gives none.
+    pub activate_timeout: Duration,
+    /// Bearer token the mutating operations require; open when absent.
+    pub api_token: Option<String>,
+    /// Origins allowed by CORS; CORS is off when empty.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Event streams.
+    pub sse: SseSettings,
+    /// Durable history in JetStream; `None` relays live only.
+    pub stream: Option<StreamSettings>,
+    /// Topology discovery.
+    pub discovery: DiscoverySettings,
+}
+
+/// Event stream settings.
+#[derive(Clone, Debug)]
+pub struct SseSettings {
+    /// Interval of `: keep-alive` comments on idle streams.
+    pub keepalive: Duration,
+    /// Reconnection delay suggested to clients (`retry:`).
+    pub retry: Duration,
+    /// Most clients at once; more get 503.
+    pub max_clients: usize,
+    /// Events a client may fall behind before it is caught up from history.
+    pub buffer: usize,
+    /// Events kept in memory for `Last-Event-ID`.
+    pub history: usize,
+}
+
+/// The JetStream stream keeping status events.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// Its name (created when missing).
+    pub name: String,
+    /// Oldest event it keeps.
+    pub max_age: Duration,
+    /// Most bytes it keeps.
+    pub max_bytes: u64,
+}
+
+/// Topology discovery settings.
+#[derive(Clone, Debug)]
+pub struct DiscoverySettings {
+    /// Interval between two `$SRV.INFO` rounds.
+    pub interval: Duration,
+    /// How long one round waits for answers.
+    pub window: Duration,
+}
+
+impl Default for Settings {
+    /// The defaults of the `gateway` command line.
+    fn default() -> Self {
+        Self {
+            // "UI" is a valid name.
+            entry_node: NodeName::new("UI").unwrap_or_else(|_| unreachable!()),
+            gateway_id: None,
+            activate_timeout: Duration::from_millis(5_000),
+            api_token: None,
+            cors_origins: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            sse: SseSettings {
+                keepalive: Duration::from_secs(15),
+                retry: Duration::from_secs(2),
+                max_clients: 20_000,
+                buffer: 1024,
+                history: 4096,
+            },
+            stream: Some(StreamSettings {
+                name: "MESH_STATUS".into(),
+                max_age: Duration::from_secs(3600),
+                max_bytes: 64 * 1024 * 1024,
+            }),
+            discovery: DiscoverySettings {
+                interval: Duration::from_millis(5_000),
+                window: Duration::from_millis(300),
+            },
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Server-Sent Events: status events from the bus, relayed to every client.
+//!
+//! - [`frame`]: every byte written on a stream is rendered here.
+//! - [`relay`]: the one `status.>` subscription per gateway, numbered, windowed and
+//!   broadcast; the bus connection watcher.
+//! - [`history`]: the durable JetStream stream of status events.
+//! - [`session`]: one client's stream: filter, resume, catch-up, end at shutdown.
+
+pub mod frame;
+pub mod history;
+pub mod relay;
+pub mod session;

@@ -1,0 +1,248 @@
+//! One client's event stream: what it asked for, what it has been sent, catching up
+//! from the in-memory window or the durable stream, and ending when the gateway stops.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{atomic::Ordering, Arc},
+};
+
+use bytes::{Bytes, BytesMut};
+use schemas::{
+    sse::{SseEvent, TopologyEvent},
+    ActivationId, NodeName,
+};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    frame,
+    history::History,
+    relay::{Frame, Relay},
+};
+use crate::State;
+
+/// Most frames gathered into one write.
+const MAX_BATCH: usize = 256;
+/// Most events replayed from the stream for one resuming client.
+const MAX_REPLAY: usize = 100_000;
+
+/// Counts a connected client while it lives.
+pub struct ClientGuard(Arc<State>);
+
+impl ClientGuard {
+    /// Takes a client slot, or `None` when `max` clients are connected.
+    pub fn take(state: Arc<State>, max: usize) -> Option<Self> {
+        let before = state.sse_clients.fetch_add(1, Ordering::SeqCst);
+        if before >= max {
+            state.sse_clients.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(state))
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Which status events a client wants (control events always pass).
+pub struct Filter {
+    /// Only these nodes (all when empty).
+    pub nodes: HashSet<NodeName>,
+    /// Only this activation.
+    pub activation: Option<ActivationId>,
+}
+
+impl Filter {
+    fn matches(&self, frame: &Frame) -> bool {
+        if frame.kind != SseEvent::Status {
+            return true;
+        }
+        let node_ok =
+            self.nodes.is_empty() || frame.node.as_ref().is_some_and(|n| self.nodes.contains(n));
+        let activation_ok = self.activation.is_none() || frame.activation == self.activation;
+        node_ok && activation_ok
+    }
+}
+
+struct Session {
+    relay: Arc<Relay>,
+    live: broadcast::Receiver<Arc<Frame>>,
+    filter: Filter,
+    last_sent: u64,
+    pending: VecDeque<Bytes>,
+    keepalive: tokio::time::Interval,
+    stop: CancellationToken,
+    _guard: ClientGuard,
+}
+
+impl Session {
+    /// Queues retained frames after `last_sent`; says so when some are gone.
+    fn catch_up(&mut self) {
+        let (frames, complete) = self.relay.since(self.last_sent);
+        if !complete {
+            self.report_gap(frames.first().map_or(self.relay.last_id() + 1, |f| f.id));
+        }
+        for frame in frames {
+            self.send(&frame);
+        }
+    }
+
+    /// Takes every frame already waiting in the channel, so that a burst of events
+    /// leaves in one write instead of one write (and one wake-up) per event.
+    fn drain_ready(&mut self) {
+        for _ in 0..MAX_BATCH {
+            match self.live.try_recv() {
+                Ok(frame) => self.send(&frame),
+                Err(TryRecvError::Lagged(_)) => self.catch_up(),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The pending frames as one chunk.
+    fn take_pending(&mut self) -> Bytes {
+        if self.pending.len() == 1 {
+            return self.pending.pop_front().unwrap_or_default();
+        }
+        let size = self.pending.iter().map(Bytes::len).sum();
+        let mut chunk = BytesMut::with_capacity(size);
+        for part in self.pending.drain(..) {
+            chunk.extend_from_slice(&part);
+        }
+        chunk.freeze()
+    }
+
+    /// Tells the client that the events between what it has and `first_kept` are gone,
+    /// and counts them as dropped.
+    fn report_gap(&mut self, first_kept: u64) {
+        let missed = first_kept.saturating_sub(self.last_sent + 1);
+        self.relay.metrics.events_dropped.inc_by(missed);
+        self.pending.push_back(frame::lagged(self.last_sent));
+    }
+
+    /// Catches up from the in-memory window and, for what the window no longer holds,
+    /// from the durable stream; says so when even the stream has lost some.
+    async fn replay(&mut self, history: &History, newest: u64) {
+        let (frames, complete) = self.relay.since(self.last_sent);
+        if !complete {
+            let from = self.last_sent + 1;
+            let until = frames.first().map_or(newest, |f| f.id - 1);
+            let stored = history.replay(from, until, MAX_REPLAY).await;
+            if from <= until {
+                // The stream too may have lost some (aged out or over its size).
+                let first_kept = stored.first().map_or(until + 1, |m| m.sequence);
+                if first_kept > from {
+                    self.report_gap(first_kept);
+                }
+            }
+            for message in stored {
+                if let Ok(frame) =
+                    self.relay
+                        .replayed(&message.subject, &message.payload, message.sequence)
+                {
+                    self.send(&frame);
+                }
+            }
+        }
+        for frame in frames {
+            self.send(&frame);
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        if frame.kind != SseEvent::Status {
+            // Control events are live only: no id, no history, no filter.
+            self.pending.push_back(frame.bytes.clone());
+        } else if frame.id > self.last_sent {
+            self.last_sent = frame.id;
+            if self.filter.matches(frame) {
+                self.pending.push_back(frame.bytes.clone());
+            }
+        }
+    }
+
+    /// The next chunk to write, or `None` when the stream ends (the gateway stops).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if !self.pending.is_empty() {
+                return Some(self.take_pending());
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return None,
+                received = self.live.recv() => match received {
+                    Ok(frame) => {
+                        self.send(&frame);
+                        self.keepalive.reset();
+                        self.drain_ready();
+                    }
+                    Err(RecvError::Lagged(_)) => self.catch_up(),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.keepalive.tick() => return Some(Bytes::from_static(frame::KEEP_ALIVE)),
+            }
+        }
+    }
+}
+
+/// The byte stream of one client: the retry hint, the topology and bus state, what it
+/// missed since `resume` (its `Last-Event-ID`), then live events until the client leaves
+/// or the gateway stops.
+pub async fn stream(
+    state: &Arc<State>,
+    filter: Filter,
+    resume: Option<u64>,
+    guard: ClientGuard,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let relay = state.relay.clone();
+    // Subscribe before reading the history, so no frame falls between the two.
+    let live = relay.subscribe();
+    let newest = relay.last_id();
+    let sse = &state.settings.sse;
+    let mut session = Session {
+        relay,
+        live,
+        filter,
+        last_sent: newest,
+        pending: VecDeque::new(),
+        keepalive: tokio::time::interval_at(
+            tokio::time::Instant::now() + sse.keepalive,
+            sse.keepalive,
+        ),
+        stop: state.stop.clone(),
+        _guard: guard,
+    };
+    session
+        .pending
+        .push_back(frame::retry(sse.retry.as_millis()));
+    let graph = state.topology();
+    let mermaid = crate::mermaid::render(&graph);
+    session
+        .pending
+        .push_back(frame::topology(&TopologyEvent { graph, mermaid }));
+    session
+        .pending
+        .push_back(frame::bus(state.bus_connected(), state.relay.gateway_id()));
+    match resume {
+        Some(id) if id <= newest => {
+            session.last_sent = id;
+            match &state.history {
+                Some(history) => session.replay(history, newest).await,
+                None => session.catch_up(),
+            }
+        }
+        // An id this gateway never issued (it restarted, or the id is another's).
+        Some(id) => session.pending.push_back(frame::lagged(id)),
+        None => {}
+    }
+    futures::stream::unfold(session, |mut session| async move {
+        let chunk = session.next_chunk().await?;
+        Some((Ok(chunk), session))
+    })
+}

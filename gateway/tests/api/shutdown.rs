@@ -1,0 +1,89 @@
+//! The `gateway` binary stops promptly on SIGTERM, ending every open event stream.
+
+use std::time::{Duration, Instant};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+const CLIENTS: usize = 1000;
+
+/// Opens `GET /events` on a raw connection and reads until the stream's first frames
+/// (retry, topology, bus) have arrived.
+async fn open_stream(port: u16) -> TcpStream {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(b"GET /events HTTP/1.1\r\nhost: t\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: bus") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tcp
+}
+
+#[tokio::test]
+async fn sigterm_with_1000_streams_open_exits_at_once() {
+    let server = NatsServer::start();
+    let port = testsupport::free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--nats-url", &server.url()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the gateway listens", Duration::from_secs(20), || async {
+        TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    let mut streams = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS / 50 {
+        let batch: Vec<_> = (0..50).map(|_| open_stream(port)).collect();
+        streams.extend(futures::future::join_all(batch).await);
+    }
+
+    let sent = Instant::now();
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the gateway exits within 20 s")
+        .unwrap();
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Before the stop token reached the sessions this took the whole HTTP grace period
+    // (5 s) plus draining; now the streams end at once. The bound is generous for a
+    // busy machine; the measured time is printed.
+    eprintln!("SIGTERM with {CLIENTS} SSE clients: exited after {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    // Every stream was ended by the server (end of the chunked body, then EOF).
+    let mut buf = [0u8; 4096];
+    for mut tcp in streams {
+        let eof = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            eof.is_ok(),
+            "a stream stayed open after the gateway stopped"
+        );
+    }
+}
