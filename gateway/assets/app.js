@@ -5,6 +5,7 @@
 const HOLD_MS = 3000;          // a final state shows this long, then the node returns to idle
 const RUNNING_MAX_MS = 60000;  // a running node with no final event returns to idle after this
 const LOG_MAX = 200;
+const RESULT_SHOWN = 160;      // characters of a function result shown on the page
 const STATE_COLOR = { running: '#ffe600', ok: '#39ff14', failed: '#ff2e63', manual: '#00e5ff', idle: '#1b1f3a' };
 
 const $ = (id) => document.getElementById(id);
@@ -105,6 +106,7 @@ function onStatus(event) {
   log(e.state, [
     new Date(e.at).toLocaleTimeString(), e.node.padEnd(4), e.state.padEnd(7),
     e.code ?? '', e.elapsed_ms != null ? `${e.elapsed_ms}ms` : '',
+    e.result_bytes != null ? `result ${e.result_bytes} B` : '',
     e.activation_id ? `act=${e.activation_id.slice(0, 8)}` : '',
     e.relayed_by ? `via ${e.relayed_by}` : '',
   ].filter((x) => x !== '').join(' '));
@@ -185,15 +187,46 @@ async function send(method, url, body, output) {
   }
 }
 
+/** A JSON value as at most RESULT_SHOWN characters of text (shown with textContent). */
+function short(value) {
+  const text = JSON.stringify(value);
+  return text.length > RESULT_SHOWN ? `${text.slice(0, RESULT_SHOWN)}…` : text;
+}
+
+/** Logs the result of every node of a reply tree that has one, root last (newest first). */
+function logResults(reply) {
+  const stack = [reply];
+  const found = [];
+  while (stack.length) {
+    const r = stack.pop();
+    if (r && r.result !== undefined) found.push(r);
+    for (const c of (r && r.children) || []) stack.push(c);
+  }
+  for (const r of found.reverse()) log('result', `${r.node} result ${short(r.result)}`);
+}
+
 $('activate-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const body = { node: $('activate-node').value || undefined };
   if ($('activate-use-color').checked) body.color = $('activate-color').value;
   const t = parseInt($('activate-timeout').value, 10);
   if (t > 0) body.timeout_ms = t;
+  const output = $('activate-output');
+  output.textContent = '';
+  const input = $('activate-input').value.trim();
+  if (input) {
+    try { body.input = JSON.parse(input); } catch (err) {
+      output.textContent = `input is not JSON: ${err.message}`;
+      return;
+    }
+  }
   mesh.counts.activations += 1;
   showCounts();
-  await send('POST', '/activate', body, $('activate-result'));
+  const reply = await send('POST', '/activate', body, $('activate-result'));
+  if (reply && reply.node) {
+    logResults(reply);
+    if (reply.result !== undefined) output.textContent = `result ${short(reply.result)}`;
+  }
 });
 
 $('color-form').addEventListener('submit', async (ev) => {

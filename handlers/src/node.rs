@@ -1,17 +1,27 @@
 //! What one node does with one activation.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_nats::Client;
 use futures::future::join_all;
+use mesh_core::call::{self, millis};
 use schemas::{
     code, subject, ActivationId, ActivationReply, ActivationRequest, NodeState, Outcome,
     StatusEvent,
 };
+use serde_json::Value;
 
-use mesh_core::call::{self, millis};
-
-use crate::{fate::Fate, NodeSpec};
+use crate::{
+    exec::Exec,
+    fate::Fate,
+    function::{Call, Function, FunctionError},
+    http::HttpEndpoint,
+    topology::Work,
+    NodeSpec,
+};
 
 /// Share of the remaining budget a node keeps for itself when it calls its children, so
 /// that a child times out (and says so in its own reply) just before its parent gives up
@@ -20,27 +30,51 @@ const HOP_MARGIN_DIVISOR: u32 = 20;
 /// Largest budget a node keeps back per hop.
 const MAX_HOP_MARGIN: Duration = Duration::from_millis(25);
 
+/// The own work of a running node.
+enum Doing {
+    /// Sleep, then a dice roll, concurrently with the children.
+    Simulated { work_ms: u64, fate: Box<Fate> },
+    /// A function, after the children.
+    Function(Arc<dyn Function>),
+}
+
+/// How the own work ended: `None` when the budget ran out first.
+type Own = Option<Result<Option<Value>, FunctionError>>;
+
 /// One node: its settings, its replica id and its connection.
-#[derive(Debug)]
 pub struct Node {
     spec: NodeSpec,
     client: Client,
     instance: String,
     status_subject: String,
-    fate: Fate,
+    doing: Doing,
 }
 
 impl Node {
-    /// A node serving `spec` as replica `instance`; `seed` makes its failures reproducible.
-    pub fn new(spec: NodeSpec, client: Client, instance: String, seed: Option<u64>) -> Self {
-        let fate = Fate::new(spec.fail_rate, seed, spec.name.as_str());
-        Self {
+    /// A node serving `spec` as replica `instance`; `seed` makes simulated failures
+    /// reproducible. Fails when a function cannot be set up (an unusable URL).
+    pub fn new(
+        spec: NodeSpec,
+        client: Client,
+        instance: String,
+        seed: Option<u64>,
+    ) -> Result<Self, String> {
+        let doing = match &spec.work {
+            Work::Simulated { work_ms, fail_rate } => Doing::Simulated {
+                work_ms: *work_ms,
+                fate: Box::new(Fate::new(*fail_rate, seed, spec.name.as_str())),
+            },
+            Work::Exec(e) => Doing::Function(Arc::new(Exec::new(e.clone()))),
+            Work::Http(h) => Doing::Function(Arc::new(HttpEndpoint::new(h)?)),
+            Work::Rust(f) => Doing::Function(f.clone()),
+        };
+        Ok(Self {
             status_subject: subject::status(&spec.name),
             spec,
             client,
             instance,
-            fate,
-        }
+            doing,
+        })
     }
 
     /// The node's settings.
@@ -53,10 +87,21 @@ impl Node {
         &self.instance
     }
 
+    /// Largest message the server takes, in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// Runs one activation received at `started`: publishes `running`, calls every child
-    /// concurrently while doing its own work, publishes the final status and returns
-    /// the reply tree.
-    pub async fn activate(&self, request: ActivationRequest, started: Instant) -> ActivationReply {
+    /// concurrently (a simulated node does its own work meanwhile, a function node runs
+    /// its function once they answered), publishes the final status and returns the
+    /// reply tree.
+    pub async fn activate(
+        &self,
+        request: ActivationRequest,
+        started: Instant,
+        traceparent: Option<String>,
+    ) -> ActivationReply {
         let name = &self.spec.name;
         let activation_id = request
             .activation_id
@@ -85,7 +130,7 @@ impl Node {
         running.color = request.color.clone();
         self.publish(&running).await;
 
-        let mut path = request.path;
+        let mut path = request.path.clone();
         path.push(name.clone());
         let children = join_all(self.spec.downstream.iter().map(|child| {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -95,6 +140,7 @@ impl Node {
                 color: request.color.clone(),
                 timeout_ms: Some(millis(child_budget)).filter(|ms| *ms > 0),
                 path: path.clone(),
+                input: request.input.clone(),
             };
             // A budget under one millisecond cannot be expressed: the call times out at once.
             let wait = if child_request.timeout_ms.is_some() {
@@ -104,41 +150,82 @@ impl Node {
             };
             async move { call::activate(&self.client, child, &child_request, wait).await }
         }));
-        let work = async {
-            if self.spec.work_ms > 0 {
-                let sleep = tokio::time::sleep(Duration::from_millis(self.spec.work_ms));
-                tokio::time::timeout_at(deadline.into(), sleep).await.ok()?;
+        let (children, own): (Vec<ActivationReply>, Own) = match &self.doing {
+            Doing::Simulated { work_ms, fate } => {
+                let work = async {
+                    if *work_ms > 0 {
+                        let sleep = tokio::time::sleep(Duration::from_millis(*work_ms));
+                        tokio::time::timeout_at(deadline.into(), sleep).await.ok()?;
+                    }
+                    Some(match fate.draw() {
+                        None => Ok(None),
+                        Some(code) => Err(FunctionError {
+                            code,
+                            message: format!("simulated failure ({code})"),
+                        }),
+                    })
+                };
+                futures::join!(children, work)
             }
-            Some(self.fate.draw())
+            Doing::Function(function) => {
+                let children = children.await;
+                let call = Call {
+                    node: name.clone(),
+                    activation_id: activation_id.clone(),
+                    input: request.input.clone().unwrap_or(Value::Null),
+                    children: children.clone(),
+                    deadline: deadline.into(),
+                    traceparent,
+                };
+                // Dropped at the deadline: an exec function's process group dies with it.
+                let own = tokio::time::timeout_at(deadline.into(), function.call(call))
+                    .await
+                    .ok()
+                    .map(|r| r.map(Some));
+                (children, own)
+            }
         };
-        let (children, own) = futures::join!(children, work);
 
         let failed_children: Vec<String> = children
             .iter()
             .filter(|c| !c.outcome.is_ok())
             .map(|c| format!("{} ({} {})", c.node, c.outcome, c.code))
             .collect();
-        let (outcome, code, message) = match own {
+        let (outcome, code, message, result) = match own {
             None => (
                 Outcome::Timeout,
                 code::TIMEOUT,
-                format!(
-                    "own work of {} ms did not fit in the {} ms budget",
-                    self.spec.work_ms,
-                    millis(budget)
-                ),
+                match &self.doing {
+                    Doing::Simulated { work_ms, .. } => format!(
+                        "own work of {work_ms} ms did not fit in the {} ms budget",
+                        millis(budget)
+                    ),
+                    Doing::Function(f) => format!(
+                        "the {} function did not finish within the {} ms budget",
+                        f.kind(),
+                        millis(budget)
+                    ),
+                },
+                None,
             ),
-            Some(Some(code)) => (Outcome::Failed, code, format!("simulated failure ({code})")),
-            Some(None) if !failed_children.is_empty() => (
+            Some(Err(e)) if e.code == code::TIMEOUT => (Outcome::Timeout, e.code, e.message, None),
+            Some(Err(e)) => (Outcome::Failed, e.code, e.message, None),
+            Some(Ok(result)) if !failed_children.is_empty() => (
                 Outcome::Failed,
                 code::BAD_GATEWAY,
                 format!("downstream did not succeed: {}", failed_children.join(", ")),
+                result,
             ),
-            Some(None) => (Outcome::Ok, code::OK, "ok".to_string()),
+            Some(Ok(result)) => (Outcome::Ok, code::OK, "ok".to_string(), result),
         };
 
+        let result_bytes = result
+            .as_ref()
+            .and_then(|r| serde_json::to_vec(r).ok())
+            .map(|b| b.len() as u64);
         let mut done = reply(outcome, code, message);
         done.children = children;
+        done.result = result;
         let mut event = self.event(
             if outcome.is_ok() {
                 NodeState::Ok
@@ -149,6 +236,7 @@ impl Node {
         );
         event.code = Some(code);
         event.elapsed_ms = Some(done.elapsed_ms);
+        event.result_bytes = result_bytes;
         self.publish(&event).await;
         tracing::debug!(node = %name, activation = %activation_id, %outcome, code, elapsed_ms = done.elapsed_ms, "activation done");
         done

@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{node::Node, NodeSpec, VERSION};
+use crate::{node::Node, topology::Work, NodeSpec, VERSION};
 
 /// Runtime settings shared by every node of a process.
 #[derive(Clone, Debug)]
@@ -87,11 +87,15 @@ impl Running {
                 node: name.clone(),
                 cause,
             };
+            let (work_ms, fail_rate) = match spec.work {
+                Work::Simulated { work_ms, fail_rate } => (work_ms, fail_rate),
+                _ => (0, 0.0),
+            };
             let metadata = NodeMeta {
                 downstream: spec.downstream.clone(),
-                work_ms: spec.work_ms,
-                fail_rate: spec.fail_rate,
-                function: "simulated".into(),
+                work_ms,
+                fail_rate,
+                function: spec.work.kind().to_string(),
             }
             .to_metadata();
             let service = client
@@ -110,7 +114,8 @@ impl Running {
                 .map_err(|e| fail(e.to_string()))?;
             let instance = service.info().await.id;
             running.instances.insert(name.clone(), instance.clone());
-            let node = Arc::new(Node::new(spec, client.clone(), instance, settings.seed));
+            let node =
+                Arc::new(Node::new(spec, client.clone(), instance, settings.seed).map_err(fail)?);
             let limit = Arc::new(Semaphore::new(settings.max_in_flight));
             running.accept.push(tokio::spawn(accept(
                 endpoint,
@@ -255,14 +260,21 @@ async fn serve(node: &Node, request: service::Request) {
             let _ = span.set_parent(mesh_core::trace_context::extract(
                 request.message.headers.as_ref(),
             ));
+            // The trace context a function receives: this node's span when traced, else
+            // whatever the caller sent.
+            let traceparent = mesh_core::trace_context::headers_for(&span)
+                .as_ref()
+                .or(request.message.headers.as_ref())
+                .and_then(|h| h.get("traceparent"))
+                .map(|v| v.as_str().to_string());
             let reply = node
-                .activate(activation, started)
+                .activate(activation, started, traceparent)
                 .instrument(span.clone())
                 .await;
             span.record("activation", reply.activation_id.as_str());
             span.record("outcome", tracing::field::display(reply.outcome));
             span.record("code", reply.code);
-            match serde_json::to_vec(&reply) {
+            match encode_within(reply, node.max_payload()) {
                 Ok(body) => respond(&request, Ok(body.into())).await,
                 Err(e) => tracing::error!(cause = %e, "cannot encode reply"),
             }
@@ -279,6 +291,31 @@ async fn serve(node: &Node, request: service::Request) {
             .await;
         }
     }
+}
+
+/// The reply as JSON, at most `max` bytes (the server's payload limit): a tree too large
+/// for the bus (large function results) is answered as a failure saying so, without
+/// results, so that the caller gets an answer rather than a timeout.
+fn encode_within(
+    mut reply: schemas::ActivationReply,
+    max: usize,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let body = serde_json::to_vec(&reply)?;
+    if body.len() <= max {
+        return Ok(body);
+    }
+    fn strip(r: &mut schemas::ActivationReply) {
+        r.result = None;
+        r.children.iter_mut().for_each(strip);
+    }
+    strip(&mut reply);
+    reply.outcome = schemas::Outcome::Failed;
+    reply.code = code::BAD_GATEWAY;
+    reply.message = format!(
+        "the reply tree is {} bytes, over the bus's limit of {max}: results left out",
+        body.len()
+    );
+    serde_json::to_vec(&reply)
 }
 
 /// Answers `request` when it asked for an answer (`nats pub activate.X ''` does not).

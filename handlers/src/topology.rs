@@ -1,6 +1,8 @@
 //! Node settings: one node from the command line, or many from a topology file.
 //!
-//! A topology file is TOML with one `[[node]]` table per node:
+//! A topology file is TOML with one `[[node]]` table per node. A node's own work is
+//! either simulated (`work_ms`, `fail_rate`: the seed demo) or a function (`exec` or
+//! `http`), never both:
 //!
 //! ```toml
 //! [[node]]
@@ -9,38 +11,99 @@
 //! work_ms = 0           # own simulated work
 //! fail_rate = 0.0       # 0 to 1
 //! timeout_ms = 5000     # budget when a request brings none
+//!
+//! [[node]]
+//! name = "COUNT"
+//! exec = ["python3", "count.py"]   # a program, run in the file's directory
+//! env = { LANG = "C.UTF-8" }       # extra environment (optional)
+//! max_output_bytes = 1048576       # largest result (optional, default 1 MiB)
+//!
+//! [[node]]
+//! name = "TOP"
+//! http = "http://127.0.0.1:8000/top"   # an HTTP endpoint
 //! ```
 
-use std::{collections::HashSet, path::Path};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use schemas::NodeName;
 use serde::Deserialize;
 
+use crate::{exec::ExecSpec, function::Function, http::HttpSpec};
+
 /// Budget of an activation that brings none, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Largest function result accepted by default, in bytes (1 MiB).
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// What a node does as its own work.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Sleeps `work_ms`, then fails with probability `fail_rate` (half 500, half 502),
+    /// at the same time as its children's calls: the seed demo's nodes.
+    Simulated {
+        /// Own simulated work, in milliseconds.
+        work_ms: u64,
+        /// Probability (0 to 1) that the own work fails.
+        fail_rate: f64,
+    },
+    /// A program, once per activation, after the children answered.
+    Exec(ExecSpec),
+    /// An HTTP endpoint, once per activation, after the children answered.
+    Http(HttpSpec),
+    /// Rust code, once per activation, after the children answered.
+    Rust(Arc<dyn Function>),
+}
+
+impl PartialEq for Work {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Work::Simulated { work_ms, fail_rate },
+                Work::Simulated {
+                    work_ms: w,
+                    fail_rate: f,
+                },
+            ) => work_ms == w && fail_rate == f,
+            (Work::Exec(a), Work::Exec(b)) => a == b,
+            (Work::Http(a), Work::Http(b)) => a == b,
+            (Work::Rust(a), Work::Rust(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Work {
+    /// Simulated work of `work_ms` milliseconds failing with probability `fail_rate`.
+    pub fn simulated(work_ms: u64, fail_rate: f64) -> Self {
+        Work::Simulated { work_ms, fail_rate }
+    }
+
+    /// What does the work, as discovery shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Simulated { .. } => "simulated",
+            Work::Exec(_) => "exec",
+            Work::Http(_) => "http",
+            Work::Rust(f) => f.kind(),
+        }
+    }
+}
 
 /// The settings of one node.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeSpec {
     /// The node's name; it serves `activate.<name>`.
     pub name: NodeName,
     /// Nodes it activates, concurrently, on every activation.
-    #[serde(default)]
     pub downstream: Vec<NodeName>,
-    /// Its own simulated work, in milliseconds.
-    #[serde(default)]
-    pub work_ms: u64,
-    /// Probability (0 to 1) that its own work fails.
-    #[serde(default)]
-    pub fail_rate: f64,
     /// Budget when a request brings none, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-}
-
-fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
+    /// Its own work.
+    pub work: Work,
 }
 
 impl NodeSpec {
@@ -49,19 +112,132 @@ impl NodeSpec {
         Self {
             name,
             downstream: Vec::new(),
-            work_ms: 0,
-            fail_rate: 0.0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            work: Work::simulated(0, 0.0),
         }
+    }
+
+    /// A node whose work is the Rust function `f` (see [`crate::function()`]).
+    pub fn function(name: NodeName, f: Arc<dyn Function>) -> Self {
+        Self {
+            work: Work::Rust(f),
+            ..Self::new(name)
+        }
+    }
+
+    /// The same node with these downstream nodes.
+    pub fn with_downstream(mut self, downstream: Vec<NodeName>) -> Self {
+        self.downstream = downstream;
+        self
+    }
+}
+
+/// One `[[node]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeTable {
+    name: NodeName,
+    #[serde(default)]
+    downstream: Vec<NodeName>,
+    work_ms: Option<u64>,
+    fail_rate: Option<f64>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    exec: Option<Vec<String>>,
+    http: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    max_output_bytes: Option<usize>,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopologyFile {
+    #[serde(rename = "node", default)]
+    nodes: Vec<NodeTable>,
+}
+
+impl NodeTable {
+    /// The node, with relative paths of `exec` resolved against `dir`.
+    fn into_spec(self, dir: Option<&Path>) -> Result<NodeSpec, TopologyError> {
+        let name = self.name;
+        let invalid = |what: String| TopologyError::Invalid(format!("node {name}: {what}"));
+        let simulated = self.work_ms.is_some() || self.fail_rate.is_some();
+        let function_only = self.env.is_some() || self.max_output_bytes.is_some();
+        let max_output_bytes = self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
+        if max_output_bytes == 0 {
+            return Err(invalid("max_output_bytes must be at least 1".into()));
+        }
+        let work = match (self.exec, self.http) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("give either exec or http, not both".into()));
+            }
+            (Some(_), None) | (None, Some(_)) if simulated => {
+                return Err(invalid(
+                    "a node is either simulated (work_ms, fail_rate) or a function (exec, http), not both".into(),
+                ));
+            }
+            (Some(argv), None) => {
+                if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(invalid(
+                        "exec needs a program: exec = [\"program\", \"arg\", ...]".into(),
+                    ));
+                }
+                Work::Exec(ExecSpec {
+                    argv,
+                    dir: dir.map(Path::to_path_buf),
+                    env: self.env.unwrap_or_default(),
+                    max_output_bytes,
+                })
+            }
+            (None, Some(url)) => {
+                if self.env.is_some() {
+                    return Err(invalid("env is for exec functions only".into()));
+                }
+                crate::http::check_url(&url).map_err(invalid)?;
+                Work::Http(HttpSpec {
+                    url,
+                    max_output_bytes,
+                })
+            }
+            (None, None) if function_only => {
+                return Err(invalid(
+                    "env and max_output_bytes need a function (exec or http)".into(),
+                ));
+            }
+            (None, None) => {
+                let fail_rate = self.fail_rate.unwrap_or(0.0);
+                if !(0.0..=1.0).contains(&fail_rate) {
+                    return Err(invalid(format!(
+                        "fail_rate {fail_rate} is not between 0 and 1"
+                    )));
+                }
+                Work::simulated(self.work_ms.unwrap_or(0), fail_rate)
+            }
+        };
+        if self.timeout_ms == 0 || self.timeout_ms > schemas::activation::MAX_TIMEOUT_MS {
+            return Err(invalid(format!(
+                "timeout_ms {} is not between 1 and {}",
+                self.timeout_ms,
+                schemas::activation::MAX_TIMEOUT_MS
+            )));
+        }
+        Ok(NodeSpec {
+            name,
+            downstream: self.downstream,
+            timeout_ms: self.timeout_ms,
+            work,
+        })
     }
 }
 
 /// A set of nodes served together.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     /// The nodes, in file order.
-    #[serde(rename = "node", default)]
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -84,28 +260,47 @@ pub enum TopologyError {
         /// Why.
         cause: Box<toml::de::Error>,
     },
-    /// A setting is out of range or a name is used twice.
+    /// A setting is out of range, contradicts another, or a name is used twice.
     #[error("invalid topology: {0}")]
     Invalid(String),
 }
 
 impl Topology {
-    /// Reads and validates a topology file.
+    /// Reads and validates a topology file; `exec` programs run in its directory.
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|cause| TopologyError::Read {
             path: shown.clone(),
             cause,
         })?;
-        let topology: Topology = toml::from_str(&text).map_err(|cause| TopologyError::Parse {
-            path: shown,
+        let dir: PathBuf = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self::parse(&text, Some(&dir)).map_err(|e| match e {
+            TopologyError::Parse { cause, .. } => TopologyError::Parse { path: shown, cause },
+            other => other,
+        })
+    }
+
+    /// Parses and validates the text of a topology file; relative `exec` programs and
+    /// their working directory are taken from `dir` (the process's when `None`).
+    pub fn parse(text: &str, dir: Option<&Path>) -> Result<Self, TopologyError> {
+        let file: TopologyFile = toml::from_str(text).map_err(|cause| TopologyError::Parse {
+            path: "(text)".into(),
             cause: Box::new(cause),
         })?;
+        let nodes = file
+            .nodes
+            .into_iter()
+            .map(|n| n.into_spec(dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topology = Topology { nodes };
         topology.validate()?;
         Ok(topology)
     }
 
-    /// Checks ranges and uniqueness.
+    /// Checks what spans nodes: at least one, each name once.
     pub fn validate(&self) -> Result<(), TopologyError> {
         if self.nodes.is_empty() {
             return Err(TopologyError::Invalid("no nodes".into()));
@@ -118,20 +313,6 @@ impl Topology {
                     node.name
                 )));
             }
-            if !(0.0..=1.0).contains(&node.fail_rate) {
-                return Err(TopologyError::Invalid(format!(
-                    "node {}: fail_rate {} is not between 0 and 1",
-                    node.name, node.fail_rate
-                )));
-            }
-            if node.timeout_ms == 0 || node.timeout_ms > schemas::activation::MAX_TIMEOUT_MS {
-                return Err(TopologyError::Invalid(format!(
-                    "node {}: timeout_ms {} is not between 1 and {}",
-                    node.name,
-                    node.timeout_ms,
-                    schemas::activation::MAX_TIMEOUT_MS
-                )));
-            }
         }
         Ok(())
     }
@@ -139,14 +320,16 @@ impl Topology {
     /// The seed topology shipped in `topology/seed.toml`.
     pub fn seed() -> Self {
         // The file is compiled in and covered by a test: parsing it cannot fail.
-        toml::from_str(SEED_TOML).unwrap_or(Topology { nodes: Vec::new() })
+        Self::parse(SEED_TOML, None).unwrap_or(Topology { nodes: Vec::new() })
     }
 
-    /// The same nodes with no simulated work and no failures (for benchmarks and tests).
+    /// The same nodes with no simulated work and no failures (for benchmarks and tests);
+    /// function nodes are left as they are.
     pub fn without_work(mut self) -> Self {
         for node in &mut self.nodes {
-            node.work_ms = 0;
-            node.fail_rate = 0.0;
+            if let Work::Simulated { .. } = node.work {
+                node.work = Work::simulated(0, 0.0);
+            }
         }
         self
     }
@@ -166,16 +349,15 @@ mod tests {
 
     #[test]
     fn seed_file_is_the_spec_topology() {
-        let t: Topology = toml::from_str(SEED_TOML).unwrap();
-        t.validate().unwrap();
+        let t = Topology::parse(SEED_TOML, None).unwrap();
         assert_eq!(t, Topology::seed());
         let names: Vec<_> = t.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["UI", "D", "P", "V", "T", "DS", "TM", "H"]);
         let v = t.get("V").unwrap();
         assert_eq!(v.downstream.len(), 3);
-        assert_eq!(t.get("TM").unwrap().work_ms, 1500);
-        assert_eq!(t.get("H").unwrap().fail_rate, 0.25);
-        assert_eq!(t.get("UI").unwrap().fail_rate, 0.0);
+        assert_eq!(t.get("TM").unwrap().work, Work::simulated(1500, 0.25));
+        assert_eq!(t.get("H").unwrap().work, Work::simulated(1000, 0.25));
+        assert_eq!(t.get("UI").unwrap().work, Work::simulated(0, 0.0));
     }
 
     #[test]
@@ -188,15 +370,51 @@ mod tests {
             "[[node]]\nname = \"A\"\n[[node]]\nname = \"A\"",
             "[[node]]\nname = \"A\"\ndownstream = [\"*\"]",
             "[[node]]\nname = \"A\"\ncolour = 1",
+            "[[node]]\nname = \"A\"\nexec = []",
+            "[[node]]\nname = \"A\"\nexec = \"python3 fn.py\"",
+            "[[node]]\nname = \"A\"\nhttp = \"https://x/\"",
+            "[[node]]\nname = \"A\"\nhttp = \"not a url\"",
+            "[[node]]\nname = \"A\"\nexec = [\"true\"]\nhttp = \"http://x/\"",
+            "[[node]]\nname = \"A\"\nenv = { X = \"1\" }",
+            "[[node]]\nname = \"A\"\nexec = [\"true\"]\nmax_output_bytes = 0",
         ] {
-            let parsed: Result<Topology, _> = toml::from_str(bad);
-            assert!(
-                parsed
-                    .map_err(|_| ())
-                    .and_then(|t| t.validate().map_err(|_| ()))
-                    .is_err(),
-                "{bad:?} accepted"
-            );
+            assert!(Topology::parse(bad, None).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn simulated_and_function_is_refused_naming_the_node() {
+        for both in [
+            "[[node]]\nname = \"WC\"\nexec = [\"wc\"]\nwork_ms = 0",
+            "[[node]]\nname = \"WC\"\nhttp = \"http://h/\"\nfail_rate = 0.5",
+        ] {
+            let e = Topology::parse(both, None).unwrap_err().to_string();
+            assert!(e.contains("node WC") && e.contains("not both"), "{e}");
+        }
+    }
+
+    #[test]
+    fn functions_parse_with_their_directory() {
+        let t = Topology::parse(
+            "[[node]]\nname = \"F\"\nexec = [\"python3\", \"fn.py\"]\nenv = { K = \"v\" }\n\n[[node]]\nname = \"H\"\nhttp = \"http://127.0.0.1:9/x\"\nmax_output_bytes = 10",
+            Some(Path::new("/srv/fns")),
+        )
+        .unwrap();
+        match &t.get("F").unwrap().work {
+            Work::Exec(e) => {
+                assert_eq!(e.argv, ["python3", "fn.py"]);
+                assert_eq!(e.dir.as_deref(), Some(Path::new("/srv/fns")));
+                assert_eq!(e.env["K"], "v");
+                assert_eq!(e.max_output_bytes, DEFAULT_MAX_OUTPUT_BYTES);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            t.get("H").unwrap().work,
+            Work::Http(HttpSpec {
+                url: "http://127.0.0.1:9/x".into(),
+                max_output_bytes: 10
+            })
+        );
     }
 }

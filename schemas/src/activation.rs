@@ -37,6 +37,10 @@ pub struct ActivationRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub path: Vec<NodeName>,
+    /// The activation's input, any JSON: every node passes it on to its children and to
+    /// its function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 /// Why a request body was refused.
@@ -250,6 +254,11 @@ pub struct ActivationReply {
     pub elapsed_ms: u64,
     /// Human-readable explanation of the outcome.
     pub message: String,
+    /// What the node's function returned (any JSON); absent for simulated nodes and
+    /// when the function did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub result: Option<serde_json::Value>,
     /// Replies of the downstream nodes, in the order they are configured.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
@@ -273,6 +282,7 @@ impl ActivationReply {
             code: outcome.code(),
             elapsed_ms: 0,
             message: message.into(),
+            result: None,
             children: Vec::new(),
         }
     }
@@ -309,6 +319,25 @@ impl ActivationReply {
             Some(next)
         })
     }
+}
+
+/// The JSON document a function node's function receives (on stdin for a program, as
+/// the body of a POST for an HTTP endpoint, as [`FunctionInput`] for Rust code): the
+/// activation's input and the reply trees of the node's children, which were called
+/// first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FunctionInput {
+    /// The node whose function this is.
+    pub node: NodeName,
+    /// The activation.
+    pub activation_id: ActivationId,
+    /// The activation's input (`null` when it has none).
+    pub input: serde_json::Value,
+    /// The replies of the node's downstream nodes, in configured order, each with its
+    /// `outcome` and, when it succeeded as a function, its `result`.
+    pub children: Vec<ActivationReply>,
+    /// Milliseconds left of the activation's budget when the function starts.
+    pub budget_ms: u64,
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
-//! JSON Schema documents of the three messages, written to `schemas/json/`.
+//! JSON Schema documents of the messages (and of the document a function receives), written to `schemas/json/`.
 //!
 //! `cargo test -p schemas` fails when the files drift from the types;
 //! `UPDATE_SCHEMAS=1 cargo test -p schemas` rewrites them.
 
 use schemars::schema_for;
 
-use crate::{ActivationReply, ActivationRequest, StatusEvent};
+use crate::{activation::FunctionInput, ActivationReply, ActivationRequest, StatusEvent};
 
 /// Each message's schema file name and pretty-printed JSON Schema.
 pub fn documents() -> Vec<(&'static str, String)> {
@@ -23,6 +23,10 @@ pub fn documents() -> Vec<(&'static str, String)> {
             pretty(schema_for!(ActivationReply)),
         ),
         ("status-event.schema.json", pretty(schema_for!(StatusEvent))),
+        (
+            "function-input.schema.json",
+            pretty(schema_for!(FunctionInput)),
+        ),
     ]
 }
 

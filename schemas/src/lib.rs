@@ -27,7 +27,9 @@ pub mod sse;
 pub mod status;
 pub mod subject;
 
-pub use activation::{code, ActivationId, ActivationReply, ActivationRequest, Outcome};
+pub use activation::{
+    code, ActivationId, ActivationReply, ActivationRequest, FunctionInput, Outcome,
+};
 pub use color::{Color, ColorError};
 pub use name::{NameError, NodeName};
 pub use status::{NodeState, StatusEvent};

@@ -51,6 +51,11 @@ pub struct StatusEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub elapsed_ms: Option<u64>,
+    /// Size in bytes of the node's function result (JSON), on final states of function
+    /// nodes. The result itself travels in the reply, not in events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub result_bytes: Option<u64>,
     /// W3C trace id (32 hex digits) of the activation's trace, when it is traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
@@ -97,6 +102,7 @@ impl StatusEvent {
             activation_id: None,
             instance: None,
             elapsed_ms: None,
+            result_bytes: None,
             trace_id: None,
             at: crate::now_rfc3339(),
             relayed_by: None,

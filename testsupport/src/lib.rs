@@ -204,9 +204,8 @@ pub mod nodes {
     /// A simulated node with the given children and work, no failures.
     pub fn spec(n: &str, downstream: &[&str], work_ms: u64) -> NodeSpec {
         NodeSpec {
-            downstream: downstream.iter().map(|d| name(d)).collect(),
-            work_ms,
-            ..NodeSpec::new(name(n))
+            work: handlers::Work::simulated(work_ms, 0.0),
+            ..NodeSpec::new(name(n)).with_downstream(downstream.iter().map(|d| name(d)).collect())
         }
     }
 

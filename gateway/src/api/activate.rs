@@ -30,6 +30,9 @@ pub struct ActivateBody {
     /// Budget for the whole activation, in milliseconds; the gateway's default when absent.
     #[oai(validator(minimum(value = "1"), maximum(value = "600000")))]
     pub timeout_ms: Option<u64>,
+    /// The activation's input, any JSON: every node passes it to its children and to
+    /// its function, whose `result` comes back in the reply tree.
+    pub input: Option<serde_json::Value>,
 }
 
 /// The answer to an activation: the reply tree (whose root code is the HTTP status) or
@@ -131,6 +134,7 @@ impl ActivateApi {
             color: body.0.color,
             timeout_ms: Some(budget),
             path: Vec::new(),
+            input: body.0.input,
         };
         let started = std::time::Instant::now();
         let reply = if state.client.connection_state() == Connection::Connected {

@@ -38,7 +38,7 @@ async fn activates_the_seed_topology() {
 #[tokio::test]
 async fn http_status_is_the_root_code() {
     let mut failing = spec("F", &[], 0);
-    failing.fail_rate = 1.0;
+    failing.work = handlers::Work::simulated(0, 1.0);
     let app = spawn_app(
         vec![failing, spec("P", &["F"], 0), spec("slow", &[], 2000)],
         |_| {},
@@ -213,4 +213,41 @@ async fn manual_colour_is_published_as_status() {
     assert_eq!(event["state"], "manual");
     assert_eq!(event["color"], "#ff00ff");
     assert_eq!(event["relayed_by"], app.state.relay.gateway_id());
+}
+
+#[tokio::test]
+async fn input_reaches_every_function_and_results_come_back() {
+    // ROOT gathers its child's result; both see the activation's input.
+    let child = handlers::function(|call: handlers::Call| async move {
+        Ok(json!({ "len": call.input["text"].as_str().map_or(0, str::len) }))
+    });
+    let root = handlers::function(|call: handlers::Call| async move {
+        let child = call.children[0].result.clone().unwrap_or_default();
+        Ok(json!({ "text": call.input["text"], "child": child }))
+    });
+    let nodes = vec![
+        handlers::NodeSpec::function(name("ROOT"), root).with_downstream(vec![name("LEN")]),
+        handlers::NodeSpec::function(name("LEN"), child),
+    ];
+    let app = spawn_app(nodes, |_| {}).await;
+    let (status, tree) = app
+        .activate(json!({"node": "ROOT", "input": {"text": "hello"}}))
+        .await;
+    assert_eq!(status, 200, "{tree:#}");
+    assert_eq!(
+        tree["result"],
+        json!({"text": "hello", "child": {"len": 5}})
+    );
+    assert_eq!(tree["children"][0]["result"], json!({"len": 5}));
+
+    // The input is any JSON, and the body limit still holds.
+    let (status, tree) = app
+        .activate(json!({"node": "LEN", "input": [1, {"a": null}]}))
+        .await;
+    assert_eq!((status, &tree["result"]), (200, &json!({"len": 0})));
+    let huge = "x".repeat(20 * 1024);
+    let (status, _) = app
+        .activate(json!({"node": "LEN", "input": {"text": huge}}))
+        .await;
+    assert_eq!(status, 413);
 }

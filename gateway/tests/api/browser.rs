@@ -135,10 +135,20 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .nodes
         .into_iter()
         .map(|n| handlers::NodeSpec {
-            work_ms: n.work_ms.min(1) * 700,
-            fail_rate: 0.0,
+            work: match n.work {
+                handlers::Work::Simulated { work_ms, .. } => {
+                    handlers::Work::simulated(work_ms.min(1) * 700, 0.0)
+                }
+                other => other,
+            },
             ..n
         })
+        .chain([handlers::NodeSpec::function(
+            name("ECHO"),
+            handlers::function(
+                |call: handlers::Call| async move { Ok(json!({ "echo": call.input })) },
+            ),
+        )])
         .collect();
     let app = spawn_app(nodes, |_| {}).await;
     let driver = Driver::start().await;
@@ -149,14 +159,17 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
     // The diagram renders with every node.
     driver
         .wait_for(
-            "the diagram with 8 nodes",
-            "return window.mesh && window.mesh.elements.size === 8",
+            "the diagram with 9 nodes",
+            "return window.mesh && window.mesh.elements.size === 9",
         )
         .await;
     let labels = driver
         .script("return [...document.querySelectorAll('#diagram g.node')].map(n => n.dataset.node).sort()")
         .await;
-    assert_eq!(labels, json!(["D", "DS", "H", "P", "T", "TM", "UI", "V"]));
+    assert_eq!(
+        labels,
+        json!(["D", "DS", "ECHO", "H", "P", "T", "TM", "UI", "V"])
+    );
     driver
         .wait_for(
             "the stream is live",
@@ -197,7 +210,8 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
     let finals = driver
         .wait_for(
             "every node final",
-            "const s = [...document.querySelectorAll('#diagram g.node')].map(n => n.dataset.state);
+            "const s = [...document.querySelectorAll('#diagram g.node')]
+                .filter(n => n.dataset.node !== 'ECHO').map(n => n.dataset.state);
              return s.length === 8 && s.every(x => x === 'ok' || x === 'failed') && s",
         )
         .await;
@@ -230,6 +244,34 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .script("return document.querySelectorAll('#log li:not(.notice)').length")
         .await;
     assert_eq!(log_len, 16);
+
+    // A function node: its input from the page's field, its result shown as text (the
+    // markup in it is not interpreted) and logged.
+    driver
+        .script(
+            "document.getElementById('activate-node').value = 'ECHO';
+             document.getElementById('activate-input').value = '{\"text\": \"<b>hi</b>\"}';
+             document.getElementById('activate-btn').click(); return true",
+        )
+        .await;
+    let shown = driver
+        .wait_for(
+            "the function's result on the page",
+            "const t = document.getElementById('activate-output').textContent;
+             return t.includes('result') && t",
+        )
+        .await;
+    assert_eq!(shown, r#"result {"echo":{"text":"<b>hi</b>"}}"#);
+    let bold = driver
+        .script("return document.querySelectorAll('#activate-output b, #log b').length")
+        .await;
+    assert_eq!(bold, 0, "results are text, never markup");
+    driver
+        .wait_for(
+            "the result in the log",
+            "return [...document.querySelectorAll('#log li.result')].some(l => l.textContent.startsWith('ECHO result'))",
+        )
+        .await;
 
     // Keep what it looked like.
     let png = driver.call("GET", "/screenshot", Value::Null).await;

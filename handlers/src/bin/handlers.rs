@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use handlers::{runtime, NodeSpec, Settings, Topology};
+use handlers::{exec::ExecSpec, http::HttpSpec, runtime, NodeSpec, Settings, Topology, Work};
 use mesh_core::{
     bus::NatsArgs,
     telemetry::{self, LogFormat},
@@ -14,10 +14,12 @@ use schemas::{
 };
 
 /// Serve nats-mesh nodes: NATS request-reply handlers on `activate.<node>` that activate
-/// their downstream nodes concurrently, do simulated work, publish their status on
-/// `status.<node>` and reply with the result tree.
+/// their downstream nodes concurrently, do their own work (simulated, or a function: a
+/// program or an HTTP endpoint), publish their status on `status.<node>` and reply with
+/// the result tree.
 ///
-/// Run one node with `-n NAME [-t MS] [-s CHILD]...`, or many with `--topology FILE`.
+/// Run one node with `-n NAME [-t MS | --exec CMD | --http URL] [-s CHILD]...`, or many
+/// with `--topology FILE`.
 /// Every option can also be set through the environment variable shown beside it.
 #[derive(Debug, Parser)]
 #[command(name = "handlers", version)]
@@ -34,9 +36,22 @@ struct Cli {
         conflicts_with = "topology"
     )]
     name: Option<NodeName>,
-    /// Own simulated work of the single node, in milliseconds.
-    #[arg(short = 't', long, env = "NODE_WORK_MS", default_value_t = 0)]
-    work_ms: u64,
+    /// Own simulated work of the single node, in milliseconds [default: 0].
+    #[arg(short = 't', long, env = "NODE_WORK_MS")]
+    work_ms: Option<u64>,
+    /// The single node's work is this program, started once per activation (split into
+    /// argv like a shell would, but never run by one), e.g. `python3 fn.py`: it reads the
+    /// input document on stdin and prints one JSON value.
+    #[arg(long, env = "NODE_EXEC", conflicts_with_all = ["http", "work_ms", "topology"])]
+    exec: Option<String>,
+    /// The single node's work is this HTTP endpoint (`http://host:port/path`), POSTed
+    /// the input document once per activation.
+    #[arg(long, env = "NODE_HTTP", conflicts_with_all = ["work_ms", "topology"])]
+    http: Option<String>,
+    /// Largest result of the single node's function, in bytes (larger: 502).
+    #[arg(long, env = "NODE_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
+    max_output_bytes: u64,
     /// A downstream node of the single node (repeat, or comma-separate in the env var).
     #[arg(
         short = 's',
@@ -45,8 +60,8 @@ struct Cli {
         value_delimiter = ','
     )]
     downstream: Vec<NodeName>,
-    /// Probability (0 to 1) that a node's own work fails, split evenly between 500 and
-    /// 502. Overrides the topology file's rates when given.
+    /// Probability (0 to 1) that a node's own simulated work fails, split evenly between
+    /// 500 and 502. Overrides the topology file's rates (of simulated nodes) when given.
     #[arg(long, env = "NODE_FAIL_RATE", value_parser = parse_rate)]
     fail_rate: Option<f64>,
     /// Budget of an activation that brings none, in milliseconds. Overrides the
@@ -122,16 +137,44 @@ impl Cli {
                     .filter(|n| self.only.is_empty() || self.only.contains(&n.name))
                     .collect()
             }
-            (None, Some(name)) => vec![NodeSpec {
-                downstream: self.downstream.clone(),
-                work_ms: self.work_ms,
-                ..NodeSpec::new(name.clone())
-            }],
+            (None, Some(name)) => {
+                let max_output_bytes = usize::try_from(self.max_output_bytes)?;
+                let work = match (&self.exec, &self.http) {
+                    (Some(_), _) | (_, Some(_)) if self.fail_rate.is_some() => anyhow::bail!(
+                        "node {name}: --fail-rate is for simulated nodes, not functions"
+                    ),
+                    (Some(command), _) => {
+                        let argv = shell_words::split(command)
+                            .map_err(|e| anyhow::anyhow!("--exec {command:?}: {e}"))?;
+                        anyhow::ensure!(!argv.is_empty(), "--exec needs a program");
+                        Work::Exec(ExecSpec {
+                            argv,
+                            dir: None,
+                            env: Default::default(),
+                            max_output_bytes,
+                        })
+                    }
+                    (None, Some(url)) => {
+                        handlers::http::check_url(url).map_err(|e| anyhow::anyhow!(e))?;
+                        Work::Http(HttpSpec {
+                            url: url.clone(),
+                            max_output_bytes,
+                        })
+                    }
+                    (None, None) => Work::simulated(self.work_ms.unwrap_or(0), 0.0),
+                };
+                vec![NodeSpec {
+                    work,
+                    ..NodeSpec::new(name.clone()).with_downstream(self.downstream.clone())
+                }]
+            }
             (None, None) => anyhow::bail!("give --name or --topology"),
         };
         for node in &mut nodes {
-            if let Some(rate) = self.fail_rate {
-                node.fail_rate = rate;
+            if let (Some(rate), Work::Simulated { fail_rate, .. }) =
+                (self.fail_rate, &mut node.work)
+            {
+                *fail_rate = rate;
             }
             if let Some(timeout) = self.timeout_ms {
                 node.timeout_ms = timeout;

@@ -99,3 +99,56 @@ fn binary_refuses_bad_arguments_clearly() {
         assert!(text.contains(needle), "{args:?}: {text}");
     }
 }
+
+#[tokio::test]
+async fn binary_serves_one_exec_function_and_refuses_a_contradictory_file() {
+    let server = NatsServer::start();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "--nats-url",
+            &server.url(),
+            "-n",
+            "ECHO",
+            "--exec",
+            "sh -c 'cat'",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = connect(&server).await;
+    let reply = eventually(
+        "the binary serves ECHO",
+        Duration::from_secs(10),
+        || async {
+            let request = ActivationRequest {
+                input: Some(serde_json::json!({"k": "v"})),
+                ..Default::default()
+            };
+            let r = activate(&client, "ECHO", request).await;
+            (r.outcome != Outcome::Unavailable).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
+    assert_eq!(reply.result.unwrap()["input"]["k"], "v");
+    let _ = child.kill().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("both.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"WC\"\nexec = [\"wc\"]\nwork_ms = 10\n",
+    )
+    .unwrap();
+    let refused = Command::new(BIN)
+        .args(["--nats-url", &server.url(), "--topology"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("node WC") && stderr.contains("not both"),
+        "{stderr}"
+    );
+}

@@ -4,6 +4,7 @@
 mod binary;
 mod discovery;
 mod faults;
+mod functions;
 mod helpers;
 mod independent_client;
 mod security;

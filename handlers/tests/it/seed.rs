@@ -181,7 +181,7 @@ async fn deadline_travels_down_the_tree() {
 async fn failures_propagate_as_502_with_codes() {
     let server = NatsServer::start();
     let mut leaf = spec("L", &[], 0);
-    leaf.fail_rate = 1.0;
+    leaf.work = handlers::Work::simulated(0, 1.0);
     let _running = serve(
         &server,
         vec![spec("P", &["L", "M"], 0), leaf, spec("M", &[], 0)],
