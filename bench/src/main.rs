@@ -27,6 +27,8 @@ use stats::{measure, Row, Sample};
 use testsupport::{eventually, free_port, NatsServer};
 
 const REQUESTS: usize = 5_000;
+/// Activations per function scenario: each starts a process.
+const FUNCTION_REQUESTS: usize = 400;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -42,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&topology, zero_work_topology()?)?;
     let nats_env = vec![("NATS_URL", url.clone())];
     let hop = Proc::start("handlers", &["-n", "E"], &nats_env)?;
+    // The same (no) work as E, done by a function: a program started per activation.
+    let exec_echo = Proc::start("handlers", &["-n", "FX", "--exec", "echo 1"], &nats_env)?;
+    let exec_python = Proc::start(
+        "handlers",
+        &["-n", "FP", "--exec", "python3 -c 'print(1)'"],
+        &nats_env,
+    )?;
     let seed = Proc::start(
         "handlers",
         &[
@@ -60,24 +69,56 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
     wait_ready(&client, &http, &base).await;
+    for node in ["FX", "FP"] {
+        wait_for_node(&client, node).await;
+    }
     let idle_node_kib = hop.rss_kib();
     let idle_gateway_kib = gateway.rss_kib();
 
     let mut rows = Vec::new();
-    let raw1 = nats_scenario(&client, "bench.echo", 1, false).await;
+    let raw1 = nats_scenario(&client, "bench.echo", 1, false, REQUESTS).await;
     let raw_p50 = raw1.ms(0.5);
     rows.push(raw1.row("raw NATS request-reply", 1, "baseline".into()));
-    let raw64 = nats_scenario(&client, "bench.echo", 64, false).await;
+    let raw64 = nats_scenario(&client, "bench.echo", 64, false, REQUESTS).await;
     rows.push(raw64.row("raw NATS request-reply", 64, "baseline".into()));
 
     for c in [1, 64] {
-        let s = nats_scenario(&client, "E", c, true).await;
+        let s = nats_scenario(&client, "E", c, true, REQUESTS).await;
         let base = if c == 1 { raw_p50 } else { rows[1].p50_ms };
         let note = format!("{:.2}x raw p50", s.ms(0.5) / base);
         rows.push(s.row("one hop (node E, zero work)", c, note));
     }
+    let hop_p50 = |c: usize| {
+        rows.iter()
+            .find(|r| r.scenario.starts_with("one hop") && r.concurrency == c)
+            .map_or(f64::NAN, |r| r.p50_ms)
+    };
+    let (e1, e16) = (hop_p50(1), {
+        let s = nats_scenario(&client, "E", 16, true, REQUESTS).await;
+        let p = s.ms(0.5);
+        rows.push(s.row(
+            "one hop (node E, zero work)",
+            16,
+            format!("{:.2}x raw c=1 p50", p / raw_p50),
+        ));
+        p
+    });
+    for (node, what) in [
+        ("FX", "exec function `echo 1` (node FX)"),
+        ("FP", "exec function `python3 -c 'print(1)'` (node FP)"),
+    ] {
+        for (c, simulated) in [(1, e1), (16, e16)] {
+            let s = nats_scenario(&client, node, c, true, FUNCTION_REQUESTS).await;
+            let note = format!(
+                "{:.1}x node E (same work, simulated); +{:.2} ms per activation",
+                s.ms(0.5) / simulated,
+                s.ms(0.5) - simulated
+            );
+            rows.push(s.row(what, c, note));
+        }
+    }
     for c in [1, 16, 64] {
-        let s = nats_scenario(&client, "UI", c, true).await;
+        let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
         let note = format!(
             "{:.2}x the 5 raw round trips of its critical path; {:.3} ms per hop",
             s.ms(0.5) / (5.0 * raw_p50),
@@ -116,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_gateway_rss_kib": idle_gateway_kib,
         }))?,
     )?;
-    drop((hop, seed, gateway));
+    drop((hop, exec_echo, exec_python, seed, gateway));
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
@@ -172,7 +213,7 @@ async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
     )
     .await;
     eventually(
-        "the gateway knows 9 nodes",
+        "the gateway knows 11 nodes (E, FX, FP and the seed)",
         Duration::from_secs(30),
         || async {
             let t: serde_json::Value = http
@@ -183,17 +224,43 @@ async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
                 .json()
                 .await
                 .ok()?;
-            (t["nodes"].as_array()?.len() == 9).then_some(())
+            (t["nodes"].as_array()?.len() == 11).then_some(())
         },
     )
     .await;
 }
 
-/// Request-reply on `target`: a raw subject, or (with `node`) an activation.
-async fn nats_scenario(client: &Client, target: &str, concurrency: usize, node: bool) -> Sample {
+/// Waits until `node` answers activations successfully.
+async fn wait_for_node(client: &Client, node: &str) {
+    let name = NodeName::new(node).unwrap_or_else(|_| unreachable!());
+    eventually(
+        &format!("{node} answers"),
+        Duration::from_secs(30),
+        || async {
+            let r = call::activate(
+                client,
+                &name,
+                &ActivationRequest::default(),
+                Duration::from_secs(5),
+            )
+            .await;
+            (r.outcome == Outcome::Ok).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `total` request-replies on `target`: a raw subject, or (with `node`) an activation.
+async fn nats_scenario(
+    client: &Client,
+    target: &str,
+    concurrency: usize,
+    node: bool,
+    total: usize,
+) -> Sample {
     let client = client.clone();
     let target = target.to_string();
-    measure(REQUESTS, concurrency, move || {
+    measure(total, concurrency, move || {
         let client = client.clone();
         let target = target.clone();
         async move {

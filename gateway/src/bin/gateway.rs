@@ -97,6 +97,11 @@ struct Config {
     /// Log format; `RUST_LOG` sets the filter (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Health check: ask the gateway listening at `--listen` for `/readyz` and exit 0
+    /// when it answers 200 within 2 s (for container healthchecks), 1 otherwise.
+    #[arg(long)]
+    ping: bool,
 }
 
 impl Config {
@@ -128,6 +133,36 @@ impl Config {
     }
 }
 
+/// `GET /readyz` on the gateway at `listen` (an unspecified address means this host):
+/// Ok when it answers 200.
+async fn ping(listen: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let asked = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(b"GET /readyz HTTP/1.0\r\nhost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Ok(Ok(head)) if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" => {
+            println!("the gateway at {addr} is ready");
+            Ok(())
+        }
+        Ok(Ok(head)) => anyhow::bail!(
+            "the gateway at {addr} is not ready: {}",
+            String::from_utf8_lossy(&head)
+        ),
+        Ok(Err(e)) => anyhow::bail!("no gateway answers at {addr}: {e}"),
+        Err(_) => anyhow::bail!("the gateway at {addr} did not answer within 2 s"),
+    }
+}
+
 fn main() -> ExitCode {
     let config = Config::parse();
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
@@ -149,6 +184,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.ping {
+        return ping(config.listen).await;
+    }
     let settings = config.settings()?;
     let listen = config.listen;
     let client = config.nats.connect_eventually("nats-mesh gateway").await?;
