@@ -117,11 +117,7 @@ impl Gateway {
         }
         let history = history.map(Arc::new);
         let source = match &history {
-            Some(h) => sse::relay::Source::Stream(Box::new(
-                h.live()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("consuming the status stream: {e}"))?,
-            )),
+            Some(h) => sse::relay::Source::Stream(h.clone()),
             None => sse::relay::Source::Live(sse::relay::subscribe(&client).await?),
         };
         if let Err(e) = mesh_core::bus::sync(&client).await {

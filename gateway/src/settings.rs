@@ -52,6 +52,8 @@ pub struct StreamSettings {
     pub max_age: Duration,
     /// Most bytes it keeps.
     pub max_bytes: u64,
+    /// Copies kept in a NATS cluster (1 on a single server; 3 survives losing a server).
+    pub replicas: usize,
 }
 
 /// Topology discovery settings.
@@ -85,6 +87,7 @@ impl Default for Settings {
                 name: "MESH_STATUS".into(),
                 max_age: Duration::from_secs(3600),
                 max_bytes: 64 * 1024 * 1024,
+                replicas: 1,
             }),
             discovery: DiscoverySettings {
                 interval: Duration::from_millis(5_000),

@@ -41,6 +41,17 @@ enum Doing {
 /// How the own work ended: `None` when the budget ran out first.
 type Own = Option<Result<Option<Value>, FunctionError>>;
 
+/// How long an acknowledged status event is retried before it is given up.
+const STATUS_RETRY_FOR: Duration = Duration::from_secs(15);
+/// Pause between two attempts of an acknowledged status event.
+const STATUS_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Acknowledged status publishing (see `Settings::status_ack`).
+struct Acked {
+    jetstream: async_nats::jetstream::Context,
+    tasks: tokio_util::task::TaskTracker,
+}
+
 /// One node: its settings, its replica id and its connection.
 pub struct Node {
     spec: NodeSpec,
@@ -48,6 +59,7 @@ pub struct Node {
     instance: String,
     status_subject: String,
     doing: Doing,
+    acked: Option<Acked>,
 }
 
 impl Node {
@@ -74,7 +86,19 @@ impl Node {
             client,
             instance,
             doing,
+            acked: None,
         })
+    }
+
+    /// The same node, publishing its status events with JetStream acknowledgements
+    /// (retried in tasks tracked by `tasks`, so shutdown waits for them).
+    pub fn with_status_ack(mut self, tasks: tokio_util::task::TaskTracker) -> Self {
+        let mut jetstream = async_nats::jetstream::new(self.client.clone());
+        // Long enough for a new stream leader to commit, so that retries (which the
+        // stream may store twice while it is electing) stay rare.
+        jetstream.set_timeout(Duration::from_secs(3));
+        self.acked = Some(Acked { jetstream, tasks });
+        self
     }
 
     /// The node's settings.
@@ -128,7 +152,7 @@ impl Node {
 
         let mut running = self.event(NodeState::Running, &activation_id);
         running.color = request.color.clone();
-        self.publish(&running).await;
+        let running = self.publish(&running, None).await;
 
         let mut path = request.path.clone();
         path.push(name.clone());
@@ -237,7 +261,7 @@ impl Node {
         event.code = Some(code);
         event.elapsed_ms = Some(done.elapsed_ms);
         event.result_bytes = result_bytes;
-        self.publish(&event).await;
+        self.publish(&event, running).await;
         tracing::debug!(node = %name, activation = %activation_id, %outcome, code, elapsed_ms = done.elapsed_ms, "activation done");
         done
     }
@@ -250,16 +274,59 @@ impl Node {
         event
     }
 
-    async fn publish(&self, event: &StatusEvent) {
-        let Ok(body) = serde_json::to_vec(event) else {
-            return;
+    /// Publishes `event`. With acknowledgements on, the publish runs in a task (the
+    /// activation does not wait for the stream) after `before` (the same activation's
+    /// previous event, so the stream keeps their order); its handle is returned.
+    async fn publish(
+        &self,
+        event: &StatusEvent,
+        before: Option<tokio::task::JoinHandle<()>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let body: bytes::Bytes = serde_json::to_vec(event).ok()?.into();
+        let Some(acked) = &self.acked else {
+            if let Err(e) = self.client.publish(self.status_subject.clone(), body).await {
+                tracing::warn!(node = %self.spec.name, cause = %e, "cannot publish status");
+            }
+            return None;
         };
-        if let Err(e) = self
-            .client
-            .publish(self.status_subject.clone(), body.into())
-            .await
-        {
-            tracing::warn!(node = %self.spec.name, cause = %e, "cannot publish status");
+        let jetstream = acked.jetstream.clone();
+        let subject = self.status_subject.clone();
+        let node = self.spec.name.clone();
+        Some(acked.tasks.spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            publish_acked(&jetstream, subject, body, &node).await;
+        }))
+    }
+}
+
+/// Publishes `body` until the stream acknowledges it, for at most [`STATUS_RETRY_FOR`].
+/// Every attempt carries the same `Nats-Msg-Id`: the stream stores it once.
+async fn publish_acked(
+    jetstream: &async_nats::jetstream::Context,
+    subject: String,
+    body: bytes::Bytes,
+    node: &schemas::NodeName,
+) {
+    use async_nats::jetstream::context::Publish;
+    let id = nuid::next().to_string();
+    let give_up = Instant::now() + STATUS_RETRY_FOR;
+    loop {
+        let publish = Publish::build().payload(body.clone()).message_id(&id);
+        let attempt = match jetstream.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= give_up => {
+                tracing::warn!(node = %node, cause = %e, "status event not stored: given up");
+                return;
+            }
+            // No stream right now (a leader election), or no answer in time: again.
+            Err(e) => tracing::debug!(node = %node, cause = %e, "status event not stored yet"),
         }
+        tokio::time::sleep(STATUS_RETRY_PAUSE).await;
     }
 }

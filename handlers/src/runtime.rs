@@ -29,6 +29,10 @@ pub struct Settings {
     pub seed: Option<u64>,
     /// How long shutdown waits for in-flight activations.
     pub grace: Duration,
+    /// Publish status events with a JetStream acknowledgement, retried (deduplicated by
+    /// `Nats-Msg-Id`) until the stream keeping them has stored them: no event is lost
+    /// while a clustered stream elects a new leader. Off: plain publishes.
+    pub status_ack: bool,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
             max_in_flight: 1024,
             seed: None,
             grace: Duration::from_secs(10),
+            status_ack: false,
         }
     }
 }
@@ -114,8 +119,12 @@ impl Running {
                 .map_err(|e| fail(e.to_string()))?;
             let instance = service.info().await.id;
             running.instances.insert(name.clone(), instance.clone());
-            let node =
-                Arc::new(Node::new(spec, client.clone(), instance, settings.seed).map_err(fail)?);
+            let mut node =
+                Node::new(spec, client.clone(), instance, settings.seed).map_err(fail)?;
+            if settings.status_ack {
+                node = node.with_status_ack(tracker.clone());
+            }
+            let node = Arc::new(node);
             let limit = Arc::new(Semaphore::new(settings.max_in_flight));
             running.accept.push(tokio::spawn(accept(
                 endpoint,

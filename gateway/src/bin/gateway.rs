@@ -84,6 +84,11 @@ struct Config {
     /// Most bytes the stream keeps.
     #[arg(long, env = "GATEWAY_STREAM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     stream_max_bytes: u64,
+    /// Copies of the stream in a NATS cluster, when the gateway creates it (3 keeps the
+    /// history through the loss of a server).
+    #[arg(long, env = "GATEWAY_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=5))]
+    stream_replicas: u64,
 
     /// Interval of topology discovery (`$SRV.INFO`), in milliseconds.
     #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
@@ -124,6 +129,7 @@ impl Config {
                 name: self.stream.clone(),
                 max_age: Duration::from_secs(self.stream_max_age_secs),
                 max_bytes: self.stream_max_bytes,
+                replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
             }),
             discovery: DiscoverySettings {
                 interval: Duration::from_millis(self.discovery_interval_ms),

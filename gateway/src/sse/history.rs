@@ -34,6 +34,8 @@ pub struct Stored {
     pub payload: bytes::Bytes,
     /// Its stream sequence.
     pub sequence: u64,
+    /// Its `Nats-Msg-Id`, when it has one.
+    pub message_id: Option<String>,
 }
 
 impl History {
@@ -53,6 +55,7 @@ impl History {
             max_age: settings.max_age,
             max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
             storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
@@ -88,10 +91,17 @@ impl History {
         }
     }
 
-    /// Every message from now on, in order, with its sequence; the ordered consumer
-    /// recovers by itself after reconnections.
-    pub async fn live(&self) -> Result<jetstream::consumer::push::Ordered, async_nats::Error> {
-        self.consume(DeliverPolicy::New).await
+    /// Every message after sequence `after`, in order, with its sequence; the ordered
+    /// consumer recovers by itself after reconnections (the relay consumes anew when it
+    /// cannot).
+    pub async fn consume_after(
+        &self,
+        after: u64,
+    ) -> Result<jetstream::consumer::push::Ordered, async_nats::Error> {
+        self.consume(DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        })
+        .await
     }
 
     /// Messages with sequences from `from` up to `until` (inclusive), oldest first, at
@@ -121,6 +131,8 @@ impl History {
                     subject: message.subject.to_string(),
                     payload: message.payload.clone(),
                     sequence,
+                    message_id: super::relay::message_id(message.headers.as_ref())
+                        .map(String::from),
                 });
                 if sequence == until || out.len() >= limit {
                     break;

@@ -54,6 +54,8 @@ pub struct Relay {
     last_state: Mutex<HashMap<NodeName, StatusEvent>>,
     /// Woken when a node that discovery does not know publishes.
     pub unknown_node: Notify,
+    /// Message ids of stream messages relayed, to drop repeats.
+    pub dedup: Mutex<Dedup>,
     /// Counters of relayed, refused and dropped events.
     pub metrics: Arc<Metrics>,
 }
@@ -78,6 +80,7 @@ impl Relay {
             gateway_id,
             last_state: Mutex::new(Default::default()),
             unknown_node: Notify::new(),
+            dedup: Mutex::new(Dedup::default()),
             metrics,
         })
     }
@@ -242,52 +245,132 @@ pub enum Source {
     /// The core subscription from [`subscribe`]: ids are this gateway's own numbers.
     Live(async_nats::Subscriber),
     /// The JetStream stream: ids are stream sequences.
-    Stream(Box<async_nats::jetstream::consumer::push::Ordered>),
+    Stream(Arc<super::history::History>),
 }
 
-/// Relays `source` into `relay` until it ends. `known` says whether discovery has seen a
-/// node serving; events of other nodes wake discovery through [`Relay::unknown_node`].
-pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
-    let mut messages: futures::stream::BoxStream<
-        'static,
-        (async_nats::Subject, Bytes, Option<u64>),
-    > = match source {
-        Source::Live(subscriber) => subscriber.map(|m| (m.subject, m.payload, None)).boxed(),
-        Source::Stream(ordered) => ordered
-            .filter_map(|m| async move {
-                match m {
-                    Ok(m) => {
-                        let sequence = m.info().ok().map(|i| i.stream_sequence);
-                        let message = m.message;
-                        Some((message.subject, message.payload, sequence))
-                    }
-                    Err(e) => {
-                        tracing::warn!(cause = %e, "status stream consumer error");
-                        None
-                    }
-                }
-            })
-            .boxed(),
-    };
-    while let Some((subject, payload, sequence)) = messages.next().await {
-        match relay.accept_numbered(&subject, &payload, sequence) {
-            Ok(frame) => {
-                relay.metrics.events_relayed.inc();
-                if let Some(node) = &frame.node {
-                    if !known(node) {
-                        relay.unknown_node.notify_one();
-                    }
-                }
-            }
-            Err(cause) => {
-                relay.metrics.events_refused.inc();
-                tracing::debug!(%subject, %cause, "status message refused");
+/// Message ids remembered to drop repeats.
+const DEDUP_CAPACITY: usize = 65_536;
+
+/// The `Nats-Msg-Id` of recently relayed stream messages and the sequence each was first
+/// stored at. A node that publishes with acknowledgements retries with the same id, and
+/// while a clustered stream's new leader is slow to commit, a retry can be stored twice:
+/// only the first is relayed or replayed.
+#[derive(Default)]
+pub struct Dedup {
+    first: std::collections::HashMap<String, u64>,
+    order: VecDeque<String>,
+}
+
+impl Dedup {
+    /// Whether the message `id` stored at `sequence` repeats one seen at another
+    /// sequence; remembers it when it is new.
+    pub fn repeats(&mut self, id: &str, sequence: u64) -> bool {
+        if let Some(first) = self.first.get(id) {
+            return *first != sequence;
+        }
+        if self.order.len() == DEDUP_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.first.remove(&old);
             }
         }
+        self.first.insert(id.to_string(), sequence);
+        self.order.push_back(id.to_string());
+        false
+    }
+
+    /// The sequence `id` was first seen at, when it is remembered.
+    pub fn first_sequence(&self, id: &str) -> Option<u64> {
+        self.first.get(id).copied()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The `Nats-Msg-Id` of a message, when it has one.
+pub fn message_id(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str())
+}
+
+/// Errors in a row after which the stream is consumed anew.
+const MAX_CONSUMER_ERRORS: usize = 3;
+/// Pause before consuming the stream anew.
+const RECONSUME_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Relays `source` into `relay` until the task is dropped. `known` says whether
+/// discovery has seen a node serving; events of other nodes wake discovery through
+/// [`Relay::unknown_node`].
+///
+/// From the stream, the relay consumes from the sequence after the last it relayed;
+/// when the consumer ends or keeps failing (its server was lost, the stream is electing
+/// a leader), it consumes anew from there, so nothing stored is skipped or repeated.
+pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
+    let relay_one = |subject: &str, payload: &[u8], sequence: Option<u64>| match relay
+        .accept_numbered(subject, payload, sequence)
+    {
+        Ok(frame) => {
+            relay.metrics.events_relayed.inc();
+            if let Some(node) = &frame.node {
+                if !known(node) {
+                    relay.unknown_node.notify_one();
+                }
+            }
+        }
+        Err(cause) => {
+            relay.metrics.events_refused.inc();
+            tracing::debug!(%subject, %cause, "status message refused");
+        }
+    };
+    let history = match source {
+        Source::Live(mut subscriber) => {
+            while let Some(m) = subscriber.next().await {
+                relay_one(&m.subject, &m.payload, None);
+            }
+            return;
+        }
+        Source::Stream(history) => history,
+    };
+    loop {
+        let after = relay.last_id();
+        match history.consume_after(after).await {
+            Ok(mut messages) => {
+                let mut errors = 0;
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(m) => {
+                            errors = 0;
+                            let Ok(sequence) = m.info().map(|i| i.stream_sequence) else {
+                                continue;
+                            };
+                            // A consumer made anew may repeat what was relayed already.
+                            if sequence <= relay.last_id() {
+                                continue;
+                            }
+                            if let Some(id) = message_id(m.headers.as_ref()) {
+                                if lock(&relay.dedup).repeats(id, sequence) {
+                                    tracing::debug!(id, sequence, "repeated status event dropped");
+                                    continue;
+                                }
+                            }
+                            relay_one(&m.subject, &m.payload, Some(sequence));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            tracing::warn!(cause = %e, errors, "status stream consumer error");
+                            if errors >= MAX_CONSUMER_ERRORS {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!(after = relay.last_id(), "consuming the status stream anew");
+            }
+            Err(e) => tracing::warn!(cause = %e, "cannot consume the status stream; retrying"),
+        }
+        tokio::time::sleep(RECONSUME_PAUSE).await;
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing panics while holding these locks; a poisoned one still holds valid data.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -295,6 +378,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_keeps_the_first_sequence_of_an_id() {
+        let mut d = Dedup::default();
+        assert!(!d.repeats("a", 5));
+        assert!(!d.repeats("a", 5), "the same message again is not a repeat");
+        assert!(d.repeats("a", 9));
+        assert!(!d.repeats("b", 9));
+        assert_eq!(d.first_sequence("a"), Some(5));
+    }
 
     #[test]
     fn window_keeps_the_newest_and_reports_gaps() {

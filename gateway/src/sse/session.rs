@@ -141,7 +141,17 @@ impl Session {
                     self.report_gap(first_kept);
                 }
             }
+            let mut batch = std::collections::HashSet::new();
             for message in stored {
+                if let Some(id) = &message.message_id {
+                    // A repeat the relay dropped, or one within this replay.
+                    let relayed_elsewhere = super::relay::lock(&self.relay.dedup)
+                        .first_sequence(id)
+                        .is_some_and(|first| first != message.sequence);
+                    if relayed_elsewhere || !batch.insert(id.clone()) {
+                        continue;
+                    }
+                }
                 if let Ok(frame) =
                     self.relay
                         .replayed(&message.subject, &message.payload, message.sequence)

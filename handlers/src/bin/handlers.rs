@@ -85,6 +85,11 @@ struct Cli {
     /// Seconds to wait for activations in flight on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     grace_secs: u64,
+    /// Publish status events with a JetStream acknowledgement, retried until the stream
+    /// keeping them has stored them (for clusters: nothing is lost while the stream
+    /// elects a new leader). Needs a stream on `status.>` (the gateway creates one).
+    #[arg(long, env = "NODE_STATUS_ACK")]
+    status_ack: bool,
     /// Log format; `RUST_LOG` sets the filter (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -223,6 +228,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         max_in_flight: usize::try_from(cli.max_in_flight)?,
         seed: cli.seed,
         grace: Duration::from_secs(cli.grace_secs),
+        status_ack: cli.status_ack,
     };
     runtime::run(
         client.clone(),

@@ -208,3 +208,56 @@ async fn failures_propagate_as_502_with_codes() {
     assert_eq!(states[1].state, NodeState::Failed);
     assert_eq!(states[1].code, Some(l.code));
 }
+
+#[tokio::test]
+async fn acknowledged_status_events_are_stored_once() {
+    use futures::StreamExt;
+    let server = NatsServer::start_jetstream();
+    let client = connect(&server).await;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let mut stream = jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ACKED".into(),
+            subjects: vec!["status.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let settings = handlers::Settings {
+        status_ack: true,
+        ..handlers::Settings::default()
+    };
+    let running = serve_with(
+        &server,
+        vec![spec("A", &["B"], 0), spec("B", &[], 0)],
+        settings,
+    )
+    .await;
+    let reply = activate(&client, "A", ActivationRequest::default()).await;
+    assert_eq!(reply.outcome, schemas::Outcome::Ok);
+    // Shutdown waits for the acknowledged publishes.
+    running.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(stream.info().await.unwrap().state.messages, 4);
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.fetch().max_messages(10).messages().await.unwrap();
+    let mut states = Vec::new();
+    while let Some(Ok(m)) = messages.next().await {
+        assert!(
+            m.headers
+                .as_ref()
+                .is_some_and(|h| h.get(async_nats::header::NATS_MESSAGE_ID).is_some()),
+            "{:?}",
+            m.headers
+        );
+        let e: schemas::StatusEvent = serde_json::from_slice(&m.payload).unwrap();
+        states.push(format!("{} {:?}", e.node, e.state));
+    }
+    // Per node, running before its final state.
+    for node in ["A", "B"] {
+        let mine: Vec<_> = states.iter().filter(|s| s.starts_with(node)).collect();
+        assert_eq!(mine, [&format!("{node} Running"), &format!("{node} Ok")]);
+    }
+}
