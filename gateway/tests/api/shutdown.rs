@@ -44,6 +44,23 @@ async fn sigterm_with_1000_streams_open_exits_at_once() {
         TcpStream::connect(("127.0.0.1", port)).await.ok()
     })
     .await;
+    // The health check the compose file uses: 200 from /readyz, or a failure.
+    let ping = |port: u16| {
+        std::process::Command::new(BIN)
+            .args(["--ping", "--listen", &format!("127.0.0.1:{port}")])
+            .output()
+            .unwrap()
+    };
+    eventually(
+        "gateway --ping succeeds",
+        Duration::from_secs(20),
+        || async { ping(port).status.success().then_some(()) },
+    )
+    .await;
+    let nobody = ping(testsupport::free_port());
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no gateway answers"));
+
     let mut streams = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS / 50 {
         let batch: Vec<_> = (0..50).map(|_| open_stream(port)).collect();
