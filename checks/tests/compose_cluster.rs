@@ -120,14 +120,7 @@ async fn cluster_loses_a_server_and_nothing_stops() {
             "3 replicas of every node",
             Duration::from_secs(120),
             || async {
-                let t: Value = http
-                    .get(format!("{base}/topology"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let t = get_json(&http, format!("{base}/topology")).await?;
                 let nodes = t["nodes"].as_array()?;
                 (nodes.len() == 8
                     && nodes
@@ -152,14 +145,7 @@ async fn cluster_loses_a_server_and_nothing_stops() {
     eventually("both streams open", Duration::from_secs(10), || async {
         let mut open = 0;
         for base in [&a, &b] {
-            let h: Value = http
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let h = get_json(&http, format!("{base}/healthz")).await?;
             open += h["sse_clients"].as_u64()?;
         }
         (open >= 2).then_some(())

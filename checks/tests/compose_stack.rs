@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashSet,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -28,15 +27,7 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
         return;
     }
     let started = Instant::now();
-    let images = Command::new(format!("{ROOT}/scripts/images"))
-        .output()
-        .unwrap();
-    assert!(
-        images.status.success(),
-        "scripts/images: {}{}",
-        String::from_utf8_lossy(&images.stdout),
-        String::from_utf8_lossy(&images.stderr)
-    );
+    build_images();
     let images_took = started.elapsed();
 
     let gateway_port = free_port();
@@ -53,10 +44,7 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
     let base = stack.base.clone();
     let http = reqwest::Client::new();
     stack.compose(&["up", "-d"]);
-    let topology = || async {
-        let r = http.get(format!("{base}/topology")).send().await.ok()?;
-        r.json::<Value>().await.ok()
-    };
+    let topology = || get_json(&http, format!("{base}/topology"));
     let instances = |t: &Value, node: &str| {
         t["nodes"]
             .as_array()
@@ -83,14 +71,7 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
     });
     // The stream is open once the gateway counts it.
     eventually("the stream is open", Duration::from_secs(10), || async {
-        let h: Value = http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let h = get_json(&http, format!("{base}/healthz")).await?;
         (h["sse_clients"].as_u64()? >= 1).then_some(())
     })
     .await;

@@ -153,3 +153,8 @@ pub fn build_images() {
         String::from_utf8_lossy(&images.stderr)
     );
 }
+
+/// The JSON body of `GET url`, or `None` when there is no (JSON) answer yet.
+pub async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
