@@ -196,22 +196,7 @@ async fn echo_responder(client: Client) -> anyhow::Result<()> {
 }
 
 async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
-    let ui = NodeName::new("UI").unwrap_or_else(|_| unreachable!());
-    eventually(
-        "the seed topology answers",
-        Duration::from_secs(30),
-        || async {
-            let r = call::activate(
-                client,
-                &ui,
-                &ActivationRequest::default(),
-                Duration::from_secs(2),
-            )
-            .await;
-            (r.outcome == Outcome::Ok).then_some(())
-        },
-    )
-    .await;
+    wait_for_node(client, "UI").await;
     eventually(
         "the gateway knows 11 nodes (E, FX, FP and the seed)",
         Duration::from_secs(30),

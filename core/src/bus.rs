@@ -95,17 +95,26 @@ impl NatsArgs {
 
     /// Connects, waiting for the first connection (a clear error when it fails).
     pub async fn connect(&self, name: &str) -> Result<Client, ConnectError> {
-        let options = self.options(name).await.map_err(|e| ConnectError {
+        self.connect_with(name, false).await
+    }
+
+    /// Connects, retrying the first connection until a server answers when `retry`.
+    async fn connect_with(&self, name: &str, retry: bool) -> Result<Client, ConnectError> {
+        let fail = |cause: String| ConnectError {
             url: self.nats_url.clone(),
-            cause: format!("reading credentials or certificates: {e}"),
-        })?;
+            cause,
+        };
+        let mut options = self
+            .options(name)
+            .await
+            .map_err(|e| fail(format!("reading credentials or certificates: {e}")))?;
+        if retry {
+            options = options.retry_on_initial_connect();
+        }
         options
             .connect(self.servers())
             .await
-            .map_err(|e| ConnectError {
-                url: self.nats_url.clone(),
-                cause: e.to_string(),
-            })
+            .map_err(|e| fail(e.to_string()))
     }
 
     /// The servers of `--nats-url`, split at commas.
@@ -120,18 +129,7 @@ impl NatsArgs {
     /// Connects in the background: returns at once and keeps trying until a server
     /// answers, so processes may start before NATS does.
     pub async fn connect_eventually(&self, name: &str) -> Result<Client, ConnectError> {
-        let options = self.options(name).await.map_err(|e| ConnectError {
-            url: self.nats_url.clone(),
-            cause: format!("reading credentials or certificates: {e}"),
-        })?;
-        options
-            .retry_on_initial_connect()
-            .connect(self.servers())
-            .await
-            .map_err(|e| ConnectError {
-                url: self.nats_url.clone(),
-                cause: e.to_string(),
-            })
+        self.connect_with(name, true).await
     }
 }
 

@@ -34,9 +34,8 @@ pub async fn observe<E: Endpoint>(
 ) -> Result<Response> {
     let path = req.uri().path().to_string();
     let method = method_label(req.method());
-    // The route as the path says; the operation that answers (below) confirms it for the
-    // metric. The span is named now: its name cannot change once its context exists.
-    let route = routes.label(None, &path);
+    // The span is named now: its name cannot change once its context exists.
+    let route = routes.label(&path);
     let span = tracing::debug_span!(
         "http",
         otel.name = %format!("{method} {route}"),
@@ -52,11 +51,6 @@ pub async fn observe<E: Endpoint>(
     let mut response = match endpoint.call(req).instrument(span.clone()).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
-    };
-    let operation = response.data::<poem_openapi::OperationId>().map(|o| o.0);
-    let route = match operation {
-        Some(_) => routes.label(operation, &path),
-        None => route,
     };
     let status = response.status().as_u16();
     if status == 405 {

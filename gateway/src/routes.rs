@@ -32,8 +32,6 @@ struct ApiPath {
     segments: Vec<Option<String>>,
     /// Its methods, upper case.
     methods: Vec<String>,
-    /// Operation ids of its operations.
-    operations: Vec<String>,
 }
 
 /// The API's paths and the page's routes.
@@ -51,15 +49,12 @@ impl RouteTable {
             .into_iter()
             .flatten()
             .map(|(template, item)| {
-                let operations = item.as_object().into_iter().flatten();
-                let (methods, operations) = operations
-                    .map(|(method, op)| {
-                        (
-                            method.to_ascii_uppercase(),
-                            op["operationId"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .unzip();
+                let methods = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(method, _)| method.to_ascii_uppercase())
+                    .collect();
                 ApiPath {
                     segments: template
                         .split('/')
@@ -68,7 +63,6 @@ impl RouteTable {
                         .collect(),
                     template: template.clone(),
                     methods,
-                    operations,
                 }
             })
             .collect();
@@ -96,19 +90,10 @@ impl RouteTable {
         })
     }
 
-    /// The metric label of a request: the operation's path template when the API
-    /// answered (`operation` is its operation id), else the matching route, else
-    /// [`UNMATCHED`]. Always one of a fixed set.
-    pub fn label(&self, operation: Option<&str>, path: &str) -> String {
-        if let Some(op) = operation {
-            if let Some(p) = self
-                .api
-                .iter()
-                .find(|p| p.operations.iter().any(|o| o == op))
-            {
-                return p.template.clone();
-            }
-        }
+    /// The metric label of a request path: the template of the API path it matches (the
+    /// one whose operation answers it), else the page route, else [`UNMATCHED`]. Always
+    /// one of a fixed set.
+    pub fn label(&self, path: &str) -> String {
         if let Some(p) = self.api_path(path) {
             return p.template.clone();
         }
@@ -161,12 +146,11 @@ mod tests {
         let t = RouteTable::from_document(DOC);
         let prefixes: Vec<_> = t.api_prefixes().into_iter().collect();
         assert_eq!(prefixes, ["/activate", "/nodes", "/topology"]);
-        assert_eq!(t.label(Some("set_node_color"), "/x"), "/nodes/{node}/color");
-        assert_eq!(t.label(None, "/nodes/V/color"), "/nodes/{node}/color");
-        assert_eq!(t.label(None, "/nodes//color"), UNMATCHED);
-        assert_eq!(t.label(None, "/topology/mermaid"), "/topology/mermaid");
-        assert_eq!(t.label(None, "/assets/app.js"), "/assets");
-        assert_eq!(t.label(None, "/../../etc/passwd"), UNMATCHED);
+        assert_eq!(t.label("/nodes/V/color"), "/nodes/{node}/color");
+        assert_eq!(t.label("/nodes//color"), UNMATCHED);
+        assert_eq!(t.label("/topology/mermaid"), "/topology/mermaid");
+        assert_eq!(t.label("/assets/app.js"), "/assets");
+        assert_eq!(t.label("/../../etc/passwd"), UNMATCHED);
         assert_eq!(t.allowed("/activate").as_deref(), Some("POST"));
         assert_eq!(t.allowed("/").as_deref(), Some("GET, HEAD"));
         assert_eq!(t.allowed("/nope"), None);

@@ -60,7 +60,7 @@ proptest! {
         let table = RouteTable::from_document(
             r#"{"paths":{"/activate":{"post":{}},"/nodes/{node}/color":{"put":{}}}}"#,
         );
-        let label = table.label(None, &text);
+        let label = table.label(&text);
         prop_assert!(
             [UNMATCHED, "/activate", "/nodes/{node}/color", "/", "/assets", "/docs", "/openapi.json"]
                 .contains(&label.as_str()),

@@ -126,7 +126,7 @@ async fn openapi_document_describes_every_route_and_validates() {
             "{path}"
         );
         let concrete = path.replace("{node}", "V");
-        assert_eq!(&table.label(None, &concrete), path);
+        assert_eq!(&table.label(&concrete), path);
     }
     let responses = doc["paths"]["/activate"]["post"]["responses"]
         .as_object()
