@@ -63,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let http_port = free_port();
     let mut gateway_env = nats_env.clone();
-    gateway_env.push(("GATEWAY_LISTEN", format!("127.0.0.1:{http_port}")));
-    gateway_env.push(("SSE_MAX_CLIENTS", "30000".into()));
+    gateway_env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{http_port}")));
+    gateway_env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
     let gateway = Proc::start("gateway", &[], &gateway_env)?;
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();

@@ -66,6 +66,16 @@ fn readme_documents_every_option_of_both_binaries() {
         let vars = env_vars_of(&help);
         assert!(vars.len() > 10, "{binary}: {vars:?}");
         for var in vars {
+            // One prefix for the mesh's options, the `nats` CLI's names for NATS', and
+            // one unit for durations.
+            assert!(
+                var.starts_with("MESH_") || var.starts_with("NATS_"),
+                "{binary}: {var} has neither the MESH_ nor the NATS_ prefix"
+            );
+            assert!(
+                !var.ends_with("_SECS"),
+                "{binary}: {var}: durations are _MS"
+            );
             assert!(
                 readme.contains(&format!("`{var}`")),
                 "README does not document {var} ({binary})"

@@ -34,13 +34,23 @@ pub struct NatsArgs {
     #[arg(long, env = "NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
     /// CA certificate (PEM) to verify the server's TLS certificate.
-    #[arg(long, env = "NATS_TLS_CA")]
+    #[arg(long = "nats-ca", alias = "nats-tls-ca", env = "NATS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS (with --nats-tls-key).
-    #[arg(long, env = "NATS_TLS_CERT", requires = "nats_tls_key")]
+    #[arg(
+        long = "nats-cert",
+        alias = "nats-tls-cert",
+        env = "NATS_CERT",
+        requires = "nats_tls_key"
+    )]
     pub nats_tls_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS (with --nats-tls-cert).
-    #[arg(long, env = "NATS_TLS_KEY", requires = "nats_tls_cert")]
+    #[arg(
+        long = "nats-key",
+        alias = "nats-tls-key",
+        env = "NATS_KEY",
+        requires = "nats_tls_cert"
+    )]
     pub nats_tls_key: Option<PathBuf>,
     /// Refuse to talk to the server without TLS.
     #[arg(long, env = "NATS_REQUIRE_TLS")]

@@ -2,6 +2,7 @@
 //! gateway and the bench depend on this crate and on `schemas`, never on each other.
 //!
 //! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
+//! - [`env`]: old names of renamed environment variables, read for one release.
 //! - [`call`]: activating a node over NATS, every failure turned into a reply.
 //! - [`trace_context`]: W3C trace context in NATS headers.
 //! - [`telemetry`]: logs, and traces exported over OTLP when configured.
@@ -9,6 +10,7 @@
 
 pub mod bus;
 pub mod call;
+pub mod env;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

@@ -8,7 +8,9 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use std::io::IsTerminal;
 use tracing::Level;
+
 use tracing_subscriber::{
     filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
 };
@@ -54,7 +56,7 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
     let builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build());
     if !otlp_configured() {
-        return init_layers(builder.build(), format, false);
+        return init_layers(builder.build(), format, false, false);
     }
     match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -63,23 +65,39 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
         Ok(exporter) => init_with(builder.with_batch_exporter(exporter).build(), format),
         Err(e) => {
             eprintln!("OTLP export is configured but unusable, tracing is off: {e}");
-            init_layers(builder.build(), format, false)
+            init_layers(builder.build(), format, false, false)
         }
     }
 }
 
-/// Installs logging and tracing with a given tracer provider (tests use an in-memory
-/// exporter). Only the first call in a process takes effect.
+/// Installs logging and tracing with a given tracer provider. Only the first call in a
+/// process takes effect.
 pub fn init_with(provider: SdkTracerProvider, format: LogFormat) -> Telemetry {
-    init_layers(provider, format, true)
+    init_layers(provider, format, true, false)
 }
 
-fn init_layers(provider: SdkTracerProvider, format: LogFormat, traced: bool) -> Telemetry {
+/// As [`init_with`] for a test (with an in-memory exporter): logs go through the test
+/// harness, which shows them only when the test fails.
+pub fn init_for_test(provider: SdkTracerProvider) -> Telemetry {
+    init_layers(provider, LogFormat::Text, true, true)
+}
+
+fn init_layers(
+    provider: SdkTracerProvider,
+    format: LogFormat,
+    traced: bool,
+    test: bool,
+) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let logs = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text if test => fmt::layer().with_test_writer().boxed(),
+        // Colours only on a terminal: a log file or a container log gets plain text.
+        LogFormat::Text => fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     // Spans are at debug level: disabled, and free, unless traced or `RUST_LOG` asks.

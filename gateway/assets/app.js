@@ -5,6 +5,7 @@
 const HOLD_MS = 3000;          // a final state shows this long, then the node returns to idle
 const RUNNING_MAX_MS = 60000;  // a running node with no final event returns to idle after this
 const LOG_MAX = 200;
+const ACTIVATIONS_KEPT = 200;  // recent activations whose node states the page keeps (filter)
 const RESULT_SHOWN = 160;      // characters of a function result shown on the page
 const STATE_COLOR = { running: '#ffe600', ok: '#39ff14', failed: '#ff2e63', manual: '#00e5ff', idle: '#1b1f3a' };
 
@@ -13,8 +14,11 @@ const mesh = {
   topology: { nodes: [], edges: [] },
   source: '',
   elements: new Map(),   // node name -> SVG <g> of the node
-  latest: new Map(),     // node name -> { state, color }
+  latest: new Map(),     // node name -> { state, color, activation }
   timers: new Map(),
+  // activation id -> Map(node name -> { state, color }), newest last, at most ACTIVATIONS_KEPT
+  activations: new Map(),
+  filter: '',            // when set, the diagram and the log show only this activation
   counts: { events: 0, running: 0, ok: 0, failed: 0, manual: 0, activations: 0 },
   seen: [],              // [name, state] applied to the diagram, newest last (read by tests)
   renders: 0,
@@ -31,6 +35,7 @@ mermaid.initialize({
 
 async function renderTopology(topology) {
   mesh.topology = topology;
+  adoptKnownStates(topology);
   fillSelects(topology.nodes.map((n) => n.name), topology.entry);
   if (topology.mermaid === mesh.source) return;
   mesh.source = topology.mermaid;
@@ -38,7 +43,14 @@ async function renderTopology(topology) {
     $('diagram').replaceChildren(hint('no nodes discovered yet: start some with `handlers`'));
     return;
   }
-  const { svg } = await mermaid.render(`mesh-svg-${++mesh.renders}`, topology.mermaid);
+  let svg;
+  try {
+    ({ svg } = await mermaid.render(`mesh-svg-${++mesh.renders}`, topology.mermaid));
+  } catch (err) {
+    $('diagram').replaceChildren(hint(`the diagram could not be drawn (${err && err.message ? err.message : err}); /topology has the graph`));
+    mesh.elements.clear();
+    return;
+  }
   $('diagram').innerHTML = svg; // Mermaid output, rendered with securityLevel "strict"
   const byId = new Map(topology.nodes.map((n) => [n.mermaid_id, n]));
   mesh.elements.clear();
@@ -50,7 +62,27 @@ async function renderTopology(topology) {
     el.classList.toggle('offline', node.instances.length === 0);
     mesh.elements.set(node.name, el);
   }
-  for (const [name, s] of mesh.latest) paint(name, s.state, s.color, false);
+  repaint();
+}
+
+/** Last known states from the gateway (the topology carries each node's latest event). */
+function adoptKnownStates(topology) {
+  for (const node of topology.nodes) {
+    if (!node.state || mesh.latest.has(node.name)) continue;
+    const age = Date.now() - Date.parse(node.last_at || '');
+    if (node.state === 'running' && !(age < RUNNING_MAX_MS)) continue;
+    mesh.latest.set(node.name, { state: node.state, color: node.color || null, activation: null });
+    schedule(node.name, node.state);
+  }
+}
+
+/** Paints every node from what the current view shows: everything, or one activation. */
+function repaint() {
+  const view = mesh.filter ? mesh.activations.get(mesh.filter) || new Map() : mesh.latest;
+  for (const name of mesh.elements.keys()) {
+    const s = view.get(name);
+    draw(name, s ? s.state : 'idle', s ? s.color : null, s && !mesh.filter ? s.activation : mesh.filter || null);
+  }
 }
 
 function hint(text) {
@@ -72,16 +104,26 @@ function fillSelects(names, entry) {
   }
 }
 
-function paint(name, state, color, record = true) {
-  mesh.latest.set(name, { state, color });
+/** Records a node's new state (for the whole view) and draws it unless a filter hides it. */
+function paint(name, state, color, activation, record = true) {
+  mesh.latest.set(name, { state, color, activation });
   if (record) mesh.seen.push([name, state]);
+  if (!mesh.filter) draw(name, state, color, activation);
+}
+
+/** Colours one node's shape: fill by state, outline by activation (so two at once differ). */
+function draw(name, state, color, activation) {
   const el = mesh.elements.get(name);
   if (!el) return;
   el.dataset.state = state;
+  if (activation && state !== 'idle') el.dataset.activation = activation;
+  else delete el.dataset.activation;
   const fill = color || STATE_COLOR[state] || STATE_COLOR.idle;
+  const outline = activation && state !== 'idle' ? activationColor(activation) : (state === 'idle' ? '' : fill);
   for (const shape of el.querySelectorAll('rect, polygon, circle, path')) {
     shape.style.setProperty('fill', fill, 'important');
-    shape.style.setProperty('stroke', state === 'idle' ? '' : fill, 'important');
+    shape.style.setProperty('stroke', outline, 'important');
+    shape.style.setProperty('stroke-width', activation && state !== 'idle' ? '4px' : '', 'important');
   }
   for (const label of el.querySelectorAll('.nodeLabel, span, text')) {
     label.style.setProperty('color', state === 'idle' ? '' : '#07070f', 'important');
@@ -89,11 +131,35 @@ function paint(name, state, color, record = true) {
   }
 }
 
+/** A colour of its own for each activation id (a hue from a hash of the id). */
+function activationColor(id) {
+  let h = 2166136261;
+  for (let i = 0; i < id.length; i += 1) h = Math.imul(h ^ id.charCodeAt(i), 16777619);
+  return `hsl(${(h >>> 0) % 360}, 95%, 62%)`;
+}
+
+/** Final states return to idle after HOLD_MS; a manual colour stays until the node's next event. */
 function schedule(name, state) {
   clearTimeout(mesh.timers.get(name));
+  if (state === 'idle' || state === 'manual') return;
   const hold = state === 'running' ? RUNNING_MAX_MS : HOLD_MS;
-  if (state === 'idle') return;
-  mesh.timers.set(name, setTimeout(() => paint(name, 'idle', null), hold));
+  mesh.timers.set(name, setTimeout(() => paint(name, 'idle', null, null), hold));
+}
+
+/** Remembers an event under its activation; returns true for an activation not seen before. */
+function remember(e) {
+  if (!e.activation_id) return false;
+  let nodes = mesh.activations.get(e.activation_id);
+  const fresh = !nodes;
+  if (fresh) {
+    nodes = new Map();
+    mesh.activations.set(e.activation_id, nodes);
+    while (mesh.activations.size > ACTIVATIONS_KEPT) {
+      mesh.activations.delete(mesh.activations.keys().next().value);
+    }
+  }
+  nodes.set(e.node, { state: e.state, color: e.color || null });
+  return fresh;
 }
 
 function onStatus(event) {
@@ -101,25 +167,49 @@ function onStatus(event) {
   try { e = JSON.parse(event.data); } catch { return; }
   mesh.counts.events += 1;
   if (e.state in mesh.counts) mesh.counts[e.state] += 1;
-  paint(e.node, e.state, e.state === 'running' || e.state === 'manual' ? e.color : null);
+  if (remember(e)) mesh.counts.activations += 1;
+  const color = e.state === 'running' || e.state === 'manual' ? e.color : null;
+  paint(e.node, e.state, color, e.activation_id || null);
+  if (mesh.filter && mesh.filter === e.activation_id) draw(e.node, e.state, color, e.activation_id);
   schedule(e.node, e.state);
   log(e.state, [
-    new Date(e.at).toLocaleTimeString(), e.node.padEnd(4), e.state.padEnd(7),
+    new Date(e.at).toLocaleTimeString(), e.node, e.state,
     e.code ?? '', e.elapsed_ms != null ? `${e.elapsed_ms}ms` : '',
     e.result_bytes != null ? `result ${e.result_bytes} B` : '',
-    e.activation_id ? `act=${e.activation_id.slice(0, 8)}` : '',
     e.relayed_by ? `via ${e.relayed_by}` : '',
-  ].filter((x) => x !== '').join(' '));
+  ].filter((x) => x !== '').join(' '), e.activation_id);
   showCounts();
 }
 
-function log(level, text) {
+/** One line of the event log; events of an activation carry its id, colour and a filter link. */
+function log(level, text, activation) {
   const li = document.createElement('li');
   li.className = level;
-  li.textContent = text; // never HTML: events come from anyone on the bus
+  li.append(text); // never HTML: events come from anyone on the bus
+  if (activation) {
+    li.dataset.activation = activation;
+    li.style.setProperty('--activation', activationColor(activation));
+    const link = document.createElement('button');
+    link.type = 'button';
+    link.className = 'activation';
+    link.textContent = activation;
+    link.title = 'show only this activation';
+    link.addEventListener('click', () => setFilter(mesh.filter === activation ? '' : activation));
+    li.append(' ', link);
+  }
+  li.hidden = !!mesh.filter && activation !== mesh.filter;
   const list = $('log');
   list.prepend(li);
   while (list.children.length > LOG_MAX) list.lastElementChild.remove();
+}
+
+/** Shows one activation only (its node states on the diagram, its lines in the log), or all. */
+function setFilter(activation) {
+  mesh.filter = activation;
+  $('filter').value = activation;
+  $('filter-clear').hidden = !activation;
+  for (const li of $('log').children) li.hidden = !!activation && li.dataset.activation !== activation;
+  repaint();
 }
 
 function showCounts() {
@@ -220,8 +310,6 @@ $('activate-form').addEventListener('submit', async (ev) => {
       return;
     }
   }
-  mesh.counts.activations += 1;
-  showCounts();
   const reply = await send('POST', '/activate', body, $('activate-result'));
   if (reply && reply.node) {
     logResults(reply);
@@ -237,6 +325,8 @@ $('color-form').addEventListener('submit', async (ev) => {
 });
 
 $('clear-log').addEventListener('click', () => $('log').replaceChildren());
+$('filter').addEventListener('change', () => setFilter($('filter').value.trim()));
+$('filter-clear').addEventListener('click', () => setFilter(''));
 
 connect();
 pollBus();

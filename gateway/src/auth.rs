@@ -1,5 +1,5 @@
 //! Who may change things: a bearer token, required by the mutating operations when the
-//! gateway has one (`GATEWAY_API_TOKEN`), anonymous otherwise.
+//! gateway has one (`MESH_GATEWAY_API_TOKEN`), anonymous otherwise.
 //!
 //! The operations that change something take a [`Caller`] parameter, so the OpenAPI
 //! document lists the bearer scheme on exactly those operations (optional, since the

@@ -111,8 +111,8 @@ impl Gateway {
         );
         let view = Arc::new(graph::GraphView::new(settings.entry_node.clone()));
         let stop = CancellationToken::new();
-        let mut history = History::open(&client, settings.stream.as_ref()).await;
-        if let Some(h) = history.as_mut() {
+        let history = History::open(&client, settings.stream.as_ref()).await;
+        if let Some(h) = &history {
             relay.start_after(h.last_sequence().await);
         }
         let history = history.map(Arc::new);

@@ -18,7 +18,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let _telemetry = telemetry::init_with(provider, telemetry::LogFormat::Text);
+    let _telemetry = telemetry::init_for_test(provider);
 
     let server = NatsServer::start();
     let _nodes = Running::start(

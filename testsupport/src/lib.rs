@@ -5,6 +5,7 @@
 //! parallel and may stop or restart their own server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub use nix::sys::signal::Signal;
 use std::{
     future::Future,
     path::PathBuf,
@@ -118,6 +119,89 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A child process in a process group of its own, with its output kept in a file:
+/// dropped (also while a test panics) it stops the whole group (SIGTERM, so a runner
+/// script can stop what it started, then SIGKILL for what is left) and, when the test
+/// failed, prints the output it kept. A passing test prints nothing.
+pub struct Proc {
+    child: Child,
+    what: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Proc {
+    /// Starts `cmd` in a new process group, its stdout and stderr into a temporary file.
+    pub fn spawn(what: &str, cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self {
+            child,
+            what: what.to_string(),
+            log,
+        }
+    }
+
+    /// The process id, which is also the id of its process group.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Signals the whole process group.
+    pub fn signal(&self, signal: Signal) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, signal);
+    }
+
+    /// Waits at most `limit` for the process to exit; its exit status, if it did.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Kills the whole group and reaps the process.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the process wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(Signal::SIGTERM);
+            wait_blocking(Duration::from_secs(10), || {
+                self.child.try_wait().ok().flatten()
+            });
+        }
+        // What is left of the group (the leader may have exited before its children).
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- output of {} ----\n{}", self.what, self.output());
+        }
     }
 }
 

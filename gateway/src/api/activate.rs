@@ -49,11 +49,11 @@ pub enum ActivateResponse {
     /// The body is malformed or invalid (wrong types, invalid node name or colour).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
-    /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
+    /// The gateway requires a bearer token (`MESH_GATEWAY_API_TOKEN`) and none or a wrong one
     /// was sent.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
-    /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
+    /// The body is larger than `MESH_GATEWAY_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
     /// No node of that name is known to discovery and none answered.

@@ -29,11 +29,11 @@ pub enum ColorResponse {
     /// Invalid node name, colour or body.
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
-    /// The gateway requires a bearer token (`GATEWAY_API_TOKEN`) and none or a wrong one
+    /// The gateway requires a bearer token (`MESH_GATEWAY_API_TOKEN`) and none or a wrong one
     /// was sent.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
-    /// The body is larger than `GATEWAY_MAX_BODY_BYTES`.
+    /// The body is larger than `MESH_GATEWAY_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
     /// NATS is down: nothing was published.

@@ -2,13 +2,13 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use clap::Parser;
 use gateway::{
     settings::{DiscoverySettings, SseSettings, StreamSettings},
     Gateway, Settings,
 };
 use mesh_core::{
     bus::NatsArgs,
+    env,
     telemetry::{self, LogFormat},
 };
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -26,81 +26,91 @@ struct Config {
     nats: NatsArgs,
 
     /// Address to listen on for HTTP.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "MESH_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Node activated by `POST /activate` when the body names none.
-    #[arg(long, env = "GATEWAY_ENTRY_NODE", default_value = "UI")]
+    #[arg(long, env = "MESH_GATEWAY_ENTRY_NODE", default_value = "UI")]
     entry_node: NodeName,
     /// Id of this gateway in relayed events (`relayed_by`); a random one when absent.
-    #[arg(long, env = "GATEWAY_ID")]
+    #[arg(long, env = "MESH_GATEWAY_ID")]
     gateway_id: Option<String>,
 
     /// Budget of an activation whose body gives none, in milliseconds.
-    #[arg(long, env = "GATEWAY_ACTIVATE_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(long, env = "MESH_GATEWAY_ACTIVATE_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     activate_timeout_ms: u64,
     /// Bearer token required by the mutating routes (`POST /activate`,
     /// `PUT /nodes/{node}/color`); they are open when unset.
-    #[arg(long, env = "GATEWAY_API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "MESH_GATEWAY_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Origins allowed to call the API from browsers (CORS), repeat or comma-separate;
     /// CORS is off when none is given.
     #[arg(
         long = "cors-origin",
-        env = "GATEWAY_CORS_ORIGINS",
+        env = "MESH_GATEWAY_CORS_ORIGINS",
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "MESH_GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     max_body_bytes: usize,
 
     /// Interval of `: keep-alive` comments on idle SSE streams, in milliseconds.
-    #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000,
+    #[arg(long, env = "MESH_SSE_KEEPALIVE_MS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u64).range(10..))]
     sse_keepalive_ms: u64,
     /// Reconnection delay suggested to SSE clients (`retry:`), in milliseconds.
-    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 2_000)]
+    #[arg(long, env = "MESH_SSE_RETRY_MS", default_value_t = 2_000)]
     sse_retry_ms: u64,
     /// Most SSE clients at once; more get 503.
-    #[arg(long, env = "SSE_MAX_CLIENTS", default_value_t = 20_000)]
+    #[arg(long, env = "MESH_SSE_MAX_CLIENTS", default_value_t = 20_000)]
     sse_max_clients: usize,
     /// Events a client may fall behind before it is told it lagged.
-    #[arg(long, env = "SSE_BUFFER", default_value_t = 1024,
+    #[arg(long, env = "MESH_SSE_BUFFER", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     sse_buffer: u64,
     /// Events kept in memory for `Last-Event-ID` resumption.
-    #[arg(long, env = "SSE_HISTORY", default_value_t = 4096,
+    #[arg(long, env = "MESH_SSE_HISTORY", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     sse_history: u64,
 
     /// JetStream stream keeping status events (created when missing); empty turns
     /// durable history off. Without JetStream the gateway relays live.
-    #[arg(long, env = "GATEWAY_STREAM", default_value = "MESH_STATUS")]
+    #[arg(long, env = "MESH_STREAM", default_value = "MESH_STATUS")]
     stream: String,
-    /// Oldest event the stream keeps, in seconds.
-    #[arg(long, env = "GATEWAY_STREAM_MAX_AGE_SECS", default_value_t = 3600)]
-    stream_max_age_secs: u64,
+    /// Oldest event the stream keeps, in milliseconds.
+    #[arg(long, env = "MESH_STREAM_MAX_AGE_MS", default_value_t = 3_600_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    stream_max_age_ms: u64,
+    /// Deprecated: `GATEWAY_STREAM_MAX_AGE_SECS`, read when `MESH_STREAM_MAX_AGE_MS` is
+    /// unset.
+    #[arg(
+        long,
+        env = "GATEWAY_STREAM_MAX_AGE_SECS",
+        hide = true,
+        conflicts_with = "stream_max_age_ms"
+    )]
+    stream_max_age_secs: Option<u64>,
     /// Most bytes the stream keeps.
-    #[arg(long, env = "GATEWAY_STREAM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "MESH_STREAM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     stream_max_bytes: u64,
     /// Copies of the stream in a NATS cluster, when the gateway creates it (3 keeps the
     /// history through the loss of a server).
-    #[arg(long, env = "GATEWAY_STREAM_REPLICAS", default_value_t = 1,
+    #[arg(long, env = "MESH_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=5))]
     stream_replicas: u64,
 
     /// Interval of topology discovery (`$SRV.INFO`), in milliseconds.
-    #[arg(long, env = "DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
+    #[arg(long, env = "MESH_DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(50..))]
     discovery_interval_ms: u64,
     /// How long one discovery waits for services to answer, in milliseconds.
-    #[arg(long, env = "DISCOVERY_WINDOW_MS", default_value_t = 300,
+    #[arg(long, env = "MESH_DISCOVERY_WINDOW_MS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     discovery_window_ms: u64,
 
     /// Log format; `RUST_LOG` sets the filter (default info).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "MESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     /// Health check: ask the gateway listening at `--listen` for `/readyz` and exit 0
@@ -127,7 +137,10 @@ impl Config {
             },
             stream: (!self.stream.is_empty()).then(|| StreamSettings {
                 name: self.stream.clone(),
-                max_age: Duration::from_secs(self.stream_max_age_secs),
+                max_age: match self.stream_max_age_secs {
+                    Some(secs) => Duration::from_secs(secs),
+                    None => Duration::from_millis(self.stream_max_age_ms),
+                },
                 max_bytes: self.stream_max_bytes,
                 replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
             }),
@@ -169,10 +182,41 @@ async fn ping(listen: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// Environment variables renamed in this release, read under their old names until the
+/// next (not `LOG_FORMAT`, a name other programs use).
+const RENAMED: &[env::Renamed] = &[
+    ("GATEWAY_LISTEN", "MESH_GATEWAY_LISTEN"),
+    ("GATEWAY_ENTRY_NODE", "MESH_GATEWAY_ENTRY_NODE"),
+    ("GATEWAY_ID", "MESH_GATEWAY_ID"),
+    (
+        "GATEWAY_ACTIVATE_TIMEOUT_MS",
+        "MESH_GATEWAY_ACTIVATE_TIMEOUT_MS",
+    ),
+    ("GATEWAY_API_TOKEN", "MESH_GATEWAY_API_TOKEN"),
+    ("GATEWAY_CORS_ORIGINS", "MESH_GATEWAY_CORS_ORIGINS"),
+    ("GATEWAY_MAX_BODY_BYTES", "MESH_GATEWAY_MAX_BODY_BYTES"),
+    ("SSE_KEEPALIVE_MS", "MESH_SSE_KEEPALIVE_MS"),
+    ("SSE_RETRY_MS", "MESH_SSE_RETRY_MS"),
+    ("SSE_MAX_CLIENTS", "MESH_SSE_MAX_CLIENTS"),
+    ("SSE_BUFFER", "MESH_SSE_BUFFER"),
+    ("SSE_HISTORY", "MESH_SSE_HISTORY"),
+    ("GATEWAY_STREAM", "MESH_STREAM"),
+    ("GATEWAY_STREAM_MAX_BYTES", "MESH_STREAM_MAX_BYTES"),
+    ("GATEWAY_STREAM_REPLICAS", "MESH_STREAM_REPLICAS"),
+    ("DISCOVERY_INTERVAL_MS", "MESH_DISCOVERY_INTERVAL_MS"),
+    ("DISCOVERY_WINDOW_MS", "MESH_DISCOVERY_WINDOW_MS"),
+];
+
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let (config, renamed) = env::parse::<Config>(&[env::NATS_RENAMED, RENAMED].concat());
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
     let _telemetry = telemetry::init("gateway", config.log_format);
+    for notice in renamed {
+        tracing::warn!("{notice}");
+    }
+    if config.stream_max_age_secs.is_some() {
+        tracing::warn!("GATEWAY_STREAM_MAX_AGE_SECS is deprecated and will be ignored in the next release: use MESH_STREAM_MAX_AGE_MS (milliseconds)");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

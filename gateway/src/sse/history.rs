@@ -84,8 +84,8 @@ impl History {
     }
 
     /// Sequence of the newest message in the stream.
-    pub async fn last_sequence(&mut self) -> u64 {
-        match self.stream.info().await {
+    pub async fn last_sequence(&self) -> u64 {
+        match self.stream.get_info().await {
             Ok(info) => info.state.last_sequence,
             Err(_) => 0,
         }

@@ -247,8 +247,14 @@ pub async fn stream(
                 None => session.catch_up(),
             }
         }
-        // An id this gateway never issued (it restarted, or the id is another's).
-        Some(id) => session.pending.push_back(frame::lagged(id)),
+        // With the stream, ids are its sequences, shared by every gateway: an id past
+        // what this gateway has relayed yet (the client comes from a gateway ahead of
+        // this one) is skipped to, not reported. Past the stream's end, or without the
+        // stream (this gateway restarted, or the id is another's), it is a gap.
+        Some(id) => match &state.history {
+            Some(history) if id <= history.last_sequence().await => session.last_sent = id,
+            _ => session.pending.push_back(frame::lagged(id)),
+        },
         None => {}
     }
     futures::stream::unfold(session, |mut session| async move {

@@ -1,44 +1,34 @@
 //! The live page in a real browser: headless Chromium driven over WebDriver
 //! (Debian's `chromium` and `chromium-driver`, installed by the test command).
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
 
 use base64::Engine;
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::helpers::*;
 use testsupport::free_port;
 
+/// chromedriver and the Chromium it starts, in one process group killed on drop (also
+/// when the test fails), with a fresh profile.
 struct Driver {
-    child: Child,
+    _chromedriver: Proc,
     base: String,
     http: reqwest::Client,
     _profile: tempfile::TempDir,
     session: Option<String>,
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Driver {
     async fn start() -> Self {
         let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (Debian package chromium-driver; scripts/test installs it)");
+        let chromedriver = Proc::spawn(
+            "chromedriver (Debian package chromium-driver; scripts/test installs it)",
+            Command::new("chromedriver").arg(format!("--port={port}")),
+        );
         let mut driver = Self {
-            child,
+            _chromedriver: chromedriver,
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             _profile: tempfile::tempdir().unwrap(),
@@ -99,8 +89,37 @@ impl Driver {
         .await
     }
 
+    /// Clicks the element matching a CSS selector.
+    async fn click(&self, selector: &str) {
+        let found = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": selector}),
+            )
+            .await;
+        let element = found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("a WebDriver element reference")
+            .to_string();
+        self.call("POST", &format!("/element/{element}/click"), json!({}))
+            .await;
+    }
+
+    /// The text of the element with this id.
+    async fn text(&self, id: &str) -> String {
+        let v = self
+            .script(&format!(
+                "return document.getElementById('{id}').textContent"
+            ))
+            .await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
     async fn wait_for(&self, what: &str, script: &str) -> Value {
-        eventually(what, Duration::from_secs(20), || async {
+        eventually(what, Duration::from_secs(30), || async {
             let v = self.script(script).await;
             (!v.is_null() && v != json!(false)).then_some(v)
         })
@@ -130,27 +149,75 @@ fn artifacts_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
 async fn page_renders_the_graph_and_lights_up_an_activation() {
-    // The seed topology with short leaf work, so the running state is visible.
+    // GATE holds each activation until the test releases it: its running state lasts
+    // exactly as long as the test needs, however slow the machine.
+    let gate = Arc::new(Semaphore::new(0));
+    let held = gate.clone();
     let nodes = handlers::Topology::seed()
         .nodes
         .into_iter()
         .map(|n| handlers::NodeSpec {
             work: match n.work {
                 handlers::Work::Simulated { work_ms, .. } => {
-                    handlers::Work::simulated(work_ms.min(1) * 700, 0.0)
+                    handlers::Work::simulated(work_ms.min(1) * 50, 0.0)
                 }
                 other => other,
             },
             ..n
         })
-        .chain([handlers::NodeSpec::function(
-            name("ECHO"),
-            handlers::function(
-                |call: handlers::Call| async move { Ok(json!({ "echo": call.input })) },
+        .chain([
+            handlers::NodeSpec::function(
+                name("ECHO"),
+                handlers::function(|call: handlers::Call| async move {
+                    Ok(json!({ "echo": call.input }))
+                }),
             ),
-        )])
+            handlers::NodeSpec::function(
+                name("GATE"),
+                handlers::function(move |_call: handlers::Call| {
+                    let gate = held.clone();
+                    async move {
+                        gate.acquire().await.unwrap().forget();
+                        Ok(json!("released"))
+                    }
+                }),
+            ),
+        ])
         .collect();
     let app = spawn_app(nodes, |_| {}).await;
+
+    // A colour set before the page opens: the page shows it from the gateway's last
+    // known states.
+    let r = app
+        .http
+        .put(app.url("/nodes/ECHO/color"))
+        .json(&json!({"color": "#123456"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually(
+        "the gateway knows ECHO's colour",
+        Duration::from_secs(20),
+        || async {
+            let t: Value = app
+                .http
+                .get(app.url("/topology"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            t["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == "ECHO" && n["state"] == "manual")
+                .then_some(())
+        },
+    )
+    .await;
+
     let driver = Driver::start().await;
     driver
         .call("POST", "/url", json!({"url": app.url("/")}))
@@ -159,8 +226,8 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
     // The diagram renders with every node.
     driver
         .wait_for(
-            "the diagram with 9 nodes",
-            "return window.mesh && window.mesh.elements.size === 9",
+            "the diagram with 10 nodes",
+            "return window.mesh && window.mesh.elements.size === 10",
         )
         .await;
     let labels = driver
@@ -168,8 +235,14 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .await;
     assert_eq!(
         labels,
-        json!(["D", "DS", "ECHO", "H", "P", "T", "TM", "UI", "V"])
+        json!(["D", "DS", "ECHO", "GATE", "H", "P", "T", "TM", "UI", "V"])
     );
+    driver
+        .wait_for(
+            "ECHO in its manual colour on load",
+            &fill_is("ECHO", "manual", "rgb(18, 52, 86)"),
+        )
+        .await;
     driver
         .wait_for(
             "the stream is live",
@@ -178,40 +251,14 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .await;
 
     // Click the page's own activate control (entry node selected by default).
-    let button = driver
-        .call(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": "#activate-btn"}),
-        )
-        .await;
-    let element = button
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
-    driver
-        .call("POST", &format!("/element/{element}/click"), json!({}))
-        .await;
+    driver.click("#activate-btn").await;
 
-    // A leaf is seen running, in the running colour (once the colour transition ends).
-    driver
-        .wait_for(
-            "TM drawn in the running colour",
-            &fill_is("TM", "running", "rgb(255, 230, 0)"),
-        )
-        .await;
-
-    // Then every node reaches a final colour.
+    // Every node of the seed reaches a final colour.
     let finals = driver
         .wait_for(
             "every node final",
             "const s = [...document.querySelectorAll('#diagram g.node')]
-                .filter(n => n.dataset.node !== 'ECHO').map(n => n.dataset.state);
+                .filter(n => !['ECHO', 'GATE'].includes(n.dataset.node)).map(n => n.dataset.state);
              return s.length === 8 && s.every(x => x === 'ok' || x === 'failed') && s",
         )
         .await;
@@ -240,10 +287,140 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .script("return document.getElementById('activate-result').textContent")
         .await;
     assert!(result.as_str().unwrap().starts_with("200 ok"), "{result}");
-    let log_len = driver
-        .script("return document.querySelectorAll('#log li:not(.notice)').length")
+    // Sixteen lines, each with the activation's whole id.
+    let lines = driver
+        .script(
+            "return [...document.querySelectorAll('#log li:not(.notice)')]
+                .map(li => [li.dataset.activation, li.textContent])",
+        )
         .await;
-    assert_eq!(log_len, 16);
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 16);
+    let id = lines[0][0].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 22, "a NUID");
+    for line in lines {
+        assert_eq!(line[0], id.as_str());
+        assert!(line[1].as_str().unwrap().contains(&id), "{line}");
+    }
+
+    // The seed returns to idle after the hold time; the manual colour stays.
+    driver
+        .wait_for(
+            "UI back to idle",
+            "return document.querySelector('#diagram g.node[data-node=\"UI\"]').dataset.state === 'idle'",
+        )
+        .await;
+    driver
+        .wait_for(
+            "ECHO still in its manual colour",
+            &fill_is("ECHO", "manual", "rgb(18, 52, 86)"),
+        )
+        .await;
+
+    // The counter counts activations seen, whoever started them.
+    assert_eq!(driver.text("count-activations").await, "1");
+    let (code, _) = app.activate(json!({"node": "T"})).await;
+    assert_eq!(code, 200);
+    driver
+        .wait_for(
+            "an activation from elsewhere counted",
+            "return document.getElementById('count-activations').textContent === '2'",
+        )
+        .await;
+
+    // Two activations of GATE at once, one from the page and one from elsewhere: the node
+    // is drawn in the running colour while both wait, outlined in the newest one's colour.
+    driver
+        .script(
+            "document.getElementById('activate-node').value = 'GATE';
+             document.getElementById('activate-btn').click(); return true",
+        )
+        .await;
+    driver
+        .wait_for(
+            "GATE drawn in the running colour",
+            &fill_is("GATE", "running", "rgb(255, 230, 0)"),
+        )
+        .await;
+    let other = tokio::spawn({
+        let http = app.http.clone();
+        let url = app.url("/activate");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"node": "GATE"}))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    });
+    let running = driver
+        .wait_for(
+            "two GATE activations running",
+            "const ids = [...document.querySelectorAll('#log li.running')]
+                .map(li => li.dataset.activation);
+             const gate = [...window.mesh.activations].filter(([, n]) => n.get('GATE'));
+             return gate.length === 2 && ids.length >= 2 && gate.map(([id]) => id)",
+        )
+        .await;
+    let (first, second) = (running[0].as_str().unwrap(), running[1].as_str().unwrap());
+    assert_ne!(first, second);
+    let outlines = driver
+        .script(&format!(
+            "const color = (id) => getComputedStyle(document.querySelector(
+                 `#log li[data-activation=\"${{id}}\"] .activation`)).color;
+             const gate = document.querySelector('#diagram g.node[data-node=\"GATE\"]');
+             return [color('{first}'), color('{second}'), gate.dataset.activation]"
+        ))
+        .await;
+    assert_ne!(
+        outlines[0], outlines[1],
+        "each activation has its own colour"
+    );
+    assert_eq!(outlines[2], second, "the node shows the newest activation");
+
+    // Filter on the first: the log shows only its lines, the diagram only its states.
+    driver
+        .script(&format!(
+            "document.querySelector('#log li[data-activation=\"{first}\"] .activation').click();
+             return true"
+        ))
+        .await;
+    let visible = driver
+        .script(
+            "return [...document.querySelectorAll('#log li')].filter(li => !li.hidden)
+                .map(li => li.dataset.activation)",
+        )
+        .await;
+    assert!(!visible.as_array().unwrap().is_empty());
+    assert!(
+        visible.as_array().unwrap().iter().all(|a| a == first),
+        "{visible}"
+    );
+    let shown = driver
+        .script(
+            "const n = (x) => document.querySelector(`#diagram g.node[data-node=\"${x}\"]`);
+             return [n('GATE').dataset.state, n('GATE').dataset.activation, n('UI').dataset.state]",
+        )
+        .await;
+    assert_eq!(shown, json!(["running", first, "idle"]));
+
+    // Released, both end ok; the filtered view follows its own activation only.
+    gate.add_permits(2);
+    let reply = other.await.unwrap();
+    assert_eq!(reply["code"], 200, "{reply}");
+    driver
+        .wait_for(
+            "the first GATE activation ends ok in the filtered view",
+            &fill_is("GATE", "ok", "rgb(57, 255, 20)"),
+        )
+        .await;
+    driver.click("#filter-clear").await;
+    let hidden = driver
+        .script("return document.querySelectorAll('#log li[hidden]').length")
+        .await;
+    assert_eq!(hidden, 0);
 
     // A function node: its input from the page's field, its result shown as text (the
     // markup in it is not interpreted) and logged.

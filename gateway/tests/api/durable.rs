@@ -88,3 +88,48 @@ async fn without_jetstream_the_gateway_relays_live() {
     assert_eq!(status, 200);
     assert_eq!(sse.statuses(2, WAIT).await.len(), 2);
 }
+
+#[tokio::test]
+async fn an_id_the_gateway_has_not_relayed_yet_is_no_gap() {
+    // A client moving from a gateway ahead of this one brings an id this one has not
+    // relayed yet, but the stream has: it is skipped to, not reported as lost.
+    let app = spawn_on(NatsServer::start_jetstream(), vec![], |_| {}).await;
+    let js = async_nats::jetstream::new(app.nats.clone());
+    let mut last = 0;
+    for i in 0..2000 {
+        let body =
+            json!({"node": "Q", "state": "ok", "at": format!("2026-01-01T00:00:{:02}Z", i % 60)});
+        let ack = js
+            .publish("status.Q", body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        last = ack.sequence;
+    }
+    // However far the relay has got, the stream holds `last`.
+    let mut resumed = app.sse("", Some(&last.to_string())).await;
+    let body = json!({"node": "Q", "state": "failed", "at": "2026-01-01T00:01:00Z"});
+    js.publish("status.Q", body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let next = loop {
+        let f = resumed.next(WAIT).await.expect("the next event");
+        assert_ne!(f.event.as_deref(), Some("lagged"), "no gap to report");
+        if f.event.as_deref() == Some("status") {
+            break f;
+        }
+    };
+    assert_eq!(
+        ids(std::slice::from_ref(&next)),
+        [last + 1],
+        "nothing before the id, nothing skipped after"
+    );
+    assert_eq!(next.json()["state"], "failed");
+
+    // Past the stream's end, the id is a gap.
+    let mut future = app.sse("", Some(&(last + 1000).to_string())).await;
+    assert!(future.next_of("lagged", WAIT).await.is_some());
+}

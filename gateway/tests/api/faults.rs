@@ -75,11 +75,17 @@ async fn a_node_killed_mid_activation_is_reported_within_the_budget() {
         .parent()
         .unwrap()
         .join("handlers");
-    let mut k = tokio::process::Command::new(bin)
-        .args(["--nats-url", &app.server.url(), "-n", "K", "-t", "3000"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut k = Proc::spawn(
+        "handlers",
+        std::process::Command::new(bin).args([
+            "--nats-url",
+            &app.server.url(),
+            "-n",
+            "K",
+            "-t",
+            "3000",
+        ]),
+    );
     app.wait_for_nodes(2).await;
     let mut k_status = app.nats.subscribe("status.K").await.unwrap();
     mesh_core::bus::sync(&app.nats).await.unwrap();
@@ -106,7 +112,7 @@ async fn a_node_killed_mid_activation_is_reported_within_the_budget() {
         .await
         .unwrap()
         .unwrap();
-    k.kill().await.unwrap();
+    k.kill();
     let (status, body) = tokio::time::timeout(Duration::from_secs(5), activation)
         .await
         .expect("the activation never hangs")

@@ -9,7 +9,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 pub use testsupport::{
     eventually,
     nodes::{name, seed_zero_work, spec},
-    NatsServer,
+    NatsServer, Proc, Signal,
 };
 use tokio::sync::oneshot;
 

@@ -5,6 +5,7 @@
 mod activate;
 mod browser;
 mod durable;
+mod env_names;
 mod events;
 mod faults;
 mod helpers;

@@ -1,16 +1,11 @@
 //! `scripts/run`, the README's run command, end to end: it starts its own nats-server
 //! when none answers, the seed nodes and the gateway; Ctrl-C leaves no process behind.
 
-use std::{
-    os::unix::process::CommandExt,
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::json;
 
-use crate::helpers::eventually;
+use crate::helpers::{eventually, Proc, Signal};
 use testsupport::free_port;
 
 fn group_members(pgid: u32) -> Vec<String> {
@@ -38,18 +33,18 @@ async fn runner_starts_everything_and_ctrl_c_stops_it() {
     // `env --default-signal=INT`: a process started in the background by a
     // non-interactive shell (as CI may start this test) inherits SIGINT ignored, and
     // bash cannot trap a signal ignored on entry. A terminal's Ctrl-C is not ignored.
-    let mut runner = Command::new("env")
-        .arg("--default-signal=INT")
-        .arg(format!("{root}/scripts/run"))
-        .env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{http_port}"))
-        .env("MESH_BIN_DIR", bin_dir)
-        .env("NODE_FAIL_RATE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0) // as a terminal would: Ctrl-C goes to the whole group
-        .spawn()
-        .unwrap();
+    // In a process group of its own, as a terminal would start it: Ctrl-C goes to the
+    // whole group.
+    let mut runner = Proc::spawn(
+        "scripts/run",
+        Command::new("env")
+            .arg("--default-signal=INT")
+            .arg(format!("{root}/scripts/run"))
+            .env("NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+            .env("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("MESH_BIN_DIR", bin_dir)
+            .env("MESH_FAIL_RATE", "0"),
+    );
     let pgid = runner.id();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http_port}");
@@ -95,17 +90,12 @@ async fn runner_starts_everything_and_ctrl_c_stops_it() {
     let tree: schemas::ActivationReply = reply.json().await.unwrap();
     assert_eq!(tree.count(), 8);
 
-    // Ctrl-C: SIGINT to the process group. (The `-s SIG -- -PGID` form matters:
-    // procps-ng 4.0.2 reads `kill -INT -1234` as `kill(-1, SIGINT)`, every process.)
-    let sent = Command::new("kill")
-        .args(["-s", "INT", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::task::spawn_blocking(move || runner.wait())
+    // Ctrl-C: SIGINT to the process group.
+    runner.signal(Signal::SIGINT);
+    let status = runner
+        .exit_within(Duration::from_secs(30))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the runner exits on Ctrl-C");
     assert!(status.success(), "{status:?}");
     eventually("every child gone", Duration::from_secs(10), || async {
         let members = group_members(pgid);

@@ -33,13 +33,13 @@ async fn open_stream(port: u16) -> TcpStream {
 async fn sigterm_with_1000_streams_open_exits_at_once() {
     let server = NatsServer::start();
     let port = testsupport::free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--nats-url", &server.url()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        "gateway",
+        std::process::Command::new(BIN)
+            .args(["--nats-url", &server.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn"),
+    );
     eventually("the gateway listens", Duration::from_secs(20), || async {
         TcpStream::connect(("127.0.0.1", port)).await.ok()
     })
@@ -68,16 +68,11 @@ async fn sigterm_with_1000_streams_open_exits_at_once() {
     }
 
     let sent = Instant::now();
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-s", "TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    child.signal(Signal::SIGTERM);
+    let status = child
+        .exit_within(Duration::from_secs(20))
         .await
-        .expect("the gateway exits within 20 s")
-        .unwrap();
+        .expect("the gateway exits within 20 s");
     let took = sent.elapsed();
     assert!(status.success(), "{status:?}");
     // Before the stop token reached the sessions this took the whole HTTP grace period

@@ -139,13 +139,13 @@ async fn nodes_export_traces_over_otlp_when_configured() {
         .parent()
         .unwrap()
         .join("handlers");
-    let mut node = tokio::process::Command::new(bin)
-        .args(["--nats-url", &server.url(), "-n", "E"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut node = Proc::spawn(
+        "handlers",
+        std::process::Command::new(bin)
+            .args(["--nats-url", &server.url(), "-n", "E"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    );
     let client = async_nats::connect(server.url()).await.unwrap();
     let e = name("E");
     eventually("E serves", Duration::from_secs(10), || async {
@@ -164,7 +164,7 @@ async fn nodes_export_traces_over_otlp_when_configured() {
     )
     .await;
     assert!(contains(&body, b"node-E"), "the service name is per node");
-    node.kill().await.unwrap();
+    node.kill();
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -6,6 +6,7 @@ use clap::Parser;
 use handlers::{exec::ExecSpec, http::HttpSpec, runtime, NodeSpec, Settings, Topology, Work};
 use mesh_core::{
     bus::NatsArgs,
+    env,
     telemetry::{self, LogFormat},
 };
 use schemas::{
@@ -31,42 +32,42 @@ struct Cli {
     #[arg(
         short = 'n',
         long,
-        env = "NODE_NAME",
+        env = "MESH_NODE",
         required_unless_present = "topology",
         conflicts_with = "topology"
     )]
     name: Option<NodeName>,
     /// Own simulated work of the single node, in milliseconds [default: 0].
-    #[arg(short = 't', long, env = "NODE_WORK_MS")]
+    #[arg(short = 't', long, env = "MESH_NODE_WORK_MS")]
     work_ms: Option<u64>,
     /// The single node's work is this program, started once per activation (split into
     /// argv like a shell would, but never run by one), e.g. `python3 fn.py`: it reads the
     /// input document on stdin and prints one JSON value.
-    #[arg(long, env = "NODE_EXEC", conflicts_with_all = ["http", "work_ms", "topology"])]
+    #[arg(long, env = "MESH_NODE_EXEC", conflicts_with_all = ["http", "work_ms", "topology"])]
     exec: Option<String>,
     /// The single node's work is this HTTP endpoint (`http://host:port/path`), POSTed
     /// the input document once per activation.
-    #[arg(long, env = "NODE_HTTP", conflicts_with_all = ["work_ms", "topology"])]
+    #[arg(long, env = "MESH_NODE_HTTP", conflicts_with_all = ["work_ms", "topology"])]
     http: Option<String>,
     /// Largest result of the single node's function, in bytes (larger: 502).
-    #[arg(long, env = "NODE_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024,
+    #[arg(long, env = "MESH_NODE_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     max_output_bytes: u64,
     /// A downstream node of the single node (repeat, or comma-separate in the env var).
     #[arg(
         short = 's',
         long = "downstream",
-        env = "NODE_DOWNSTREAM",
+        env = "MESH_NODE_DOWNSTREAM",
         value_delimiter = ','
     )]
     downstream: Vec<NodeName>,
     /// Probability (0 to 1) that a node's own simulated work fails, split evenly between
     /// 500 and 502. Overrides the topology file's rates (of simulated nodes) when given.
-    #[arg(long, env = "NODE_FAIL_RATE", value_parser = parse_rate)]
+    #[arg(long, env = "MESH_FAIL_RATE", value_parser = parse_rate)]
     fail_rate: Option<f64>,
     /// Budget of an activation that brings none, in milliseconds. Overrides the
     /// topology file's value when given [default: 5000].
-    #[arg(long, env = "NODE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, env = "MESH_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: Option<u64>,
 
     /// Serve every node of this topology file (TOML, see topology/seed.toml).
@@ -80,18 +81,26 @@ struct Cli {
     #[arg(long, env = "MESH_SEED")]
     seed: Option<u64>,
     /// Activations one node handles at once; more are refused with code 503.
-    #[arg(long, env = "NODE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "MESH_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_in_flight: u64,
-    /// Seconds to wait for activations in flight on shutdown.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    grace_secs: u64,
+    /// Milliseconds to wait for activations in flight on shutdown.
+    #[arg(long, env = "MESH_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    grace_ms: u64,
+    /// Deprecated: `SHUTDOWN_GRACE_SECS`, read when `MESH_SHUTDOWN_GRACE_MS` is unset.
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_SECS",
+        hide = true,
+        conflicts_with = "grace_ms"
+    )]
+    grace_secs: Option<u64>,
     /// Publish status events with a JetStream acknowledgement, retried until the stream
     /// keeping them has stored them (for clusters: nothing is lost while the stream
     /// elects a new leader). Needs a stream on `status.>` (the gateway creates one).
-    #[arg(long, env = "NODE_STATUS_ACK")]
+    #[arg(long, env = "MESH_STATUS_ACK")]
     status_ack: bool,
     /// Log format; `RUST_LOG` sets the filter (default info).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "MESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     /// Health check: ask each configured node for `$SRV.PING.<node>` and exit 0 when
@@ -189,8 +198,22 @@ impl Cli {
     }
 }
 
+/// Environment variables renamed in this release, read under their old names until the
+/// next (`NODE_NAME` is not: Kubernetes sets it on every pod; nor `LOG_FORMAT`).
+const RENAMED: &[env::Renamed] = &[
+    ("NODE_WORK_MS", "MESH_NODE_WORK_MS"),
+    ("NODE_EXEC", "MESH_NODE_EXEC"),
+    ("NODE_HTTP", "MESH_NODE_HTTP"),
+    ("NODE_MAX_OUTPUT_BYTES", "MESH_NODE_MAX_OUTPUT_BYTES"),
+    ("NODE_DOWNSTREAM", "MESH_NODE_DOWNSTREAM"),
+    ("NODE_FAIL_RATE", "MESH_FAIL_RATE"),
+    ("NODE_TIMEOUT_MS", "MESH_TIMEOUT_MS"),
+    ("NODE_MAX_IN_FLIGHT", "MESH_MAX_IN_FLIGHT"),
+    ("NODE_STATUS_ACK", "MESH_STATUS_ACK"),
+];
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, renamed) = env::parse::<Cli>(&[env::NATS_RENAMED, RENAMED].concat());
     // One service name per node when a process serves one node (as in compose).
     let service = match (&cli.name, cli.only.as_slice()) {
         (Some(name), _) | (None, [name]) => format!("node-{name}"),
@@ -198,6 +221,12 @@ fn main() -> ExitCode {
     };
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
     let _telemetry = telemetry::init(&service, cli.log_format);
+    for notice in renamed {
+        tracing::warn!("{notice}");
+    }
+    if cli.grace_secs.is_some() {
+        tracing::warn!("SHUTDOWN_GRACE_SECS is deprecated and will be ignored in the next release: use MESH_SHUTDOWN_GRACE_MS (milliseconds)");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -227,7 +256,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings {
         max_in_flight: usize::try_from(cli.max_in_flight)?,
         seed: cli.seed,
-        grace: Duration::from_secs(cli.grace_secs),
+        grace: match cli.grace_secs {
+            Some(secs) => Duration::from_secs(secs),
+            None => Duration::from_millis(cli.grace_ms),
+        },
         status_ack: cli.status_ack,
     };
     runtime::run(

@@ -12,12 +12,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_handlers");
 async fn binary_serves_topology_and_stops_on_sigterm() {
     let server = NatsServer::start();
     let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology/seed.toml");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--nats-url", &server.url(), "--topology", topology])
-        .args(["--fail-rate", "0", "--seed", "1"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        "handlers",
+        std::process::Command::new(BIN)
+            .args(["--nats-url", &server.url(), "--topology", topology])
+            .args(["--fail-rate", "0", "--seed", "1"]),
+    );
     let client = connect(&server).await;
     let reply = eventually("the binary serves UI", Duration::from_secs(10), || async {
         let r = activate(
@@ -63,15 +63,11 @@ async fn binary_serves_topology_and_stops_on_sigterm() {
         .unwrap();
     assert!(!missing.status.success());
 
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-s", "TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    child.signal(Signal::SIGTERM);
+    let status = child
+        .exit_within(Duration::from_secs(10))
         .await
-        .expect("exits after SIGTERM")
-        .unwrap();
+        .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     let after = activate(&client, "UI", ActivationRequest::default()).await;
     assert_eq!(after.outcome, Outcome::Unavailable);
@@ -103,18 +99,17 @@ fn binary_refuses_bad_arguments_clearly() {
 #[tokio::test]
 async fn binary_serves_one_exec_function_and_refuses_a_contradictory_file() {
     let server = NatsServer::start();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
+    let mut child = Proc::spawn(
+        "handlers",
+        std::process::Command::new(BIN).args([
             "--nats-url",
             &server.url(),
             "-n",
             "ECHO",
             "--exec",
             "sh -c 'cat'",
-        ])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        ]),
+    );
     let client = connect(&server).await;
     let reply = eventually(
         "the binary serves ECHO",
@@ -131,7 +126,7 @@ async fn binary_serves_one_exec_function_and_refuses_a_contradictory_file() {
     .await;
     assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
     assert_eq!(reply.result.unwrap()["input"]["k"], "v");
-    let _ = child.kill().await;
+    child.kill();
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("both.toml");

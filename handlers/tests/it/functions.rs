@@ -439,12 +439,12 @@ async fn the_rust_example_serves_upper() {
         .join("examples/upper");
     assert!(example.exists(), "{} is missing", example.display());
     let server = NatsServer::start();
-    let mut child = tokio::process::Command::new(example)
-        .arg(server.url())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        "the example node",
+        std::process::Command::new(example)
+            .arg(server.url())
+            .env("RUST_LOG", "warn"),
+    );
     let client = connect(&server).await;
     let reply = eventually("UPPER answers", Duration::from_secs(20), || async {
         let r = activate(
@@ -461,15 +461,11 @@ async fn the_rust_example_serves_upper() {
         reply.result,
         Some(json!({"upper": "HELLO MESH", "words": 2}))
     );
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-s", "TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    child.signal(Signal::SIGTERM);
+    let status = child
+        .exit_within(Duration::from_secs(10))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
 
@@ -478,12 +474,12 @@ async fn the_rust_example_serves_upper() {
 async fn the_wordcount_example_counts() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount");
     let port = testsupport::free_port();
-    let mut top = tokio::process::Command::new("python3")
-        .arg(dir.join("top.py"))
-        .env("TOP_LISTEN", format!("127.0.0.1:{port}"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut top = Proc::spawn(
+        "python3",
+        std::process::Command::new("python3")
+            .arg(dir.join("top.py"))
+            .env("TOP_LISTEN", format!("127.0.0.1:{port}")),
+    );
     let text = std::fs::read_to_string(dir.join("topology.toml"))
         .unwrap()
         .replace("127.0.0.1:8765", &format!("127.0.0.1:{port}"));
@@ -507,7 +503,7 @@ async fn the_wordcount_example_counts() {
     assert_eq!(result["top"][0], json!({"word": "the", "count": 3}));
 
     // With TOP's server gone, the aggregator still runs, reports it, and the node fails.
-    top.kill().await.unwrap();
+    top.kill();
     let reply = activate(&client, "WORDCOUNT", with_input(input, 5000)).await;
     assert_eq!((reply.outcome, reply.code), (Outcome::Failed, 502));
     let result = reply.result.unwrap();

@@ -7,7 +7,7 @@ use schemas::{ActivationReply, ActivationRequest};
 pub use testsupport::{
     eventually,
     nodes::{name, seed_zero_work, spec},
-    NatsServer,
+    NatsServer, Proc, Signal,
 };
 
 pub async fn connect(server: &NatsServer) -> Client {

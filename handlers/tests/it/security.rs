@@ -19,13 +19,13 @@ async fn wait_served(client: &async_nats::Client, node: &str) {
 #[tokio::test]
 async fn user_and_password_from_the_environment() {
     let server = NatsServer::start_with(&["--user", "mesh", "--pass", "s3cret"]);
-    let _node = tokio::process::Command::new(BIN)
-        .args(["--nats-url", &server.url(), "-n", "A"])
-        .env("NATS_USER", "mesh")
-        .env("NATS_PASSWORD", "s3cret")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _node = Proc::spawn(
+        "handlers",
+        std::process::Command::new(BIN)
+            .args(["--nats-url", &server.url(), "-n", "A"])
+            .env("NATS_USER", "mesh")
+            .env("NATS_PASSWORD", "s3cret"),
+    );
     let client = async_nats::ConnectOptions::new()
         .user_and_password("mesh".into(), "s3cret".into())
         .connect(server.url())
@@ -128,12 +128,12 @@ async fn tls_with_a_private_ca() {
         key.to_str().unwrap(),
     ]);
     let url = format!("tls://127.0.0.1:{}", server.port());
-    let _node = tokio::process::Command::new(BIN)
-        .args(["--nats-url", &url, "-n", "S", "--nats-require-tls"])
-        .env("NATS_TLS_CA", &ca)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _node = Proc::spawn(
+        "handlers",
+        std::process::Command::new(BIN)
+            .args(["--nats-url", &url, "-n", "S", "--nats-require-tls"])
+            .env("NATS_CA", &ca),
+    );
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(ca.clone())
         .require_tls(true)
