@@ -6,6 +6,10 @@ const HOLD_MS = 3000;          // a final state shows this long, then the node r
 const RUNNING_MAX_MS = 60000;  // a running node with no final event returns to idle after this
 const LOG_MAX = 200;
 const ACTIVATIONS_KEPT = 200;  // recent activations whose node states the page keeps (filter)
+// Past these, Mermaid refuses to draw (its maxEdges and maxTextSize): the page lists the
+// nodes instead.
+const DIAGRAM_MAX_EDGES = 400;
+const DIAGRAM_MAX_SOURCE = 40000;
 const RESULT_SHOWN = 160;      // characters of a function result shown on the page
 const STATE_COLOR = { running: '#ffe600', ok: '#39ff14', failed: '#ff2e63', manual: '#00e5ff', idle: '#1b1f3a' };
 
@@ -43,12 +47,15 @@ async function renderTopology(topology) {
     $('diagram').replaceChildren(hint('no nodes discovered yet: start some with `handlers`'));
     return;
   }
+  if (topology.edges.length > DIAGRAM_MAX_EDGES || topology.mermaid.length > DIAGRAM_MAX_SOURCE) {
+    renderList(topology, `${topology.nodes.length} nodes and ${topology.edges.length} edges are more than a diagram can show: listed instead`);
+    return;
+  }
   let svg;
   try {
     ({ svg } = await mermaid.render(`mesh-svg-${++mesh.renders}`, topology.mermaid));
   } catch (err) {
-    $('diagram').replaceChildren(hint(`the diagram could not be drawn (${err && err.message ? err.message : err}); /topology has the graph`));
-    mesh.elements.clear();
+    renderList(topology, `the diagram could not be drawn (${err && err.message ? err.message : err}): listed instead`);
     return;
   }
   $('diagram').innerHTML = svg; // Mermaid output, rendered with securityLevel "strict"
@@ -62,6 +69,27 @@ async function renderTopology(topology) {
     el.classList.toggle('offline', node.instances.length === 0);
     mesh.elements.set(node.name, el);
   }
+  repaint();
+}
+
+/** The graph as a list (each node with its downstream), coloured like the diagram. */
+function renderList(topology, note) {
+  const list = document.createElement('ul');
+  list.className = 'node-list';
+  mesh.elements.clear();
+  for (const node of topology.nodes) {
+    const li = document.createElement('li');
+    li.className = 'node';
+    li.dataset.node = node.name;
+    const label = document.createElement('span');
+    label.className = 'nodeLabel';
+    label.textContent = node.name;
+    li.append(label, node.downstream.length ? ` → ${node.downstream.join(', ')}` : '');
+    li.classList.toggle('offline', node.instances.length === 0);
+    list.append(li);
+    mesh.elements.set(node.name, li);
+  }
+  $('diagram').replaceChildren(hint(note), list);
   repaint();
 }
 
@@ -119,6 +147,11 @@ function draw(name, state, color, activation) {
   if (activation && state !== 'idle') el.dataset.activation = activation;
   else delete el.dataset.activation;
   const fill = color || STATE_COLOR[state] || STATE_COLOR.idle;
+  if (el.tagName === 'LI') {
+    el.style.setProperty('border-left-color', fill);
+    el.style.setProperty('outline', activation && state !== 'idle' ? `2px solid ${activationColor(activation)}` : '');
+    return;
+  }
   const outline = activation && state !== 'idle' ? activationColor(activation) : (state === 'idle' ? '' : fill);
   for (const shape of el.querySelectorAll('rect, polygon, circle, path')) {
     shape.style.setProperty('fill', fill, 'important');
@@ -261,11 +294,19 @@ async function pollBus() {
   }
 }
 
+/** The API token typed on this page, kept for the tab only (sessionStorage). */
+function token() {
+  try { return sessionStorage.getItem('mesh-token') || ''; } catch { return ''; }
+}
+
 async function send(method, url, body, output) {
   output.className = 'result';
   output.textContent = '…';
   try {
-    const r = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const headers = { 'content-type': 'application/json' };
+    if (token()) headers.authorization = `Bearer ${token()}`;
+    const r = await fetch(url, { method, headers, body: JSON.stringify(body) });
+    if (r.status === 401) $('token-form').hidden = false;
     const data = await r.json().catch(() => ({}));
     output.className = `result ${r.ok ? 'ok' : 'failed'}`;
     output.textContent = `${r.status} ${data.outcome || data.state || data.error || ''} ${data.elapsed_ms != null ? `${data.elapsed_ms} ms` : ''} ${data.message && !r.ok ? `: ${data.message}` : ''}`;
@@ -325,6 +366,13 @@ $('color-form').addEventListener('submit', async (ev) => {
 });
 
 $('clear-log').addEventListener('click', () => $('log').replaceChildren());
+$('token-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  try { sessionStorage.setItem('mesh-token', $('token').value.trim()); } catch { /* storage off */ }
+  $('token').value = '';
+  $('token-result').textContent = token() ? 'token kept for this tab' : 'token cleared';
+});
+if (token()) $('token-form').hidden = false;
 $('filter').addEventListener('change', () => setFilter($('filter').value.trim()));
 $('filter-clear').addEventListener('click', () => setFilter(''));
 

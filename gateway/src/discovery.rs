@@ -77,7 +77,7 @@ pub async fn run(
         match discover(&client, settings.window).await {
             Ok(found) => {
                 if view.replace(found) {
-                    let graph = view.snapshot(&relay.last_states());
+                    let graph = relay.with_states(|states| view.snapshot(states));
                     tracing::info!(nodes = graph.nodes.len(), "topology changed");
                     let mermaid = crate::mermaid::render(&graph);
                     relay.push_control(

@@ -2,7 +2,7 @@
 //! `GET /topology` and `event: topology` show.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         RwLock,
@@ -12,8 +12,10 @@ use std::{
 use schemas::{
     graph::{Edge, Graph, GraphNode},
     service::NodeMeta,
-    NodeName, StatusEvent,
+    NodeName,
 };
+
+use crate::sse::states::LatestStates;
 
 /// What discovery found of one node: its replicas and what they say of themselves.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,6 +30,9 @@ pub struct Discovered {
 pub struct GraphView {
     entry: NodeName,
     nodes: RwLock<BTreeMap<NodeName, Discovered>>,
+    /// Replicas that missed the latest discovery round, kept for one more: a busy
+    /// replica (or a busy gateway) that answers late does not make the graph flap.
+    missed: std::sync::Mutex<BTreeSet<(NodeName, String)>>,
     discovered_once: AtomicBool,
 }
 
@@ -37,6 +42,7 @@ impl GraphView {
         Self {
             entry,
             nodes: RwLock::default(),
+            missed: Default::default(),
             discovered_once: AtomicBool::new(false),
         }
     }
@@ -65,7 +71,7 @@ impl GraphView {
     }
 
     /// The graph, with each node's latest state from `states`.
-    pub fn snapshot(&self, states: &HashMap<NodeName, StatusEvent>) -> Graph {
+    pub fn snapshot(&self, states: &LatestStates) -> Graph {
         let nodes = self.read();
         let mut names: BTreeSet<NodeName> = nodes.keys().cloned().collect();
         names.extend(
@@ -109,9 +115,30 @@ impl GraphView {
     }
 
     /// Replaces what is known by a discovery round's findings; whether anything changed.
-    pub fn replace(&self, found: BTreeMap<NodeName, Discovered>) -> bool {
+    /// A replica that answered before but not in this round is kept until it misses a
+    /// second round in a row.
+    pub fn replace(&self, mut found: BTreeMap<NodeName, Discovered>) -> bool {
         self.discovered_once.store(true, Ordering::Relaxed);
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut missed = self.missed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut missing_now = BTreeSet::new();
+        for (name, before) in nodes.iter() {
+            for instance in &before.instances {
+                let answered = found
+                    .get(name)
+                    .is_some_and(|d| d.instances.contains(instance));
+                let key = (name.clone(), instance.clone());
+                if !answered && !missed.contains(&key) {
+                    let entry = found.entry(name.clone()).or_insert_with(|| Discovered {
+                        instances: BTreeSet::new(),
+                        meta: before.meta.clone(),
+                    });
+                    entry.instances.insert(instance.clone());
+                    missing_now.insert(key);
+                }
+            }
+        }
+        *missed = missing_now;
         if *nodes == found {
             return false;
         }
@@ -145,8 +172,11 @@ mod tests {
             },
         );
         assert!(view.replace(found.clone()));
-        assert!(!view.replace(found), "unchanged topology is not announced");
-        let t = view.snapshot(&Default::default());
+        assert!(
+            !view.replace(found.clone()),
+            "unchanged topology is not announced"
+        );
+        let t = view.snapshot(&LatestStates::new(1));
         let names: Vec<_> = t.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["A", "B", "end"]);
         assert_eq!(t.nodes[0].instances.len(), 2);
@@ -157,5 +187,17 @@ mod tests {
         assert!(!view.knows(&name("C")));
         assert!(view.serving(&name("A")));
         assert!(!view.serving(&name("B")));
+
+        // One round without A (a late answer) keeps it; two in a row remove it.
+        assert!(!view.replace(BTreeMap::new()));
+        assert!(view.serving(&name("A")));
+        assert!(view.replace(BTreeMap::new()));
+        assert!(!view.serving(&name("A")));
+        // Back again, and a round where it answers resets the count.
+        assert!(view.replace(found.clone()));
+        assert!(!view.replace(BTreeMap::new()));
+        assert!(!view.replace(found.clone()));
+        assert!(!view.replace(BTreeMap::new()));
+        assert!(view.serving(&name("A")));
     }
 }

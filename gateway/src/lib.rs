@@ -9,6 +9,7 @@
 //! - [`api`]: the OpenAPI operations, one module per group.
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
 //!   metric labels, `Allow`).
+//! - [`listener`]: connection limit, request head deadline, accept back-off.
 //! - [`page`]: the live page and its assets, compiled in.
 //! - [`metrics`]: Prometheus metrics; every request also gets a span and an
 //!   `X-Trace-Id` response header.
@@ -21,6 +22,7 @@ mod auth;
 pub mod discovery;
 pub mod graph;
 mod limit;
+pub mod listener;
 pub mod mermaid;
 pub mod metrics;
 mod observe;
@@ -36,7 +38,9 @@ use std::{
 };
 
 use async_nats::{connection::State as Connection, Client};
-use poem::{get, http::Method, listener::TcpAcceptor, EndpointExt, IntoEndpoint, Route, Server};
+use poem::{
+    get, http::Method, listener::TcpAcceptor, Endpoint, EndpointExt, IntoEndpoint, Route, Server,
+};
 use schemas::graph::Graph;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -79,7 +83,22 @@ impl State {
 
     /// The graph with each node's latest state.
     pub fn topology(&self) -> Graph {
-        self.view.snapshot(&self.relay.last_states())
+        self.relay.with_states(|states| self.view.snapshot(states))
+    }
+}
+
+/// Whether the request's `Origin` is the gateway's own (the origin of its `Host`).
+fn is_same_origin(req: &poem::Request) -> bool {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    match (
+        header(poem::http::header::ORIGIN),
+        header(poem::http::header::HOST),
+    ) {
+        (Some(origin), Some(host)) => origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host)),
+        _ => false,
     }
 }
 
@@ -105,13 +124,24 @@ impl Gateway {
         let metrics = Arc::new(metrics::Metrics::default());
         let relay = Relay::new(
             gateway_id,
-            settings.sse.history,
-            settings.sse.buffer,
+            sse::relay::Limits {
+                history: settings.sse.history,
+                history_bytes: settings.sse.history_bytes,
+                buffer: settings.sse.buffer,
+                max_event_bytes: settings.sse.max_event_bytes,
+                ..Default::default()
+            },
             metrics.clone(),
         );
         let view = Arc::new(graph::GraphView::new(settings.entry_node.clone()));
         let stop = CancellationToken::new();
-        let history = History::open(&client, settings.stream.as_ref()).await;
+        let history = History::open(
+            &client,
+            settings.stream.as_ref(),
+            settings.sse.max_event_bytes,
+            settings.sse.replay,
+        )
+        .await;
         if let Some(h) = &history {
             relay.start_after(h.last_sequence().await);
         }
@@ -199,7 +229,17 @@ impl Gateway {
                 .allow_methods([Method::GET, Method::POST, Method::PUT])
                 .allow_headers(["content-type", "authorization", "last-event-id"])
                 .expose_headers(["x-trace-id", "x-activation-id"]);
-            endpoint = endpoint.with(cors).boxed();
+            // Browsers send `Origin` on the page's own POST and PUT too: a request from
+            // the gateway's own origin is not cross-origin, whatever the allow-list says.
+            endpoint = endpoint
+                .with(cors)
+                .around(|endpoint, mut req| async move {
+                    if is_same_origin(&req) {
+                        req.headers_mut().remove(poem::http::header::ORIGIN);
+                    }
+                    endpoint.call(req).await
+                })
+                .boxed();
         }
         endpoint
             .around(move |endpoint, req| {
@@ -223,7 +263,12 @@ impl Gateway {
             tracing::info!("shutting down: ending event streams");
             stop.cancel();
         };
+        let http = &self.state.settings.http;
+        // Event streams are never idle that long: they write keep-alive comments.
+        let idle = http.idle_timeout.max(self.state.settings.sse.keepalive * 2);
+        let acceptor = listener::Limited::new(acceptor, http.max_connections, http.header_timeout);
         let result = Server::new_with_acceptor(acceptor)
+            .idle_timeout(idle)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;
         self.state.stop.cancel();

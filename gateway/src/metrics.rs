@@ -16,7 +16,7 @@ use prometheus_client::{
 pub struct HttpLabels {
     /// The route (a fixed set derived from the API: unknown paths are `other`).
     pub route: String,
-    /// The HTTP method (standard ones; anything else is `OTHER`).
+    /// The HTTP method (standard ones; anything else is `_OTHER`).
     pub method: &'static str,
     /// The response status.
     pub status: u16,

@@ -116,7 +116,7 @@ impl RouteTable {
     }
 }
 
-/// The method as a metric label: the standard ones as they are, anything else `OTHER`,
+/// The method as a metric label: the standard ones as they are, anything else `_OTHER` (as the OpenTelemetry conventions name it),
 /// so invented methods cannot grow the label set.
 pub fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -127,7 +127,7 @@ pub fn method_label(method: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::PATCH => "PATCH",
         Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        _ => "_OTHER",
     }
 }
 
@@ -154,6 +154,9 @@ mod tests {
         assert_eq!(t.allowed("/activate").as_deref(), Some("POST"));
         assert_eq!(t.allowed("/").as_deref(), Some("GET, HEAD"));
         assert_eq!(t.allowed("/nope"), None);
-        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"BREW").unwrap()),
+            "_OTHER"
+        );
     }
 }

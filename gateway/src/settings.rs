@@ -20,12 +20,27 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP connections.
+    pub http: HttpSettings,
     /// Event streams.
     pub sse: SseSettings,
     /// Durable history in JetStream; `None` relays live only.
     pub stream: Option<StreamSettings>,
     /// Topology discovery.
     pub discovery: DiscoverySettings,
+}
+
+/// HTTP connection limits.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Most connections at once (keep it below the file descriptor limit); more are
+    /// answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest a new connection may take to send its first request head.
+    pub header_timeout: Duration,
+    /// A connection with nothing read or written this long is closed (event streams
+    /// write a keep-alive comment more often).
+    pub idle_timeout: Duration,
 }
 
 /// Event stream settings.
@@ -41,6 +56,14 @@ pub struct SseSettings {
     pub buffer: usize,
     /// Events kept in memory for `Last-Event-ID`.
     pub history: usize,
+    /// Bytes of events kept in memory for `Last-Event-ID`.
+    pub history_bytes: usize,
+    /// Largest status message relayed, in bytes; larger ones are refused and counted
+    /// (and the stream refuses to store them).
+    pub max_event_bytes: usize,
+    /// What one replay from the stream (for `Last-Event-ID`) may send, and how many
+    /// run at once.
+    pub replay: crate::sse::history::ReplayLimits,
 }
 
 /// The JetStream stream keeping status events.
@@ -76,12 +99,20 @@ impl Default for Settings {
             api_token: None,
             cors_origins: Vec::new(),
             max_body_bytes: 16 * 1024,
+            http: HttpSettings {
+                max_connections: 10_000,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            },
             sse: SseSettings {
                 keepalive: Duration::from_secs(15),
                 retry: Duration::from_secs(2),
                 max_clients: 20_000,
                 buffer: 1024,
                 history: 4096,
+                history_bytes: 8 * 1024 * 1024,
+                max_event_bytes: 4096,
+                replay: Default::default(),
             },
             stream: Some(StreamSettings {
                 name: "MESH_STATUS".into(),

@@ -70,7 +70,15 @@ proptest! {
 
     #[test]
     fn bus_messages_never_panic(subject in ".{0,30}", payload in prop::collection::vec(any::<u8>(), 0..200), value in json()) {
-        let relay = Relay::new("fuzz".into(), 8, 8, Default::default());
+        let relay = Relay::new(
+            "fuzz".into(),
+            gateway::sse::relay::Limits {
+                history: 8,
+                buffer: 8,
+                ..Default::default()
+            },
+            Default::default(),
+        );
         let _ = relay.accept_status(&subject, &payload);
         if let Ok(frame) = relay.accept_status(&subject, &serde_json::to_vec(&value).unwrap()) {
             let text = String::from_utf8(frame.bytes.to_vec()).unwrap();

@@ -33,6 +33,9 @@ pub enum ColorResponse {
     /// was sent.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
+    /// No node of that name is known: discovery has not seen it serving or named.
+    #[oai(status = 404)]
+    NotFound(Json<ApiError>),
     /// The body is larger than `MESH_GATEWAY_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
@@ -68,6 +71,12 @@ impl NodesApi {
     ) -> ColorResponse {
         if let Err(e) = caller.authorize(self.0.settings.api_token.as_deref()) {
             return ColorResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
+        if !self.0.view.knows(&node.0) {
+            return ColorResponse::NotFound(Json(ApiError::new(
+                "unknown_node",
+                format!("no node {} is known (GET /topology lists them)", node.0),
+            )));
         }
         let mut event = StatusEvent::new(node.0, NodeState::Manual);
         event.color = Some(body.0.color);

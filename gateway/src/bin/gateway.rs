@@ -3,7 +3,8 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use gateway::{
-    settings::{DiscoverySettings, SseSettings, StreamSettings},
+    settings::{DiscoverySettings, HttpSettings, SseSettings, StreamSettings},
+    sse::history::ReplayLimits,
     Gateway, Settings,
 };
 use mesh_core::{
@@ -51,6 +52,22 @@ struct Config {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Most HTTP connections at once; more are answered 503 and closed [default: the
+    /// file descriptor limit (raised to its hard limit at start) less 256, at most
+    /// 100000]. Clamped to that when larger.
+    #[arg(long, env = "MESH_GATEWAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// Longest a new connection may take to send its first request head, in
+    /// milliseconds.
+    #[arg(long, env = "MESH_GATEWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    header_timeout_ms: u64,
+    /// A connection with nothing read or written this long is closed, in milliseconds
+    /// (at least twice the SSE keep-alive interval).
+    #[arg(long, env = "MESH_GATEWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    idle_timeout_ms: u64,
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "MESH_GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     max_body_bytes: usize,
@@ -73,6 +90,26 @@ struct Config {
     #[arg(long, env = "MESH_SSE_HISTORY", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     sse_history: u64,
+    /// Bytes of events kept in memory for `Last-Event-ID` (whichever of the two limits
+    /// comes first).
+    #[arg(long, env = "MESH_SSE_HISTORY_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=4 * 1024 * 1024 * 1024))]
+    sse_history_bytes: u64,
+    /// Largest status event relayed, in bytes; larger ones are refused, counted in
+    /// `/metrics`, and not stored by the stream either.
+    #[arg(long, env = "MESH_SSE_MAX_EVENT_BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(256..=1024 * 1024))]
+    sse_max_event_bytes: u64,
+    /// Most bytes of stored events one `Last-Event-ID` replay sends; a client missing
+    /// more is told so and resumes from its new last id.
+    #[arg(long, env = "MESH_SSE_MAX_REPLAY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    sse_max_replay_bytes: u64,
+    /// Replays from the stream running at once; a client waits up to 2 s for one, then
+    /// is told what it missed.
+    #[arg(long, env = "MESH_SSE_MAX_REPLAYS", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    sse_max_replays: u64,
 
     /// JetStream stream keeping status events (created when missing); empty turns
     /// durable history off. Without JetStream the gateway relays live.
@@ -119,8 +156,52 @@ struct Config {
     ping: bool,
 }
 
+/// File descriptors kept for everything but HTTP connections (NATS, files, logs).
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit; returns the soft limit now.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 impl Config {
+    /// The connection limit: as configured, within the file descriptor limit.
+    fn connection_limit(&self) -> usize {
+        let fds = raise_fd_limit();
+        let fit = fds.saturating_sub(FD_RESERVE).clamp(16, 100_000);
+        let limit = match self.max_connections {
+            Some(wanted) if wanted > fit => {
+                tracing::warn!(
+                    wanted,
+                    fds,
+                    limit = fit,
+                    "--max-connections is above what the file descriptor limit allows: lowered"
+                );
+                fit
+            }
+            Some(wanted) => wanted,
+            None => fit,
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        tracing::info!(
+            file_descriptors = fds,
+            max_connections = limit,
+            max_sse_clients = self.sse_max_clients.min(limit),
+            "connection limits"
+        );
+        limit
+    }
+
     fn settings(&self) -> anyhow::Result<Settings> {
+        let max_connections = self.connection_limit();
         Ok(Settings {
             entry_node: self.entry_node.clone(),
             gateway_id: self.gateway_id.clone(),
@@ -128,12 +209,24 @@ impl Config {
             api_token: self.api_token.clone(),
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
+            http: HttpSettings {
+                max_connections,
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            },
             sse: SseSettings {
                 keepalive: Duration::from_millis(self.sse_keepalive_ms),
                 retry: Duration::from_millis(self.sse_retry_ms),
-                max_clients: self.sse_max_clients,
+                max_clients: self.sse_max_clients.min(max_connections),
                 buffer: usize::try_from(self.sse_buffer)?,
                 history: usize::try_from(self.sse_history)?,
+                history_bytes: usize::try_from(self.sse_history_bytes)?,
+                max_event_bytes: usize::try_from(self.sse_max_event_bytes)?,
+                replay: ReplayLimits {
+                    bytes: usize::try_from(self.sse_max_replay_bytes)?,
+                    at_once: usize::try_from(self.sse_max_replays)?,
+                    ..Default::default()
+                },
             },
             stream: (!self.stream.is_empty()).then(|| StreamSettings {
                 name: self.stream.clone(),

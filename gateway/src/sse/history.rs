@@ -20,10 +20,37 @@ use crate::settings::StreamSettings;
 /// Longest a replay for one resuming client may take.
 const REPLAY_LIMIT: Duration = Duration::from_secs(5);
 
+/// How long a resuming client waits for a replay slot before it is told what it
+/// missed instead.
+const REPLAY_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// What one replay may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLimits {
+    /// Most events one replay sends.
+    pub events: usize,
+    /// Most bytes (of stored events) one replay sends.
+    pub bytes: usize,
+    /// Replays running at once (each holds a JetStream consumer while it reads).
+    pub at_once: usize,
+}
+
+impl Default for ReplayLimits {
+    fn default() -> Self {
+        Self {
+            events: 10_000,
+            bytes: 1024 * 1024,
+            at_once: 8,
+        }
+    }
+}
+
 /// The status stream.
 pub struct History {
     stream: stream::Stream,
     client: Client,
+    limits: ReplayLimits,
+    replays: tokio::sync::Semaphore,
 }
 
 /// One message read back from the stream.
@@ -41,7 +68,15 @@ pub struct Stored {
 impl History {
     /// Opens (creating when missing) the stream `settings` describe, or `None` when
     /// history is off or the server has no JetStream.
-    pub async fn open(client: &Client, settings: Option<&StreamSettings>) -> Option<Self> {
+    /// Limits changed since the stream was made (age, size, largest message) are applied
+    /// to it; when that fails, the gateway says so loudly and goes on with the stream as
+    /// it is.
+    pub async fn open(
+        client: &Client,
+        settings: Option<&StreamSettings>,
+        max_event_bytes: usize,
+        limits: ReplayLimits,
+    ) -> Option<Self> {
         let Some(settings) = settings else {
             tracing::info!(
                 "durable history off (--stream is empty): live relay with an in-memory window"
@@ -54,20 +89,47 @@ impl History {
             subjects: vec![subject::STATUS_ALL.to_string()],
             max_age: settings.max_age,
             max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
+            max_message_size: i32::try_from(max_event_bytes).unwrap_or(i32::MAX),
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
+        let stream_limits = (wanted.max_age, wanted.max_bytes, wanted.max_message_size);
         let opened =
             tokio::time::timeout(Duration::from_secs(3), context.get_or_create_stream(wanted))
                 .await;
         match opened {
-            Ok(Ok(stream)) => {
+            Ok(Ok(mut stream)) => {
+                let had = stream.get_info().await.map(|i| {
+                    (
+                        i.config.max_age,
+                        i.config.max_bytes,
+                        i.config.max_message_size,
+                    )
+                });
+                if matches!(had, Ok(had) if had != stream_limits) {
+                    let mut config = stream.cached_info().config.clone();
+                    (config.max_age, config.max_bytes, config.max_message_size) = stream_limits;
+                    match context.update_stream(config).await {
+                        Ok(_) => {
+                            tracing::info!(stream = %settings.name, limits = ?stream_limits, "stream limits updated to the configured ones");
+                            if let Ok(s) = context.get_stream(&settings.name).await {
+                                stream = s;
+                            }
+                        }
+                        Err(e) => tracing::error!(
+                            stream = %settings.name, cause = %e,
+                            "CANNOT APPLY THE CONFIGURED LIMITS to the existing stream: it keeps its old ones"
+                        ),
+                    }
+                }
                 tracing::info!(stream = %settings.name, "status events are kept in JetStream");
                 Some(Self {
                     stream,
                     client: client.clone(),
+                    limits,
+                    replays: tokio::sync::Semaphore::new(limits.at_once.max(1)),
                 })
             }
             Ok(Err(e)) => {
@@ -104,13 +166,20 @@ impl History {
         .await
     }
 
-    /// Messages with sequences from `from` up to `until` (inclusive), oldest first, at
-    /// most `limit` of them and for at most a few seconds.
-    pub async fn replay(&self, from: u64, until: u64, limit: usize) -> Vec<Stored> {
+    /// Messages with sequences from `from` up to `until` (inclusive), oldest first,
+    /// within the replay limits (events, bytes, a few seconds); none when too many
+    /// replays are running for longer than a client should wait.
+    pub async fn replay(&self, from: u64, until: u64) -> Vec<Stored> {
         let mut out = Vec::new();
         if from > until {
             return out;
         }
+        let Ok(Ok(_slot)) = tokio::time::timeout(REPLAY_QUEUE_WAIT, self.replays.acquire()).await
+        else {
+            tracing::debug!("no replay slot: the client is told what it missed");
+            return out;
+        };
+        let mut bytes = 0;
         let Ok(mut messages) = self
             .consume(DeliverPolicy::ByStartSequence {
                 start_sequence: from,
@@ -134,7 +203,11 @@ impl History {
                     message_id: super::relay::message_id(message.headers.as_ref())
                         .map(String::from),
                 });
-                if sequence == until || out.len() >= limit {
+                bytes += message.payload.len();
+                if sequence == until
+                    || out.len() >= self.limits.events
+                    || bytes >= self.limits.bytes
+                {
                     break;
                 }
             }

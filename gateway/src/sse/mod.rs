@@ -4,9 +4,11 @@
 //! - [`relay`]: the one `status.>` subscription per gateway, numbered, windowed and
 //!   broadcast; the bus connection watcher.
 //! - [`history`]: the durable JetStream stream of status events.
+//! - [`states`]: the latest state of each node, bounded.
 //! - [`session`]: one client's stream: filter, resume, catch-up, end at shutdown.
 
 pub mod frame;
 pub mod history;
 pub mod relay;
 pub mod session;
+pub mod states;

@@ -8,13 +8,15 @@
 //! the others: when it falls behind it is resumed from the window or told it lagged.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
 use futures::StreamExt;
 use schemas::{sse::SseEvent, subject, ActivationId, NodeName, StatusEvent};
+
+use super::states::LatestStates;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +45,37 @@ struct Window {
     /// gateway started).
     gone_upto: u64,
     frames: VecDeque<Arc<Frame>>,
+    /// Bytes of the frames held.
+    bytes: usize,
     capacity: usize,
+    max_bytes: usize,
+}
+
+/// What a relay holds at most.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Frames kept for `Last-Event-ID` resumption.
+    pub history: usize,
+    /// Bytes of frames kept for resumption.
+    pub history_bytes: usize,
+    /// Frames a client may fall behind before it is caught up from history.
+    pub buffer: usize,
+    /// Largest status message accepted, in bytes (larger ones are refused and counted).
+    pub max_event_bytes: usize,
+    /// Nodes unknown to discovery whose latest state is kept.
+    pub unknown_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            history: 4096,
+            history_bytes: 8 * 1024 * 1024,
+            buffer: 1024,
+            max_event_bytes: 4096,
+            unknown_nodes: 256,
+        }
+    }
 }
 
 /// Shared state of the relay.
@@ -51,7 +83,8 @@ pub struct Relay {
     window: Mutex<Window>,
     live: broadcast::Sender<Arc<Frame>>,
     gateway_id: String,
-    last_state: Mutex<HashMap<NodeName, StatusEvent>>,
+    max_event_bytes: usize,
+    last_state: Mutex<LatestStates>,
     /// Woken when a node that discovery does not know publishes.
     pub unknown_node: Notify,
     /// Message ids of stream messages relayed, to drop repeats.
@@ -61,24 +94,22 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay keeping `history` frames and letting a client fall `buffer` frames behind.
-    pub fn new(
-        gateway_id: String,
-        history: usize,
-        buffer: usize,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        let (live, _) = broadcast::channel(buffer.max(1));
+    /// A relay within `limits`.
+    pub fn new(gateway_id: String, limits: Limits, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (live, _) = broadcast::channel(limits.buffer.max(1));
         Arc::new(Self {
             window: Mutex::new(Window {
                 next_id: 1,
                 gone_upto: 0,
-                frames: VecDeque::with_capacity(history.min(65_536)),
-                capacity: history.max(1),
+                frames: VecDeque::with_capacity(limits.history.min(65_536)),
+                bytes: 0,
+                capacity: limits.history.max(1),
+                max_bytes: limits.history_bytes.max(1),
             }),
             live,
             gateway_id,
-            last_state: Mutex::new(Default::default()),
+            max_event_bytes: limits.max_event_bytes,
+            last_state: Mutex::new(LatestStates::new(limits.unknown_nodes)),
             unknown_node: Notify::new(),
             dedup: Mutex::new(Dedup::default()),
             metrics,
@@ -119,29 +150,33 @@ impl Relay {
         lock(&self.window).next_id - 1
     }
 
-    /// The latest status of every node that published one.
-    pub fn last_states(&self) -> HashMap<NodeName, StatusEvent> {
-        lock(&self.last_state).clone()
+    /// Runs `f` on the latest states (under a lock: keep it short).
+    pub fn with_states<R>(&self, f: impl FnOnce(&LatestStates) -> R) -> R {
+        f(&lock(&self.last_state))
     }
 
-    /// Accepts a message received on `subject`; returns the frame, or why it was refused.
+    /// Accepts a message received on `subject` about a known node; returns the frame,
+    /// or why it was refused.
     pub fn accept_status(&self, subject: &str, payload: &[u8]) -> Result<Arc<Frame>, String> {
-        self.accept_numbered(subject, payload, None)
+        self.accept_numbered(subject, payload, None, |_| true)
     }
 
     /// Accepts a message that has its own sequence number `id` (its stream sequence),
-    /// or the next local number when `None`.
+    /// or the next local number when `None`; `known` says whether discovery knows a
+    /// node (the states of unknown ones are bounded).
     pub fn accept_numbered(
         &self,
         subject: &str,
         payload: &[u8],
         id: Option<u64>,
+        known: impl Fn(&NodeName) -> bool,
     ) -> Result<Arc<Frame>, String> {
         let event = self.decode(subject, payload)?;
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         let node = event.node.clone();
         let activation = event.activation_id.clone();
-        lock(&self.last_state).insert(node.clone(), event);
+        let is_known = known(&node);
+        lock(&self.last_state).record(Arc::new(event), is_known);
         Ok(self.push(id, Some(node), activation, data))
     }
 
@@ -167,6 +202,13 @@ impl Relay {
     }
 
     fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
+        if payload.len() > self.max_event_bytes {
+            return Err(format!(
+                "{} bytes, over the {}-byte limit of a status event",
+                payload.len(),
+                self.max_event_bytes
+            ));
+        }
         let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
         event.relayed_by = Some(self.gateway_id.clone());
         Ok(event)
@@ -203,11 +245,16 @@ impl Relay {
             activation,
             bytes: frame::status(id, &data),
         });
-        if window.frames.len() == window.capacity {
-            if let Some(evicted) = window.frames.pop_front() {
-                window.gone_upto = evicted.id;
-            }
+        while window.frames.len() >= window.capacity
+            || (window.bytes + frame.bytes.len() > window.max_bytes && !window.frames.is_empty())
+        {
+            let Some(evicted) = window.frames.pop_front() else {
+                break;
+            };
+            window.bytes -= evicted.bytes.len();
+            window.gone_upto = evicted.id;
         }
+        window.bytes += frame.bytes.len();
         window.frames.push_back(frame.clone());
         // Sent under the lock so that live order matches id order.
         let _ = self.live.send(frame.clone());
@@ -305,15 +352,15 @@ const RECONSUME_PAUSE: std::time::Duration = std::time::Duration::from_millis(50
 /// a leader), it consumes anew from there, so nothing stored is skipped or repeated.
 pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
     let relay_one = |subject: &str, payload: &[u8], sequence: Option<u64>| match relay
-        .accept_numbered(subject, payload, sequence)
-    {
-        Ok(frame) => {
-            relay.metrics.events_relayed.inc();
-            if let Some(node) = &frame.node {
-                if !known(node) {
-                    relay.unknown_node.notify_one();
-                }
+        .accept_numbered(subject, payload, sequence, |node| {
+            let is_known = known(node);
+            if !is_known {
+                relay.unknown_node.notify_one();
             }
+            is_known
+        }) {
+        Ok(_) => {
+            relay.metrics.events_relayed.inc();
         }
         Err(cause) => {
             relay.metrics.events_refused.inc();
@@ -379,6 +426,40 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn limits(history: usize) -> Limits {
+        Limits {
+            history,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn events_over_the_size_limit_are_refused_and_the_window_is_bounded_in_bytes() {
+        let relay = Relay::new(
+            "g".into(),
+            Limits {
+                history: 1000,
+                history_bytes: 2_000,
+                max_event_bytes: 300,
+                ..Limits::default()
+            },
+            Default::default(),
+        );
+        let big = format!(r#"{{"state":"ok","instance":"{}"}}"#, "a".repeat(400));
+        let refused = relay.accept_status("status.V", big.as_bytes()).unwrap_err();
+        assert!(refused.contains("over the 300-byte limit"), "{refused}");
+        assert_eq!(relay.last_id(), 0);
+        let event = format!(r#"{{"state":"ok","instance":"{}"}}"#, "a".repeat(100));
+        for _ in 0..100 {
+            relay.accept_status("status.V", event.as_bytes()).unwrap();
+        }
+        let (frames, complete) = relay.since(0);
+        let held: usize = frames.iter().map(|f| f.bytes.len()).sum();
+        assert!(held <= 2_000, "{held} bytes held");
+        assert!(frames.len() > 5 && !complete);
+        assert_eq!(frames.last().unwrap().id, 100);
+    }
+
     #[test]
     fn dedup_keeps_the_first_sequence_of_an_id() {
         let mut d = Dedup::default();
@@ -391,7 +472,7 @@ mod tests {
 
     #[test]
     fn window_keeps_the_newest_and_reports_gaps() {
-        let relay = Relay::new("g".into(), 3, 16, Default::default());
+        let relay = Relay::new("g".into(), limits(3), Default::default());
         for _ in 0..5 {
             relay
                 .accept_status("status.V", br#"{"state":"ok"}"#)
@@ -409,7 +490,7 @@ mod tests {
 
     #[test]
     fn frames_are_stamped_and_rendered_once() {
-        let relay = Relay::new("gw-1".into(), 8, 8, Default::default());
+        let relay = Relay::new("gw-1".into(), limits(8), Default::default());
         let frame = relay
             .accept_status("status.T", br#"{"state":"running","activation_id":"a1"}"#)
             .unwrap();

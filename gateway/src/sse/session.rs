@@ -26,8 +26,6 @@ use crate::State;
 
 /// Most frames gathered into one write.
 const MAX_BATCH: usize = 256;
-/// Most events replayed from the stream for one resuming client.
-const MAX_REPLAY: usize = 100_000;
 
 /// Counts a connected client while it lives.
 pub struct ClientGuard(Arc<State>);
@@ -127,20 +125,24 @@ impl Session {
     }
 
     /// Catches up from the in-memory window and, for what the window no longer holds,
-    /// from the durable stream; says so when even the stream has lost some.
+    /// from the durable stream; says so when even the stream has lost some, or when
+    /// more is missing than one replay sends (the client resumes from its new last id
+    /// to get the rest).
     async fn replay(&mut self, history: &History, newest: u64) {
         let (frames, complete) = self.relay.since(self.last_sent);
         if !complete {
             let from = self.last_sent + 1;
             let until = frames.first().map_or(newest, |f| f.id - 1);
-            let stored = history.replay(from, until, MAX_REPLAY).await;
+            let stored = history.replay(from, until).await;
             if from <= until {
-                // The stream too may have lost some (aged out or over its size).
+                // The stream too may have lost some (aged out or over its size), or
+                // the replay was refused (too many at once).
                 let first_kept = stored.first().map_or(until + 1, |m| m.sequence);
                 if first_kept > from {
                     self.report_gap(first_kept);
                 }
             }
+            let truncated = stored.last().is_some_and(|m| m.sequence < until);
             let mut batch = std::collections::HashSet::new();
             for message in stored {
                 if let Some(id) = &message.message_id {
@@ -158,6 +160,9 @@ impl Session {
                 {
                     self.send(&frame);
                 }
+            }
+            if truncated {
+                self.report_gap(until + 1);
             }
         }
         for frame in frames {

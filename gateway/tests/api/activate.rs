@@ -196,6 +196,19 @@ async fn bad_bodies_are_refused_and_nothing_is_published() {
 async fn manual_colour_is_published_as_status() {
     let app = spawn_app(vec![spec("V", &[], 0)], |_| {}).await;
     let mut events = app.sse("?node=V", None).await;
+    app.wait_for_nodes(1).await;
+    // A node nobody serves or names: 404, nothing published.
+    let unknown = app
+        .http
+        .put(app.url("/nodes/NOBODY/color"))
+        .json(&json!({"color": "#ff00ff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_node");
+    assert!(app.state.relay.with_states(|s| s.is_empty()));
     let response = app
         .http
         .put(app.url("/nodes/V/color"))

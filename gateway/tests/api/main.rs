@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod activate;
+mod attack;
 mod browser;
 mod durable;
 mod env_names;

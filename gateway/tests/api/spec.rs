@@ -268,4 +268,24 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+    // The page's own requests carry the gateway's own origin: never refused.
+    let evil_put = cli
+        .put("/nodes/V/color")
+        .header("host", "mesh.example:8080")
+        .header("origin", "http://evil.example")
+        .content_type("application/json")
+        .body(r#"{"color":"red"}"#)
+        .send()
+        .await;
+    evil_put.assert_status(poem::http::StatusCode::FORBIDDEN);
+    let own_put = cli
+        .put("/nodes/V/color")
+        .header("host", "mesh.example:8080")
+        .header("origin", "http://mesh.example:8080")
+        .content_type("application/json")
+        .body(r#"{"color":"red"}"#)
+        .send()
+        .await;
+    // Past CORS: the API answers (no node V here: 404).
+    own_put.assert_status(poem::http::StatusCode::NOT_FOUND);
 }

@@ -1,0 +1,113 @@
+//! The latest status event of each node, bounded: every node discovery knows, plus a
+//! small number of the most recent others (anyone on the bus may publish on
+//! `status.<any name>`, and those must not grow the gateway's memory).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use schemas::{NodeName, StatusEvent};
+
+/// Latest states, by node.
+pub struct LatestStates {
+    states: HashMap<NodeName, Arc<StatusEvent>>,
+    /// Nodes discovery did not know when they published, oldest first; at most
+    /// `unknown_capacity` of them keep a state.
+    unknown: VecDeque<NodeName>,
+    unknown_capacity: usize,
+}
+
+impl LatestStates {
+    /// An empty map keeping at most `unknown_capacity` states of unknown nodes.
+    pub fn new(unknown_capacity: usize) -> Self {
+        Self {
+            states: HashMap::new(),
+            unknown: VecDeque::new(),
+            unknown_capacity: unknown_capacity.max(1),
+        }
+    }
+
+    /// Records `event` as its node's latest; `known` says whether discovery knows the
+    /// node. The oldest unknown node's state goes when there are too many.
+    pub fn record(&mut self, event: Arc<StatusEvent>, known: bool) {
+        let node = event.node.clone();
+        let was_unknown = self.unknown.contains(&node);
+        if known {
+            if was_unknown {
+                self.unknown.retain(|n| n != &node);
+            }
+        } else if !was_unknown && !self.states.contains_key(&node) {
+            if self.unknown.len() == self.unknown_capacity {
+                if let Some(oldest) = self.unknown.pop_front() {
+                    self.states.remove(&oldest);
+                }
+            }
+            self.unknown.push_back(node.clone());
+        }
+        self.states.insert(node, event);
+    }
+
+    /// The latest state of `node`.
+    pub fn get(&self, node: &NodeName) -> Option<&StatusEvent> {
+        self.states.get(node).map(Arc::as_ref)
+    }
+
+    /// Number of nodes with a state.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether no node has a state.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(node: &str) -> Arc<StatusEvent> {
+        let json = format!(r#"{{"node":"{node}","state":"ok","at":"t"}}"#);
+        Arc::new(serde_json::from_str(&json).unwrap())
+    }
+
+    fn name(n: &str) -> NodeName {
+        NodeName::new(n).unwrap()
+    }
+
+    #[test]
+    fn unknown_nodes_are_bounded_and_known_ones_stay() {
+        let mut states = LatestStates::new(3);
+        states.record(event("UI"), true);
+        for i in 0..1000 {
+            states.record(event(&format!("rand{i}")), false);
+        }
+        assert_eq!(states.len(), 4, "UI and the three newest unknown");
+        assert!(states.get(&name("UI")).is_some());
+        assert!(states.get(&name("rand999")).is_some());
+        assert!(states.get(&name("rand996")).is_none());
+    }
+
+    #[test]
+    fn a_node_discovered_later_is_no_longer_evicted() {
+        let mut states = LatestStates::new(2);
+        states.record(event("LATE"), false);
+        states.record(event("LATE"), true);
+        for i in 0..10 {
+            states.record(event(&format!("x{i}")), false);
+        }
+        assert!(states.get(&name("LATE")).is_some());
+        assert_eq!(states.len(), 3);
+    }
+
+    #[test]
+    fn a_known_node_publishing_again_keeps_its_place() {
+        let mut states = LatestStates::new(2);
+        states.record(event("A"), false);
+        states.record(event("A"), false);
+        states.record(event("B"), false);
+        assert_eq!(states.len(), 2, "A is counted once");
+    }
+}
