@@ -216,7 +216,14 @@ impl Gateway {
                         .body(spec.clone())
                 })),
             )
-            .nest("/docs", docs);
+            .nest(
+                "/docs",
+                docs.with(
+                    poem::middleware::SetHeader::new()
+                        .overriding("Content-Security-Policy", page::DOCS_CSP)
+                        .overriding("X-Frame-Options", "DENY"),
+                ),
+            );
         for prefix in table.api_prefixes() {
             router = router.nest_no_strip(prefix, api.clone());
         }
@@ -242,6 +249,9 @@ impl Gateway {
                 .boxed();
         }
         endpoint
+            .with(
+                poem::middleware::SetHeader::new().overriding("X-Content-Type-Options", "nosniff"),
+            )
             .around(move |endpoint, req| {
                 observe::observe(endpoint, req, metrics.clone(), table.clone())
             })

@@ -16,6 +16,13 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsa
                    img-src 'self' data:; connect-src 'self'; object-src 'none'; \
                    base-uri 'none'; frame-ancestors 'none'";
 
+/// Content-Security-Policy of Swagger UI (`/docs`): its page carries inline script
+/// and style; nothing is loaded from elsewhere and no other site may frame it.
+pub const DOCS_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+                            style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                            connect-src 'self'; object-src 'none'; base-uri 'none'; \
+                            frame-ancestors 'none'";
+
 /// `GET /`: the live page.
 #[handler]
 pub fn index() -> Response {

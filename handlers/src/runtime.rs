@@ -201,6 +201,31 @@ pub async fn run(
     Ok(())
 }
 
+/// Least time between two log lines about activations refused at the limit.
+const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Activations refused at the in-flight limit, logged at most once per
+/// [`REFUSALS_LOG_EVERY`] (a flood of refusals is not a flood of log lines).
+#[derive(Default)]
+struct Refusals {
+    since_report: std::sync::atomic::AtomicU64,
+    last_report: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Refusals {
+    /// Counts one refusal; returns the refusals to report now, if it is time to.
+    fn refused(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.since_report.fetch_add(1, Relaxed);
+        let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < REFUSALS_LOG_EVERY) {
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+        Some(self.since_report.swap(0, Relaxed))
+    }
+}
+
 async fn accept(
     mut endpoint: service::endpoint::Endpoint,
     node: Arc<Node>,
@@ -209,8 +234,10 @@ async fn accept(
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
+    let refusals = Arc::new(Refusals::default());
     let dispatch = |request: service::Request| {
         let node = node.clone();
+        let refusals = refusals.clone();
         match limit.clone().try_acquire_owned() {
             Ok(permit) => tracker.spawn(async move {
                 serve(&node, request).await;
@@ -221,7 +248,9 @@ async fn accept(
                     "node {} is at its limit of {max_in_flight} activations in flight",
                     node.spec().name
                 );
-                tracing::warn!(node = %node.spec().name, "{text}");
+                if let Some(refused) = refusals.refused() {
+                    tracing::warn!(node = %node.spec().name, refused, "{text}: refused {refused} since the last report");
+                }
                 respond(
                     &request,
                     Err(service::error::Error {
@@ -337,5 +366,22 @@ async fn respond(
     }
     if let Err(e) = request.respond(response).await {
         tracing::warn!(cause = %e, "cannot send reply");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_reported_once_per_interval() {
+        let r = Refusals::default();
+        assert_eq!(r.refused(), Some(1));
+        let reported: Vec<_> = (0..1000).filter_map(|_| r.refused()).collect();
+        assert!(reported.is_empty(), "{reported:?}");
+        assert_eq!(
+            r.since_report.load(std::sync::atomic::Ordering::Relaxed),
+            1000
+        );
     }
 }

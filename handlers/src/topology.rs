@@ -300,7 +300,41 @@ impl Topology {
         Ok(topology)
     }
 
-    /// Checks what spans nodes: at least one, each name once.
+    /// A cycle among the file's nodes (by their downstream lists), as the path that
+    /// closes it (`A B C A`), if there is one.
+    pub fn find_cycle(&self) -> Option<Vec<NodeName>> {
+        fn visit<'a>(
+            topology: &'a Topology,
+            node: &'a NodeName,
+            on_path: &mut Vec<&'a NodeName>,
+            done: &mut HashSet<&'a NodeName>,
+        ) -> Option<Vec<NodeName>> {
+            if let Some(at) = on_path.iter().position(|n| *n == node) {
+                let mut cycle: Vec<NodeName> = on_path[at..].iter().map(|n| (*n).clone()).collect();
+                cycle.push(node.clone());
+                return Some(cycle);
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            on_path.push(node);
+            let children = topology.get(node.as_str()).map(|n| &n.downstream);
+            for child in children.into_iter().flatten() {
+                if let Some(cycle) = visit(topology, child, on_path, done) {
+                    return Some(cycle);
+                }
+            }
+            on_path.pop();
+            None
+        }
+        let mut done = HashSet::new();
+        self.nodes
+            .iter()
+            .find_map(|n| visit(self, &n.name, &mut Vec::new(), &mut done))
+    }
+
+    /// Checks what spans nodes: at least one, each name once, no cycle (every
+    /// activation through one would be refused as a loop, code 508).
     pub fn validate(&self) -> Result<(), TopologyError> {
         if self.nodes.is_empty() {
             return Err(TopologyError::Invalid("no nodes".into()));
@@ -313,6 +347,13 @@ impl Topology {
                     node.name
                 )));
             }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            let path: Vec<_> = cycle.iter().map(NodeName::as_str).collect();
+            return Err(TopologyError::Invalid(format!(
+                "cycle {}: every activation through it would be refused as a loop (508)",
+                path.join(" -> ")
+            )));
         }
         Ok(())
     }
@@ -346,6 +387,42 @@ pub const SEED_TOML: &str = include_str!("../../topology/seed.toml");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cycle_in_a_file_is_refused_naming_it() {
+        let text = r#"
+            [[node]]
+            name = "A"
+            downstream = ["B", "OUT"]
+            [[node]]
+            name = "B"
+            downstream = ["C"]
+            [[node]]
+            name = "C"
+            downstream = ["A"]
+        "#;
+        let err = Topology::parse(text, None).unwrap_err().to_string();
+        assert!(err.contains("cycle A -> B -> C -> A"), "{err}");
+        let self_loop = "[[node]]\nname = \"S\"\ndownstream = [\"S\"]\n";
+        let err = Topology::parse(self_loop, None).unwrap_err().to_string();
+        assert!(err.contains("cycle S -> S"), "{err}");
+        // A diamond is no cycle.
+        let diamond = r#"
+            [[node]]
+            name = "A"
+            downstream = ["B", "C"]
+            [[node]]
+            name = "B"
+            downstream = ["D"]
+            [[node]]
+            name = "C"
+            downstream = ["D"]
+            [[node]]
+            name = "D"
+        "#;
+        assert!(Topology::parse(diamond, None).is_ok());
+        assert!(Topology::seed().find_cycle().is_none());
+    }
 
     #[test]
     fn seed_file_is_the_spec_topology() {

@@ -9,7 +9,9 @@ use crate::{Color, NodeName};
 
 /// Largest overall budget a request may ask for, in milliseconds (10 minutes).
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
-/// Longest path of visited nodes a request may carry.
+/// Deepest an activation may go: a request's path (the nodes before the one it is
+/// sent to) has fewer nodes than this, so that the receiving node, added to it, is at
+/// most this deep.
 pub const MAX_PATH_LEN: usize = 64;
 
 /// An activation of one node, the body of a request on `activate.<node>`.
@@ -56,7 +58,7 @@ pub enum DecodeError {
     #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
     Timeout(u64),
     /// `path` is too long.
-    #[error("path has {0} nodes, at most {MAX_PATH_LEN} are allowed")]
+    #[error("path has {0} nodes: with the node it is sent to, at most {MAX_PATH_LEN} are allowed")]
     PathTooLong(usize),
 }
 
@@ -82,7 +84,7 @@ impl ActivationRequest {
             Some(t) if t == 0 || t > MAX_TIMEOUT_MS => return Err(DecodeError::Timeout(t)),
             _ => {}
         }
-        if self.path.len() > MAX_PATH_LEN {
+        if self.path.len() >= MAX_PATH_LEN {
             return Err(DecodeError::PathTooLong(self.path.len()));
         }
         Ok(())
@@ -390,11 +392,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let long_path = format!("{{\"path\":[{}]}}", vec!["\"a\""; 65].join(","));
+        // The receiving node is added to the path: 63 before it is the deepest allowed.
+        let path = |n| format!("{{\"path\":[{}]}}", vec!["\"a\""; n].join(","));
         assert!(matches!(
-            ActivationRequest::decode(long_path.as_bytes()),
-            Err(DecodeError::PathTooLong(65))
+            ActivationRequest::decode(path(MAX_PATH_LEN).as_bytes()),
+            Err(DecodeError::PathTooLong(64))
         ));
+        assert!(ActivationRequest::decode(path(MAX_PATH_LEN - 1).as_bytes()).is_ok());
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub enum ActivateResponse {
         Json<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
-    /// The node's work failed with 502, a downstream node did not succeed, or a node sent
-    /// something that is not a reply tree.
+    /// The node's work failed with 502, a downstream node did not succeed, a node sent
+    /// something that is not a reply tree, or a node refused the (valid) request with a
+    /// code of its own (4xx).
     #[oai(status = 502)]
     BadGateway(
         Json<ActivationReply>,
@@ -184,10 +185,8 @@ fn respond(mut reply: ActivationReply, known: bool) -> (u16, ActivateResponse) {
         ),
         code::TIMEOUT => (code::TIMEOUT, ActivateResponse::Timeout(Json(reply), id)),
         code::LOOP => (code::LOOP, ActivateResponse::Loop(Json(reply), id)),
-        code::BAD_REQUEST => (
-            code::BAD_REQUEST,
-            ActivateResponse::BadRequest(Json(ApiError::new("bad_request", reply.message))),
-        ),
+        // The body was valid here: a node refusing it (or a forged reply) is the node's
+        // fault, not the caller's.
         _ => (
             code::BAD_GATEWAY,
             ActivateResponse::BadGateway(Json(reply), id),

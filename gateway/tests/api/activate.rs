@@ -264,3 +264,31 @@ async fn input_reaches_every_function_and_results_come_back() {
         .await;
     assert_eq!(status, 413);
 }
+
+#[tokio::test]
+async fn a_node_refusing_a_valid_body_is_a_bad_gateway_not_a_bad_request() {
+    let app = spawn_app(vec![], |_| {}).await;
+    // Something on activate.FORGE answering every request with its own 400.
+    let mut requests = app.nats.subscribe("activate.FORGE").await.unwrap();
+    let nats = app.nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = futures::StreamExt::next(&mut requests).await {
+            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let reply = json!({
+                "node": "FORGE", "activation_id": request["activation_id"],
+                "outcome": "rejected", "code": 400, "elapsed_ms": 0,
+                "message": "refused by the node"
+            });
+            let _ = nats
+                .publish(m.reply.unwrap(), reply.to_string().into())
+                .await;
+        }
+    });
+    mesh_core::bus::sync(&app.nats).await.unwrap();
+    let (status, body) = app.activate(json!({"node": "FORGE"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["code"], 400,
+        "the node's own code is in the tree: {body}"
+    );
+}

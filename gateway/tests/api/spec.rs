@@ -64,6 +64,17 @@ async fn validation_errors_are_400_with_a_json_body() {
 #[tokio::test]
 async fn page_and_assets_are_served_from_the_binary() {
     let (_server, cli, _gw) = client().await;
+    // Swagger UI: no framing by other sites, no sniffing; the API too.
+    let docs = cli.get("/docs").send().await;
+    docs.assert_status_is_ok();
+    let csp = docs.0.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    docs.assert_header("x-content-type-options", "nosniff");
+    docs.assert_header("x-frame-options", "DENY");
+    let api = cli.get("/topology").send().await;
+    api.assert_header("x-content-type-options", "nosniff");
     let page = cli.get("/").send().await;
     page.assert_status_is_ok();
     page.assert_content_type("text/html; charset=utf-8");
