@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod helpers;
 mod load;
+mod permissions;
 mod runner;
 mod schemathesis;
 mod shutdown;
