@@ -470,3 +470,63 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .send()
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
+async fn page_lists_a_graph_too_big_to_draw_and_takes_a_token() {
+    // 450 edges: more than Mermaid draws (a rogue service could announce as many).
+    let leaves: Vec<String> = (0..450).map(|i| format!("L{i}")).collect();
+    let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
+    let app = spawn_app(vec![spec("BIG", &leaves, 0)], |c| {
+        c.api_token = Some("s3cret".into());
+    })
+    .await;
+    let driver = Driver::start().await;
+    driver
+        .call("POST", "/url", json!({"url": app.url("/")}))
+        .await;
+    let note = driver
+        .wait_for(
+            "the nodes listed instead of drawn",
+            "const items = document.querySelectorAll('#diagram .node-list li');
+             return items.length === 451 && document.querySelector('#diagram .hint').textContent",
+        )
+        .await;
+    assert!(note.as_str().unwrap().contains("listed instead"), "{note}");
+
+    // A change without the token: 401, and the page offers the token field.
+    driver
+        .script(
+            "document.getElementById('color-node').value = 'BIG';
+             document.getElementById('color-btn').click(); return true",
+        )
+        .await;
+    driver
+        .wait_for(
+            "the token field offered after a 401",
+            "return document.getElementById('color-result').textContent.startsWith('401')
+                && !document.getElementById('token-form').hidden",
+        )
+        .await;
+    driver
+        .script(
+            "document.getElementById('token').value = 's3cret';
+             document.getElementById('token-btn').click();
+             document.getElementById('color-btn').click(); return true",
+        )
+        .await;
+    driver
+        .wait_for(
+            "the change accepted with the token",
+            "return document.getElementById('color-result').textContent.startsWith('202')",
+        )
+        .await;
+    // The listed node takes its state like a drawn one.
+    driver
+        .wait_for(
+            "BIG shown manual in the list",
+            "const li = document.querySelector('#diagram .node-list li[data-node=\"BIG\"]');
+             return !!li && li.dataset.state === 'manual'",
+        )
+        .await;
+}

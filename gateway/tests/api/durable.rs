@@ -133,3 +133,37 @@ async fn an_id_the_gateway_has_not_relayed_yet_is_no_gap() {
     let mut future = app.sse("", Some(&(last + 1000).to_string())).await;
     assert!(future.next_of("lagged", WAIT).await.is_some());
 }
+
+#[tokio::test]
+async fn changed_limits_are_applied_to_an_existing_stream() {
+    let server = NatsServer::start_jetstream();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "MESH_STATUS".into(),
+        subjects: vec!["status.>".into()],
+        max_age: Duration::from_secs(60),
+        max_bytes: 1024 * 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _app = spawn_on(server, vec![], |c| {
+        let stream = c.stream.as_mut().unwrap();
+        stream.max_age = Duration::from_secs(7200);
+        stream.max_bytes = 2 * 1024 * 1024;
+        c.sse.max_event_bytes = 2048;
+    })
+    .await;
+    let config = js
+        .get_stream("MESH_STATUS")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap()
+        .config;
+    assert_eq!(config.max_age, Duration::from_secs(7200));
+    assert_eq!(config.max_bytes, 2 * 1024 * 1024);
+    assert_eq!(config.max_message_size, 2048);
+}
