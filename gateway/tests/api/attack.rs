@@ -213,3 +213,53 @@ async fn memory_and_connections_stay_bounded_under_attack() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_file_descriptor_limit_get_503_and_health_still_answers() {
+    let server = NatsServer::start();
+    let port = testsupport::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // A gateway with only 300 file descriptors: at most 44 connections.
+    let gateway = Proc::spawn(
+        "gateway",
+        Command::new("sh")
+            .args(["-c", "ulimit -Sn 300 && ulimit -Hn 300 && exec \"$0\""])
+            .arg(GATEWAY)
+            .env("NATS_URL", server.url())
+            .env("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MESH_GATEWAY_HEADER_TIMEOUT_MS", "60000"),
+    );
+    let http = reqwest::Client::new();
+    eventually("the gateway answers", Duration::from_secs(30), || async {
+        let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        gateway.output().contains("max_connections=44"),
+        "{}",
+        gateway.output()
+    );
+    // 44 idle connections hold every place; the next ones are answered 503 and closed.
+    let mut held = Vec::new();
+    for _ in 0..44 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    for _ in 0..100 {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .expect("an over-limit connection is answered and closed")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    }
+    // Places free again when the held connections go.
+    drop(held);
+    eventually("health answers again", Duration::from_secs(30), || async {
+        let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
