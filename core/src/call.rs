@@ -11,6 +11,8 @@ use async_nats::{
 use schemas::{code, subject, ActivationId, ActivationReply, ActivationRequest, NodeName, Outcome};
 use tracing::Instrument;
 
+use crate::span_attrs::{self, Messaging};
+
 /// Sends `request` to `node` and waits at most `wait` for its reply.
 ///
 /// - a reply tree is returned as it came;
@@ -24,19 +26,18 @@ pub async fn activate(
     request: &ActivationRequest,
     wait: Duration,
 ) -> ActivationReply {
+    let subject = subject::activate(node);
     let span = tracing::debug_span!(
         "call",
-        otel.name = %format!("activate.{node} request"),
+        otel.name = %span_attrs::messaging_span_name(Messaging::Send, &subject),
         otel.kind = "client",
         node = %node,
-        outcome = tracing::field::Empty,
-        code = tracing::field::Empty,
     );
+    span_attrs::messaging(&span, Messaging::Send, &subject, None);
     let reply = send(client, node, request, wait, &span)
         .instrument(span.clone())
         .await;
-    span.record("outcome", tracing::field::display(reply.outcome));
-    span.record("code", reply.code);
+    span_attrs::activation(&span, &reply);
     reply
 }
 

@@ -4,6 +4,7 @@
 //! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
 //! - [`env`]: old names of renamed environment variables, read for one release.
 //! - [`call`]: activating a node over NATS, every failure turned into a reply.
+//! - [`span_attrs`]: span names and attributes by the OpenTelemetry conventions.
 //! - [`trace_context`]: W3C trace context in NATS headers.
 //! - [`telemetry`]: logs, and traces exported over OTLP when configured.
 //! - [`shutdown`]: the stop signal of a process (Ctrl-C, SIGTERM).
@@ -12,5 +13,6 @@ pub mod bus;
 pub mod call;
 pub mod env;
 pub mod shutdown;
+pub mod span_attrs;
 pub mod telemetry;
 pub mod trace_context;

@@ -107,6 +107,10 @@ fn init_layers(
         .with_target("mesh_core", Level::DEBUG);
     let traces = traced.then(|| {
         tracing_opentelemetry::layer()
+            // No per-span thread, source location or busy/idle time: noise in every span.
+            .with_threads(false)
+            .with_location(false)
+            .with_tracked_inactivity(false)
             .with_tracer(provider.tracer("nats-mesh"))
             .with_filter(spans)
     });

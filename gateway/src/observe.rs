@@ -1,5 +1,7 @@
 //! One span and one metric per HTTP request, continuing the caller's trace when it sends
-//! `traceparent`, and an `X-Trace-Id` header on every response.
+//! `traceparent`, and an `X-Trace-Id` header on every traced response. Probes
+//! (`/healthz`, `/readyz`) and scrapes (`/metrics`) are counted but not traced: they
+//! would be most of the traces and say nothing.
 
 use std::sync::Arc;
 
@@ -7,6 +9,8 @@ use opentelemetry::propagation::Extractor;
 use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use mesh_core::span_attrs;
 
 use crate::{
     metrics::{HttpLabels, Metrics},
@@ -25,6 +29,9 @@ impl Extractor for HttpHeaders<'_> {
     }
 }
 
+/// Paths served without a span.
+const UNTRACED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 /// Wraps one request: span, metrics, trace id header.
 pub async fn observe<E: Endpoint>(
     endpoint: E,
@@ -34,19 +41,30 @@ pub async fn observe<E: Endpoint>(
 ) -> Result<Response> {
     let path = req.uri().path().to_string();
     let method = method_label(req.method());
-    // The span is named now: its name cannot change once its context exists.
     let route = routes.label(&path);
-    let span = tracing::debug_span!(
-        "http",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
-        http.method = method,
-        http.route = route.as_str(),
-        http.status_code = tracing::field::Empty,
-    );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeaders(req.headers())));
-    let _ = span.set_parent(parent);
+    let span = if UNTRACED.contains(&path.as_str()) {
+        tracing::Span::none()
+    } else {
+        // The span is named now: its name cannot change once its context exists. An
+        // unmatched path is named by its method alone (the conventions' low-cardinality
+        // rule).
+        let matched = (route != crate::routes::UNMATCHED).then_some(route.as_str());
+        let name = match matched {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        };
+        let span = tracing::debug_span!("http", otel.name = %name, otel.kind = "server");
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HttpHeaders(req.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let host = req
+            .headers()
+            .get(poem::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        span_attrs::http_request(&span, method, matched, &path, host);
+        span
+    };
     let trace_id = mesh_core::trace_context::trace_id(&span);
     let mut response = match endpoint.call(req).instrument(span.clone()).await {
         Ok(r) => r.into_response(),
@@ -61,7 +79,7 @@ pub async fn observe<E: Endpoint>(
                 .insert(poem::http::header::ALLOW, allow);
         }
     }
-    span.record("http.status_code", status);
+    span_attrs::http_response(&span, status);
     metrics
         .http_requests
         .get_or_create(&HttpLabels {

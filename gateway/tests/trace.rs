@@ -8,6 +8,7 @@ use futures::StreamExt;
 use gateway::{Gateway, Settings as GatewaySettings};
 use handlers::{runtime::Running, Settings, Topology};
 use mesh_core::{bus::NatsArgs, telemetry};
+use opentelemetry::{trace::Status, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use testsupport::{eventually, NatsServer};
@@ -23,7 +24,16 @@ async fn one_activation_is_one_trace_across_every_hop() {
     let server = NatsServer::start();
     let _nodes = Running::start(
         async_nats::connect(server.url()).await.unwrap(),
-        Topology::seed().without_work().nodes,
+        Topology::seed()
+            .without_work()
+            .nodes
+            .into_iter()
+            .chain([handlers::NodeSpec {
+                // Fails every activation (500 or 502).
+                work: handlers::Work::simulated(0, 1.0),
+                ..handlers::NodeSpec::new(schemas::NodeName::new("FAIL").unwrap())
+            }])
+            .collect(),
         Settings::default(),
     )
     .await
@@ -109,10 +119,7 @@ async fn one_activation_is_one_trace_across_every_hop() {
             )
         });
     // gateway HTTP span -> its call to UI -> UI's server span -> UI's call to D -> ...
-    let call_ui = spans
-        .iter()
-        .find(|s| s.name == "activate.UI request")
-        .unwrap();
+    let call_ui = spans.iter().find(|s| s.name == "send activate.UI").unwrap();
     assert_eq!(call_ui.parent_span_id, http.span_context.span_id());
     for (node, parent) in [
         ("UI", None),
@@ -126,31 +133,53 @@ async fn one_activation_is_one_trace_across_every_hop() {
     ] {
         let server = spans
             .iter()
-            .find(|s| s.name == format!("activate {node}"))
+            .find(|s| s.name == format!("process activate.{node}"))
             .unwrap_or_else(|| panic!("no server span for {node}"));
         assert_eq!(
             parent_name(server).as_deref(),
-            Some(format!("activate.{node} request").as_str())
+            Some(format!("send activate.{node}").as_str())
         );
         let call = by_id[&server.parent_span_id];
-        let expected = parent.map_or("POST /activate".to_string(), |p| format!("activate {p}"));
+        let expected = parent.map_or("POST /activate".to_string(), |p| {
+            format!("process activate.{p}")
+        });
         assert_eq!(
             parent_name(call).as_deref(),
             Some(expected.as_str()),
             "{node}'s caller"
         );
-        let attrs: HashMap<_, _> = server
-            .attributes
-            .iter()
-            .map(|kv| (kv.key.as_str().to_string(), kv.value.to_string()))
-            .collect();
-        assert_eq!(attrs.get("node").map(String::as_str), Some(node));
-        assert_eq!(attrs.get("code").map(String::as_str), Some("200"));
+        let attrs = attributes(server);
+        assert_eq!(attrs["node"], Value::from(node.to_string()));
+        assert_eq!(attrs["mesh.code"], Value::I64(200), "a number");
+        assert!(matches!(attrs["mesh.elapsed_ms"], Value::I64(_)));
         assert_eq!(
-            attrs.get("activation").map(String::as_str),
-            tree["activation_id"].as_str()
+            attrs["mesh.activation_id"],
+            Value::from(tree["activation_id"].as_str().unwrap().to_string())
         );
+        assert_eq!(attrs["messaging.system"], Value::from("nats"));
+        assert_eq!(
+            attrs["messaging.destination.name"],
+            Value::from(format!("activate.{node}"))
+        );
+        assert_eq!(attrs["messaging.operation.type"], Value::from("process"));
+        assert_eq!(attrs["messaging.consumer.group.name"], Value::from("mesh"));
+        assert_eq!(server.status, Status::Unset);
+        for noise in [
+            "thread.id",
+            "thread.name",
+            "code.filepath",
+            "busy_ns",
+            "idle_ns",
+        ] {
+            assert!(!attrs.contains_key(noise), "{noise} on {}", server.name);
+        }
     }
+    let http_attrs = attributes(http);
+    assert_eq!(http_attrs["http.request.method"], Value::from("POST"));
+    assert_eq!(http_attrs["http.route"], Value::from("/activate"));
+    assert_eq!(http_attrs["url.path"], Value::from("/activate"));
+    assert_eq!(http_attrs["http.response.status_code"], Value::I64(200));
+    assert_eq!(http_attrs["server.address"], Value::from("127.0.0.1"));
 
     // The trace id is in the status events too.
     let mut status = spy.subscribe("status.>").await.unwrap();
@@ -168,4 +197,104 @@ async fn one_activation_is_one_trace_across_every_hop() {
         .unwrap();
     let event: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
     assert_eq!(event["trace_id"], again_id.as_str());
+
+    // A failed activation: ERROR with a description on the node's span, the caller's
+    // and the HTTP span (a 5xx). An unknown path is named by its method alone.
+    let failed = reqwest::Client::new()
+        .post(format!("http://{addr}/activate"))
+        .json(&serde_json::json!({"node": "NOBODY_SERVES_THIS"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 404);
+    let known_down = reqwest::Client::new()
+        .post(format!("http://{addr}/activate"))
+        .json(&serde_json::json!({"node": "FAIL"}))
+        .send()
+        .await
+        .unwrap();
+    let failed_id = known_down.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = known_down.status().as_u16();
+    let failed_spans = eventually(
+        "the failed activation's spans",
+        Duration::from_secs(10),
+        || async {
+            let spans: Vec<_> = exporter
+                .get_finished_spans()
+                .unwrap()
+                .into_iter()
+                .filter(|s| s.span_context.trace_id().to_string() == failed_id)
+                .collect();
+            spans
+                .iter()
+                .any(|s| s.name == "POST /activate")
+                .then_some(spans)
+        },
+    )
+    .await;
+    assert!(code >= 500, "{code}");
+    let http = failed_spans
+        .iter()
+        .find(|s| s.name == "POST /activate")
+        .unwrap();
+    assert!(
+        matches!(http.status, Status::Error { .. }),
+        "{:?}",
+        http.status
+    );
+    for name in ["send activate.FAIL", "process activate.FAIL"] {
+        let span = eventually(name, Duration::from_secs(10), || async {
+            exporter
+                .get_finished_spans()
+                .unwrap()
+                .into_iter()
+                .find(|s| s.span_context.trace_id().to_string() == failed_id && s.name == name)
+        })
+        .await;
+        assert!(
+            matches!(&span.status, Status::Error { description } if description.contains("failed")),
+            "{name}: {:?}",
+            span.status
+        );
+        assert!(attributes(&span).contains_key("error.type"), "{name}");
+    }
+    let before = exporter.get_finished_spans().unwrap().len();
+    for probe in ["/healthz", "/readyz", "/metrics", "/nowhere"] {
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}{probe}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers().contains_key("x-trace-id"),
+            probe == "/nowhere",
+            "{probe}"
+        );
+    }
+    let unmatched = eventually(
+        "the unmatched path's span",
+        Duration::from_secs(10),
+        || async {
+            exporter
+                .get_finished_spans()
+                .unwrap()
+                .into_iter()
+                .skip(before)
+                .find(|s| s.name == "GET")
+        },
+    )
+    .await;
+    assert!(!attributes(&unmatched).contains_key("http.route"));
+    let probes = exporter.get_finished_spans().unwrap().len() - before;
+    assert_eq!(probes, 1, "only the unmatched path made a span");
+}
+
+fn attributes(span: &SpanData) -> HashMap<String, Value> {
+    span.attributes
+        .iter()
+        .map(|kv| (kv.key.as_str().to_string(), kv.value.clone()))
+        .collect()
 }

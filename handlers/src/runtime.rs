@@ -12,6 +12,7 @@ use async_nats::{
     Client,
 };
 use futures::StreamExt;
+use mesh_core::span_attrs::{self, Messaging};
 use schemas::{code, service::NodeMeta, subject, ActivationRequest, NodeName};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -286,14 +287,18 @@ async fn serve(node: &Node, request: service::Request) {
     let started = Instant::now();
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
+            let subject = subject::activate(&node.spec().name);
             let span = tracing::debug_span!(
                 "activate",
-                otel.name = %format!("activate {}", node.spec().name),
+                otel.name = %span_attrs::messaging_span_name(Messaging::Process, &subject),
                 otel.kind = "server",
                 node = %node.spec().name,
-                activation = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-                code = tracing::field::Empty,
+            );
+            span_attrs::messaging(
+                &span,
+                Messaging::Process,
+                &subject,
+                Some(subject::QUEUE_GROUP),
             );
             let _ = span.set_parent(mesh_core::trace_context::extract(
                 request.message.headers.as_ref(),
@@ -309,9 +314,7 @@ async fn serve(node: &Node, request: service::Request) {
                 .activate(activation, started, traceparent)
                 .instrument(span.clone())
                 .await;
-            span.record("activation", reply.activation_id.as_str());
-            span.record("outcome", tracing::field::display(reply.outcome));
-            span.record("code", reply.code);
+            span_attrs::activation(&span, &reply);
             match encode_within(reply, node.max_payload()) {
                 Ok(body) => respond(&request, Ok(body.into())).await,
                 Err(e) => tracing::error!(cause = %e, "cannot encode reply"),

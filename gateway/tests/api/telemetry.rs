@@ -159,7 +159,7 @@ async fn nodes_export_traces_over_otlp_when_configured() {
         Duration::from_secs(10),
         || async {
             let seen = collected.0.lock().unwrap();
-            seen.iter().find(|b| contains(b, b"activate E")).cloned()
+            seen.iter().find(|b| contains(b, b"process activate.E")).cloned()
         },
     )
     .await;
