@@ -4,10 +4,19 @@
 //! OpenTelemetry when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: exported over OTLP/HTTP, with the trace
 //! context carried in NATS headers. Otherwise tracing is off and costs nothing.
-//! `OTEL_SERVICE_NAME` overrides the service name; `OTEL_SDK_DISABLED=true` turns it off.
+//! `OTEL_SERVICE_NAME` overrides the service name; `OTEL_SDK_DISABLED=true` turns it off;
+//! `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` picks `http/protobuf` (default) or `http/json`;
+//! `OTEL_PROPAGATORS` picks the propagators (`tracecontext,baggage` by default, or
+//! `none`). A value this build cannot honour stops the process at start with a message.
 
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::SdkTracerProvider,
+    Resource,
+};
 use std::io::IsTerminal;
 use tracing::Level;
 
@@ -40,6 +49,61 @@ impl Drop for Telemetry {
     }
 }
 
+/// An OpenTelemetry setting from the environment that this build cannot honour.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}
+
+/// The OTLP protocol from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` (default `http/protobuf`).
+pub fn otlp_protocol() -> Result<opentelemetry_otlp::Protocol, ConfigError> {
+    let (name, value) = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| env_value(name).map(|v| (name, v)))
+    .unwrap_or(("", "http/protobuf".into()));
+    match value.as_str() {
+        "http/protobuf" => Ok(opentelemetry_otlp::Protocol::HttpBinary),
+        "http/json" => Ok(opentelemetry_otlp::Protocol::HttpJson),
+        "grpc" => Err(ConfigError(format!(
+            "{name}=grpc is not supported by this build (OTLP/gRPC would need tonic): use \
+             http/protobuf or http/json, on the collector's OTLP/HTTP port (4318)"
+        ))),
+        other => Err(ConfigError(format!(
+            "{name}={other} is not an OTLP protocol: use http/protobuf or http/json"
+        ))),
+    }
+}
+
+/// The propagators named by `OTEL_PROPAGATORS` (default `tracecontext,baggage`).
+pub fn propagator() -> Result<TextMapCompositePropagator, ConfigError> {
+    let value = env_value("OTEL_PROPAGATORS").unwrap_or_else(|| "tracecontext,baggage".into());
+    let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "tracecontext" => propagators.push(Box::new(TraceContextPropagator::new())),
+            "baggage" => propagators.push(Box::new(BaggagePropagator::new())),
+            "none" => propagators.clear(),
+            other => {
+                return Err(ConfigError(format!(
+                    "OTEL_PROPAGATORS: {other} is not supported by this build (tracecontext, \
+                     baggage, none)"
+                )))
+            }
+        }
+    }
+    Ok(TextMapCompositePropagator::new(propagators))
+}
+
 /// Whether the standard OTLP environment asks for export.
 pub fn otlp_configured() -> bool {
     let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
@@ -51,35 +115,57 @@ pub fn otlp_configured() -> bool {
 /// as `service` (the OpenTelemetry service name unless `OTEL_SERVICE_NAME` says
 /// otherwise). Without export no OpenTelemetry layer is installed: spans cost only what
 /// logging costs, and no trace context is created or propagated.
-pub fn init(service: &str, format: LogFormat) -> Telemetry {
+pub fn init(service: &str, format: LogFormat) -> Result<Telemetry, ConfigError> {
+    let propagator = propagator()?;
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
     let builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build());
     if !otlp_configured() {
-        return init_layers(builder.build(), format, false, false);
+        return Ok(init_layers(
+            builder.build(),
+            format,
+            false,
+            false,
+            propagator,
+        ));
     }
+    let protocol = otlp_protocol()?;
     match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_protocol(protocol)
         .build()
     {
-        Ok(exporter) => init_with(builder.with_batch_exporter(exporter).build(), format),
-        Err(e) => {
-            eprintln!("OTLP export is configured but unusable, tracing is off: {e}");
-            init_layers(builder.build(), format, false, false)
-        }
+        Ok(exporter) => Ok(init_layers(
+            builder.with_batch_exporter(exporter).build(),
+            format,
+            true,
+            false,
+            propagator,
+        )),
+        Err(e) => Err(ConfigError(format!(
+            "OTLP export is configured but unusable: {e}"
+        ))),
     }
 }
 
 /// Installs logging and tracing with a given tracer provider. Only the first call in a
 /// process takes effect.
 pub fn init_with(provider: SdkTracerProvider, format: LogFormat) -> Telemetry {
-    init_layers(provider, format, true, false)
+    init_layers(provider, format, true, false, default_propagator())
+}
+
+/// `tracecontext,baggage`.
+fn default_propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
 }
 
 /// As [`init_with`] for a test (with an in-memory exporter): logs go through the test
 /// harness, which shows them only when the test fails.
 pub fn init_for_test(provider: SdkTracerProvider) -> Telemetry {
-    init_layers(provider, LogFormat::Text, true, true)
+    init_layers(provider, LogFormat::Text, true, true, default_propagator())
 }
 
 fn init_layers(
@@ -87,8 +173,9 @@ fn init_layers(
     format: LogFormat,
     traced: bool,
     test: bool,
+    propagator: TextMapCompositePropagator,
 ) -> Telemetry {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_text_map_propagator(propagator);
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let logs = match format {

@@ -181,6 +181,27 @@ async fn one_activation_is_one_trace_across_every_hop() {
     assert_eq!(http_attrs["http.response.status_code"], Value::I64(200));
     assert_eq!(http_attrs["server.address"], Value::from("127.0.0.1"));
 
+    // A caller's baggage travels on with the trace context (OTEL_PROPAGATORS default).
+    let _ = reqwest::Client::new()
+        .post(format!("http://{addr}/activate"))
+        .header("baggage", "tenant=blue")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    // D's next request is this activation's (activations here run one at a time).
+    let next_to_d = tokio::time::timeout(Duration::from_secs(10), to_d.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let with_baggage = next_to_d
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("baggage"))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert_eq!(with_baggage, "tenant=blue");
+
     // The trace id is in the status events too.
     let mut status = spy.subscribe("status.>").await.unwrap();
     mesh_core::bus::sync(&spy).await.unwrap();

@@ -135,36 +135,80 @@ async fn nodes_export_traces_over_otlp_when_configured() {
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
 
     let server = NatsServer::start();
-    let bin = Path::new(env!("CARGO_BIN_EXE_gateway"))
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // Protobuf by default; JSON when OTEL_EXPORTER_OTLP_PROTOCOL asks for it.
+    for (node, protocol) in [("E", None), ("J", Some("http/json"))] {
+        let mut command = std::process::Command::new(handlers_bin());
+        command
+            .args(["--nats-url", &server.url(), "-n", node])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        if let Some(protocol) = protocol {
+            command.env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol);
+        }
+        let mut process = Proc::spawn("handlers", &mut command);
+        let n = name(node);
+        eventually("the node serves", Duration::from_secs(10), || async {
+            let r =
+                mesh_core::call::activate(&client, &n, &Default::default(), Duration::from_secs(1))
+                    .await;
+            (r.outcome == schemas::Outcome::Ok).then_some(())
+        })
+        .await;
+        let span_name = format!("process activate.{node}");
+        let body = eventually(
+            "spans reach the collector",
+            Duration::from_secs(10),
+            || async {
+                let seen = collected.0.lock().unwrap();
+                seen.iter()
+                    .find(|b| contains(b, span_name.as_bytes()))
+                    .cloned()
+            },
+        )
+        .await;
+        assert!(
+            contains(&body, format!("node-{node}").as_bytes()),
+            "the service name is per node"
+        );
+        let json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+        assert_eq!(json, protocol.is_some(), "{node}: JSON exactly when asked");
+        process.kill();
+    }
+}
+
+fn handlers_bin() -> std::path::PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_gateway"))
         .parent()
         .unwrap()
-        .join("handlers");
-    let mut node = Proc::spawn(
-        "handlers",
-        std::process::Command::new(bin)
-            .args(["--nats-url", &server.url(), "-n", "E"])
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    );
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let e = name("E");
-    eventually("E serves", Duration::from_secs(10), || async {
-        let r = mesh_core::call::activate(&client, &e, &Default::default(), Duration::from_secs(1))
-            .await;
-        (r.outcome == schemas::Outcome::Ok).then_some(())
-    })
-    .await;
-    let body = eventually(
-        "spans reach the collector",
-        Duration::from_secs(10),
-        || async {
-            let seen = collected.0.lock().unwrap();
-            seen.iter().find(|b| contains(b, b"process activate.E")).cloned()
-        },
-    )
-    .await;
-    assert!(contains(&body, b"node-E"), "the service name is per node");
-    node.kill();
+        .join("handlers")
+}
+
+#[test]
+fn otel_settings_this_build_cannot_honour_stop_it_at_start() {
+    for (var, value, says) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
+            "not supported by this build",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "thrift",
+            "not an OTLP protocol",
+        ),
+        ("OTEL_PROPAGATORS", "tracecontext,b3", "b3 is not supported"),
+    ] {
+        let out = std::process::Command::new(handlers_bin())
+            .args(["-n", "X", "--nats-url", "nats://127.0.0.1:1"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{var}={value}: {stderr}");
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -220,7 +220,13 @@ fn main() -> ExitCode {
         _ => "nats-mesh-nodes".to_string(),
     };
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
-    let _telemetry = telemetry::init(&service, cli.log_format);
+    let _telemetry = match telemetry::init(&service, cli.log_format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for notice in renamed {
         tracing::warn!("{notice}");
     }
