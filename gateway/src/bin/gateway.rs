@@ -338,7 +338,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let settings = config.settings()?;
     let listen = config.listen;
-    let client = config.nats.connect_eventually("nats-mesh gateway").await?;
+    // Signals are handled from here on: also while NATS is not reachable yet.
+    let mut stop = std::pin::pin!(mesh_core::shutdown::signal());
+    let client = tokio::select! {
+        client = config.nats.connect_eventually("nats-mesh gateway") => client?,
+        _ = &mut stop => return Ok(()),
+    };
     let acceptor = TcpListener::bind(listen)
         .into_acceptor()
         .await
@@ -352,9 +357,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "gateway on http://{addr}/ (page), http://{addr}/docs (Swagger UI), http://{addr}/events (SSE)"
     );
-    gateway
-        .serve(acceptor, mesh_core::shutdown::signal())
-        .await?;
+    gateway.serve(acceptor, stop).await?;
     mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())

@@ -258,7 +258,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         [one] => format!("nats-mesh node {}", one.name),
         _ => "nats-mesh nodes".to_string(),
     };
-    let client = cli.nats.connect_eventually(&client_name).await?;
+    // Signals are handled from here on: also while NATS is not reachable yet.
+    let mut stop = std::pin::pin!(mesh_core::shutdown::signal());
+    let client = tokio::select! {
+        client = cli.nats.connect_eventually(&client_name) => client?,
+        _ = &mut stop => return Ok(()),
+    };
     let settings = Settings {
         max_in_flight: usize::try_from(cli.max_in_flight)?,
         seed: cli.seed,
@@ -268,13 +273,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         },
         status_ack: cli.status_ack,
     };
-    runtime::run(
-        client.clone(),
-        nodes,
-        settings,
-        mesh_core::shutdown::signal(),
-    )
-    .await?;
+    runtime::run(client.clone(), nodes, settings, stop).await?;
     mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
