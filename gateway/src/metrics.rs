@@ -1,12 +1,17 @@
-//! Prometheus metrics of the gateway, served as text on `GET /metrics`.
+//! Prometheus metrics of the gateway, served on `GET /metrics` as OpenMetrics text when
+//! the scraper asks for it (`Accept: application/openmetrics-text`) and as the classic
+//! Prometheus text format 0.0.4 otherwise, with the `process_*` metrics of the gateway
+//! process and a build-info gauge. Every label takes its values from a fixed set.
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
-        counter::Counter,
+        counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{exponential_buckets, Histogram},
+        info::Info,
     },
     registry::Registry,
 };
@@ -29,7 +34,17 @@ pub struct CodeLabels {
     pub code: u16,
 }
 
+/// Labels of an HTTP request's duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route, as in [`HttpLabels`].
+    pub route: String,
+    /// The method, as in [`HttpLabels`].
+    pub method: &'static str,
+}
+
 type HistogramFamily = Family<CodeLabels, Histogram, fn() -> Histogram>;
+type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric of the gateway.
 pub struct Metrics {
@@ -38,6 +53,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Latency of `POST /activate`, by code.
     pub activation_seconds: HistogramFamily,
+    /// Duration of HTTP requests (until the response head), by route and method.
+    pub http_request_seconds: DurationFamily,
     /// SSE clients connected (set at scrape time).
     pub sse_clients: Gauge,
     /// 1 when connected to NATS (set at scrape time).
@@ -57,11 +74,14 @@ fn activation_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("mesh_gateway");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("mesh_gateway");
         let metrics = Self {
             registry: Registry::default(),
             http_requests: Family::default(),
             activation_seconds: Family::new_with_constructor(activation_histogram),
+            http_request_seconds: Family::new_with_constructor(activation_histogram),
             sse_clients: Gauge::default(),
             nats_connected: Gauge::default(),
             events_relayed: Counter::default(),
@@ -72,6 +92,16 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests by route, method and status",
             metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Duration of HTTP requests until the response head, by route and method",
+            metrics.http_request_seconds.clone(),
+        );
+        registry.register(
+            "build",
+            "The gateway's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         registry.register(
             "activation_seconds",
@@ -104,19 +134,164 @@ impl Default for Metrics {
             metrics.events_dropped.clone(),
         );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
     }
 }
 
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 impl Metrics {
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The metrics for a scraper that sent `accept`: the body and its content type.
+    pub fn negotiate(&self, accept: Option<&str>) -> (String, &'static str) {
+        let open_metrics = accept.is_some_and(|a| a.contains("application/openmetrics-text"));
+        if open_metrics {
+            (self.render(), OPENMETRICS)
+        } else {
+            (to_prometheus_text(&self.render()), PROMETHEUS_TEXT)
+        }
+    }
+}
+
+/// OpenMetrics text as the classic Prometheus text format 0.0.4: no `# EOF` or `# UNIT`
+/// lines, counter families named by their `_total` samples, info families as gauges
+/// named by their `_info` samples.
+pub fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut renamed = std::collections::HashMap::new();
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.split_once(' ') {
+                Some((name, "counter")) => {
+                    renamed.insert(name, (format!("{name}_total"), "counter"));
+                }
+                Some((name, "info")) => {
+                    renamed.insert(name, (format!("{name}_info"), "gauge"));
+                }
+                Some((name, "unknown")) => {
+                    renamed.insert(name, (name.to_string(), "untyped"));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match comment.and_then(|(p, rest)| {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            renamed.get(name).map(|(new, kind)| (p, new, kind, tail))
+        }) {
+            Some(("# TYPE ", new, kind, _)) => out.push_str(&format!("# TYPE {new} {kind}")),
+            Some((p, new, _, tail)) => out.push_str(&format!("{p}{new} {tail}")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The `process_*` metrics of this process, read from `/proc` at each scrape (Linux;
+/// nothing elsewhere).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return Ok(());
+        };
+        // Fields after the command name (which may hold spaces), from field 3 on.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let ticks = sysconf(nix::unistd::SysconfVar::CLK_TCK, 100.0);
+        let page = sysconf(nix::unistd::SysconfVar::PAGE_SIZE, 4096.0);
+        let cpu = field(14).zip(field(15)).map(|(u, s)| (u + s) / ticks);
+        let start = field(22).zip(boot_time).map(|(t, b)| b + t / ticks);
+        let virtual_bytes = field(23);
+        let resident = field(24).map(|pages| pages * page);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as f64)
+            .ok();
+        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft as f64);
+        if let Some(cpu) = cpu {
+            let counter = ConstCounter::new(cpu);
+            let m = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(m)?;
+        }
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                resident,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                max_fds,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                start,
+            ),
+        ] {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value);
+                let m = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                gauge.encode(m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `sysconf` value, or `default` where the system does not say.
+fn sysconf(var: nix::unistd::SysconfVar, default: f64) -> f64 {
+    match nix::unistd::sysconf(var) {
+        Ok(Some(v)) if v > 0 => v as f64,
+        _ => default,
     }
 }
 
@@ -144,5 +319,23 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        assert!(text.contains("mesh_gateway_build_info{version="), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+
+        let (classic, content_type) = m.negotiate(Some("text/plain"));
+        assert_eq!(content_type, PROMETHEUS_TEXT);
+        assert!(!classic.contains("# EOF"));
+        assert!(
+            classic.contains("# TYPE mesh_gateway_http_requests_total counter"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE mesh_gateway_build_info gauge"),
+            "{classic}"
+        );
+        let (open, content_type) = m.negotiate(Some("application/openmetrics-text;version=1.0.0"));
+        assert_eq!(content_type, OPENMETRICS);
+        assert!(open.ends_with("# EOF\n"));
     }
 }

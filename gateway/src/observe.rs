@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use mesh_core::span_attrs;
 
 use crate::{
-    metrics::{HttpLabels, Metrics},
+    metrics::{HttpLabels, Metrics, RouteLabels},
     routes::{method_label, RouteTable},
 };
 
@@ -66,6 +66,7 @@ pub async fn observe<E: Endpoint>(
         span
     };
     let trace_id = mesh_core::trace_context::trace_id(&span);
+    let started = std::time::Instant::now();
     let mut response = match endpoint.call(req).instrument(span.clone()).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
@@ -80,6 +81,13 @@ pub async fn observe<E: Endpoint>(
         }
     }
     span_attrs::http_response(&span, status);
+    metrics
+        .http_request_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+            method,
+        })
+        .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
         .get_or_create(&HttpLabels {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use poem_openapi::{
+    param::Header,
     payload::{Json, PlainText},
     ApiResponse, Object, OpenApi,
 };
@@ -34,6 +35,24 @@ pub enum ReadyResponse {
     /// Not connected to NATS.
     #[oai(status = 503)]
     NotReady(Json<Health>),
+}
+
+/// The metrics, in the format the scraper asked for.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// The classic Prometheus text format 0.0.4 (what a scraper gets unless it asks for
+    /// OpenMetrics).
+    #[oai(
+        status = 200,
+        content_type = "text/plain; version=0.0.4; charset=utf-8"
+    )]
+    Prometheus(PlainText<String>),
+    /// OpenMetrics text, for `Accept: application/openmetrics-text`.
+    #[oai(
+        status = 200,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )]
+    OpenMetrics(PlainText<String>),
 }
 
 /// Health operations.
@@ -69,21 +88,31 @@ impl HealthApi {
 
     /// Metrics
     ///
-    /// Prometheus text format: HTTP requests by route and status, `POST /activate`
-    /// latency histogram, SSE clients, events relayed, refused and dropped, NATS
-    /// connection state. Per-node counts are on the bus: `$SRV.STATS`.
+    /// Prometheus text format 0.0.4, or OpenMetrics when the `Accept` header asks for
+    /// `application/openmetrics-text`: HTTP requests by route, method and status, their
+    /// duration, `POST /activate` latency histogram, SSE clients, events relayed,
+    /// refused and dropped, NATS connection state, `process_*` metrics and the build
+    /// info. Per-node counts are on the bus: `$SRV.STATS`.
     #[oai(
         path = "/metrics",
         method = "get",
         tag = "ApiTags::Health",
         operation_id = "metrics"
     )]
-    async fn metrics(&self) -> PlainText<String> {
+    async fn metrics(
+        &self,
+        /// `application/openmetrics-text` selects OpenMetrics.
+        #[oai(name = "accept")]
+        accept: Header<Option<String>>,
+    ) -> MetricsResponse {
         let m = &self.0.metrics;
         m.sse_clients
             .set(i64::try_from(self.0.sse_clients()).unwrap_or(i64::MAX));
         m.nats_connected.set(i64::from(self.0.bus_connected()));
-        PlainText(m.render())
+        match m.negotiate(accept.0.as_deref()) {
+            (body, crate::metrics::OPENMETRICS) => MetricsResponse::OpenMetrics(PlainText(body)),
+            (body, _) => MetricsResponse::Prometheus(PlainText(body)),
+        }
     }
 
     /// Readiness

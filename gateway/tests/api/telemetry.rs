@@ -18,21 +18,27 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// Parses Prometheus text with the reference parser (prometheus-client from PyPI) and
-/// returns `{sample name + labels: value}`.
-fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+/// Parses Prometheus text with the reference parser (prometheus-client from PyPI: its
+/// classic parser, or its OpenMetrics one) and returns `{sample name + labels: value}`.
+fn parse_prometheus(text: &str, open_metrics: bool) -> std::collections::HashMap<String, f64> {
+    let import = if open_metrics {
+        "from prometheus_client.openmetrics.parser import text_string_to_metric_families"
+    } else {
+        "from prometheus_client.parser import text_string_to_metric_families"
+    };
     let script = r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
+IMPORT
 out = {}
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
         out[f"{s.name}{{{labels}}}"] = s.value
 print(json.dumps(out))
-"#;
+"#
+    .replace("IMPORT", import);
     let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
+        .args(["-c", &script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,7 +67,11 @@ async fn metrics_parse_and_move_with_activations() {
     let scrape = || async {
         let r = app.http.get(app.url("/metrics")).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        parse_prometheus(&r.text().await.unwrap())
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        parse_prometheus(&r.text().await.unwrap(), false)
     };
     let before = scrape().await;
     let _sse = app.sse("", None).await;
@@ -108,6 +118,38 @@ async fn metrics_parse_and_move_with_activations() {
     assert!(after.contains_key("mesh_gateway_events_dropped_total{}"));
     let scrapes = r#"mesh_gateway_http_requests_total{method="GET",route="/metrics",status="200"}"#;
     assert!(get(&after, scrapes) >= 1.0);
+    assert!(get(&after, "process_resident_memory_bytes{}") > 1e6);
+    assert!(get(&after, "process_open_fds{}") > 0.0);
+    assert!(after.contains_key("process_cpu_seconds_total{}"));
+    assert_eq!(
+        get(
+            &after,
+            &format!(
+                r#"mesh_gateway_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    let timed =
+        r#"mesh_gateway_http_request_duration_seconds_count{method="POST",route="/activate"}"#;
+    assert!(get(&after, timed) >= 2.0, "{after:?}");
+
+    // A scraper asking for OpenMetrics gets it, and its parser reads the same counters.
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let open = parse_prometheus(&r.text().await.unwrap(), true);
+    assert_eq!(get(&open, not_found), 1.0, "{open:?}");
+    assert!(get(&open, "process_resident_memory_bytes{}") > 1e6);
 }
 
 #[derive(Clone, Default)]
