@@ -21,7 +21,11 @@ use std::io::IsTerminal;
 use tracing::Level;
 
 use tracing_subscriber::{
-    filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+    filter::{self, FilterExt, Targets},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
 };
 
 /// How log lines are written.
@@ -185,13 +189,31 @@ fn init_layers(
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        // Inside a traced span the line carries the span's fields, `trace_id` and
+        // `span_id` among them (under `span`).
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     // Spans are at debug level: disabled, and free, unless traced or `RUST_LOG` asks.
     let spans = Targets::new()
         .with_target("handlers", Level::DEBUG)
         .with_target("gateway", Level::DEBUG)
         .with_target("mesh_core", Level::DEBUG);
+    // JSON lines of a traced process carry their span's ids: the fmt layer must see our
+    // (debug-level) spans for that, which costs nothing more since tracing enables them
+    // anyway. Events stay filtered by `RUST_LOG`.
+    let with_span_ids = traced && format == LogFormat::Json;
+    let span_context = filter::filter_fn(move |meta| {
+        with_span_ids
+            && meta.is_span()
+            && ["handlers", "gateway", "mesh_core"]
+                .iter()
+                .any(|t| meta.target().starts_with(t))
+    });
     let traces = traced.then(|| {
         tracing_opentelemetry::layer()
             // No per-span thread, source location or busy/idle time: noise in every span.
@@ -202,7 +224,7 @@ fn init_layers(
             .with_filter(spans)
     });
     let _ = tracing_subscriber::registry()
-        .with(logs.with_filter(filter()))
+        .with(logs.with_filter(filter().or(span_context)))
         .with(traces)
         .try_init();
     Telemetry { provider }

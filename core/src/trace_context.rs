@@ -54,6 +54,22 @@ pub fn extract(headers: Option<&HeaderMap>) -> Context {
 }
 
 /// The trace id of `span` as 32 hex digits, when it belongs to a trace.
+/// Records the span's OpenTelemetry ids in its `trace_id` and `span_id` fields (declared
+/// `Empty` by the span), so that JSON log lines inside it carry them; nothing when the
+/// span is not traced.
+pub fn record_ids(span: &tracing::Span) {
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+        span.record("span_id", span_context.span_id().to_string());
+    }
+}
+
+/// The span's trace id (32 hex digits), when it is traced.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     if span.is_disabled() {
         return None;

@@ -53,11 +53,18 @@ pub async fn observe<E: Endpoint>(
             Some(route) => format!("{method} {route}"),
             None => method.to_string(),
         };
-        let span = tracing::debug_span!("http", otel.name = %name, otel.kind = "server");
+        let span = tracing::debug_span!(
+            "http",
+            otel.name = %name,
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&HttpHeaders(req.headers()))
         });
         let _ = span.set_parent(parent);
+        mesh_core::trace_context::record_ids(&span);
         let host = req
             .headers()
             .get(poem::http::header::HOST)

@@ -293,6 +293,8 @@ async fn serve(node: &Node, request: service::Request) {
                 otel.name = %span_attrs::messaging_span_name(Messaging::Process, &subject),
                 otel.kind = "server",
                 node = %node.spec().name,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             );
             span_attrs::messaging(
                 &span,
@@ -303,6 +305,7 @@ async fn serve(node: &Node, request: service::Request) {
             let _ = span.set_parent(mesh_core::trace_context::extract(
                 request.message.headers.as_ref(),
             ));
+            mesh_core::trace_context::record_ids(&span);
             // The trace context a function receives: this node's span when traced, else
             // whatever the caller sent.
             let traceparent = mesh_core::trace_context::headers_for(&span)

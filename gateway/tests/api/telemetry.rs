@@ -256,3 +256,68 @@ fn otel_settings_this_build_cannot_honour_stop_it_at_start() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[tokio::test]
+async fn json_log_lines_inside_an_activation_carry_its_trace_id() {
+    // An endpoint that takes the spans and drops them.
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new()
+        .at("/v1/traces", post(collect))
+        .data(Collected::default());
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    let server = NatsServer::start();
+    let node = Proc::spawn(
+        "handlers",
+        std::process::Command::new(handlers_bin())
+            .args([
+                "--nats-url",
+                &server.url(),
+                "-n",
+                "E",
+                "--log-format",
+                "json",
+            ])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .env("RUST_LOG", "info"),
+    );
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").as_str(),
+    );
+    // A request whose path already holds E: refused as a loop, which E logs.
+    let looped = json!({"path": ["E"], "timeout_ms": 1000}).to_string();
+    let line = eventually(
+        "E's log line of the loop",
+        Duration::from_secs(20),
+        || async {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                client.request_with_headers("activate.E", headers.clone(), looped.clone().into()),
+            )
+            .await;
+            node.output()
+                .lines()
+                .find(|l| l.contains("loop refused"))
+                .map(String::from)
+        },
+    )
+    .await;
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["span"]["trace_id"], trace_id, "{line}");
+    assert_eq!(
+        line["span"]["span_id"].as_str().map(str::len),
+        Some(16),
+        "{line}"
+    );
+    assert!(
+        !node.output().contains('\u{1b}'),
+        "no ANSI codes in a log file"
+    );
+}
