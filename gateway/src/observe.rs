@@ -41,6 +41,8 @@ pub async fn observe<E: Endpoint>(
 ) -> Result<Response> {
     let path = req.uri().path().to_string();
     let method = method_label(req.method());
+    // The method as sent, for the access log only (never a label).
+    let req_method = req.method().clone();
     let route = routes.label(&path);
     let span = if UNTRACED.contains(&path.as_str()) {
         tracing::Span::none()
@@ -88,13 +90,24 @@ pub async fn observe<E: Endpoint>(
         }
     }
     span_attrs::http_response(&span, status);
+    let elapsed = started.elapsed();
+    // The access log: one line per request, at debug (`RUST_LOG=gateway::access=debug`).
+    tracing::debug!(
+        target: "gateway::access",
+        method = %req_method,
+        path = %path,
+        route = %route,
+        status,
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
     metrics
         .http_request_seconds
         .get_or_create(&RouteLabels {
             route: route.clone(),
             method,
         })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     metrics
         .http_requests
         .get_or_create(&HttpLabels {

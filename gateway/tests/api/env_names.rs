@@ -32,7 +32,9 @@ async fn old_names_are_read_with_a_warning_and_node_name_is_ignored() {
         Command::new(GATEWAY)
             .env("NATS_URL", server.url())
             .env("GATEWAY_LISTEN", &listen)
-            .env_remove("MESH_GATEWAY_LISTEN"),
+            .env_remove("MESH_GATEWAY_LISTEN")
+            // And the access log, one line per request.
+            .env("RUST_LOG", "info,gateway::access=debug"),
     );
     let http = reqwest::Client::new();
     let topology = eventually(
@@ -60,4 +62,11 @@ async fn old_names_are_read_with_a_warning_and_node_name_is_ignored() {
         nodes.output()
     );
     assert!(gateway.output().contains("GATEWAY_LISTEN is deprecated"));
+    let access = gateway.output();
+    assert!(
+        access.lines().any(|l| l.contains("request")
+            && l.contains("route=/topology")
+            && l.contains("status=200")),
+        "{access}"
+    );
 }
