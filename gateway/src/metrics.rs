@@ -43,7 +43,24 @@ pub struct RouteLabels {
     pub method: &'static str,
 }
 
+/// Labels of one node's activations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeOutcomeLabels {
+    /// The node (a discovered one; events of unknown nodes are not counted).
+    pub node: String,
+    /// `ok`, `failed`, `timeout`, `unavailable`, `loop` or `rejected`, from its code.
+    pub outcome: &'static str,
+}
+
+/// Labels of one node's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// The node.
+    pub node: String,
+}
+
 type HistogramFamily = Family<CodeLabels, Histogram, fn() -> Histogram>;
+type NodeHistogramFamily = Family<NodeLabels, Histogram, fn() -> Histogram>;
 type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric of the gateway.
@@ -65,6 +82,38 @@ pub struct Metrics {
     pub events_refused: Counter,
     /// Events a lagging SSE client missed because history no longer held them.
     pub events_dropped: Counter,
+    /// Activations of each discovered node by outcome, from their final status events
+    /// (every activation of the node, whoever started it).
+    pub node_activations: Family<NodeOutcomeLabels, Counter>,
+    /// Time each discovered node spent on its activations, from their final status events.
+    pub node_seconds: NodeHistogramFamily,
+}
+
+impl Metrics {
+    /// Counts one finished activation of a discovered node.
+    pub fn node_finished(&self, node: &str, code: Option<u16>, elapsed_ms: Option<u64>) {
+        let outcome = match code {
+            Some(200) => "ok",
+            Some(504) => "timeout",
+            Some(503) => "unavailable",
+            Some(508) => "loop",
+            Some(400..=499) => "rejected",
+            _ => "failed",
+        };
+        self.node_activations
+            .get_or_create(&NodeOutcomeLabels {
+                node: node.to_string(),
+                outcome,
+            })
+            .inc();
+        if let Some(ms) = elapsed_ms {
+            self.node_seconds
+                .get_or_create(&NodeLabels {
+                    node: node.to_string(),
+                })
+                .observe(ms as f64 / 1000.0);
+        }
+    }
 }
 
 fn activation_histogram() -> Histogram {
@@ -87,6 +136,8 @@ impl Default for Metrics {
             events_relayed: Counter::default(),
             events_refused: Counter::default(),
             events_dropped: Counter::default(),
+            node_activations: Family::default(),
+            node_seconds: Family::new_with_constructor(activation_histogram),
         };
         registry.register(
             "http_requests",
@@ -132,6 +183,16 @@ impl Default for Metrics {
             "events_dropped",
             "Events lagging SSE clients missed",
             metrics.events_dropped.clone(),
+        );
+        root.register(
+            "mesh_node_activations",
+            "Activations of each discovered node by outcome, from the nodes' status events",
+            metrics.node_activations.clone(),
+        );
+        root.register(
+            "mesh_node_activation_seconds",
+            "Time each discovered node spent on an activation, from its status events",
+            metrics.node_seconds.clone(),
         );
         Self {
             registry: root,

@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::{sse::SseEvent, subject, ActivationId, NodeName, StatusEvent};
+use schemas::{sse::SseEvent, subject, ActivationId, NodeName, NodeState, StatusEvent};
 
 use super::states::LatestStates;
 use tokio::sync::{broadcast, Notify};
@@ -176,6 +176,10 @@ impl Relay {
         let node = event.node.clone();
         let activation = event.activation_id.clone();
         let is_known = known(&node);
+        if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
+            self.metrics
+                .node_finished(node.as_str(), event.code, event.elapsed_ms);
+        }
         lock(&self.last_state).record(Arc::new(event), is_known);
         Ok(self.push(id, Some(node), activation, data))
     }

@@ -73,6 +73,7 @@ async fn metrics_parse_and_move_with_activations() {
         );
         parse_prometheus(&r.text().await.unwrap(), false)
     };
+    app.wait_for_nodes(8).await;
     let before = scrape().await;
     let _sse = app.sse("", None).await;
     let (status, _) = app.activate(json!({})).await;
@@ -118,6 +119,17 @@ async fn metrics_parse_and_move_with_activations() {
     assert!(after.contains_key("mesh_gateway_events_dropped_total{}"));
     let scrapes = r#"mesh_gateway_http_requests_total{method="GET",route="/metrics",status="200"}"#;
     assert!(get(&after, scrapes) >= 1.0);
+    // Per node, from the nodes' own status events.
+    for node in ["UI", "D", "TM"] {
+        let ok = format!(r#"mesh_node_activations_total{{node="{node}",outcome="ok"}}"#);
+        assert_eq!(
+            get(&after, &ok) - get(&before, &ok),
+            1.0,
+            "{node}: {after:?}"
+        );
+        let timed = format!(r#"mesh_node_activation_seconds_count{{node="{node}"}}"#);
+        assert_eq!(get(&after, &timed) - get(&before, &timed), 1.0, "{node}");
+    }
     assert!(get(&after, "process_resident_memory_bytes{}") > 1e6);
     assert!(get(&after, "process_open_fds{}") > 0.0);
     assert!(after.contains_key("process_cpu_seconds_total{}"));
