@@ -100,24 +100,17 @@ impl History {
             tokio::time::timeout(Duration::from_secs(3), context.get_or_create_stream(wanted))
                 .await;
         match opened {
-            Ok(Ok(mut stream)) => {
-                let had = stream.get_info().await.map(|i| {
-                    (
-                        i.config.max_age,
-                        i.config.max_bytes,
-                        i.config.max_message_size,
-                    )
-                });
-                if matches!(had, Ok(had) if had != stream_limits) {
-                    let mut config = stream.cached_info().config.clone();
+            Ok(Ok(stream)) => {
+                // The stream as the server has it (made now, or long ago with other limits).
+                let had = &stream.cached_info().config;
+                if (had.max_age, had.max_bytes, had.max_message_size) != stream_limits {
+                    let mut config = had.clone();
                     (config.max_age, config.max_bytes, config.max_message_size) = stream_limits;
                     match context.update_stream(config).await {
-                        Ok(_) => {
-                            tracing::info!(stream = %settings.name, limits = ?stream_limits, "stream limits updated to the configured ones");
-                            if let Ok(s) = context.get_stream(&settings.name).await {
-                                stream = s;
-                            }
-                        }
+                        Ok(_) => tracing::info!(
+                            stream = %settings.name, limits = ?stream_limits,
+                            "stream limits updated to the configured ones"
+                        ),
                         Err(e) => tracing::error!(
                             stream = %settings.name, cause = %e,
                             "CANNOT APPLY THE CONFIGURED LIMITS to the existing stream: it keeps its old ones"
