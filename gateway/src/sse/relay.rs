@@ -180,7 +180,7 @@ impl Relay {
             self.metrics
                 .node_finished(node.as_str(), event.code, event.elapsed_ms);
         }
-        lock(&self.last_state).record(Arc::new(event), is_known);
+        lock(&self.last_state).record(event, is_known);
         Ok(self.push(id, Some(node), activation, data))
     }
 

@@ -2,16 +2,13 @@
 //! small number of the most recent others (anyone on the bus may publish on
 //! `status.<any name>`, and those must not grow the gateway's memory).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::collections::{HashMap, VecDeque};
 
 use schemas::{NodeName, StatusEvent};
 
 /// Latest states, by node.
 pub struct LatestStates {
-    states: HashMap<NodeName, Arc<StatusEvent>>,
+    states: HashMap<NodeName, StatusEvent>,
     /// Nodes discovery did not know when they published, oldest first; at most
     /// `unknown_capacity` of them keep a state.
     unknown: VecDeque<NodeName>,
@@ -30,7 +27,7 @@ impl LatestStates {
 
     /// Records `event` as its node's latest; `known` says whether discovery knows the
     /// node. The oldest unknown node's state goes when there are too many.
-    pub fn record(&mut self, event: Arc<StatusEvent>, known: bool) {
+    pub fn record(&mut self, event: StatusEvent, known: bool) {
         let node = event.node.clone();
         let was_unknown = self.unknown.contains(&node);
         if known {
@@ -50,7 +47,7 @@ impl LatestStates {
 
     /// The latest state of `node`.
     pub fn get(&self, node: &NodeName) -> Option<&StatusEvent> {
-        self.states.get(node).map(Arc::as_ref)
+        self.states.get(node)
     }
 
     /// Number of nodes with a state.
@@ -68,9 +65,9 @@ impl LatestStates {
 mod tests {
     use super::*;
 
-    fn event(node: &str) -> Arc<StatusEvent> {
+    fn event(node: &str) -> StatusEvent {
         let json = format!(r#"{{"node":"{node}","state":"ok","at":"t"}}"#);
-        Arc::new(serde_json::from_str(&json).unwrap())
+        serde_json::from_str(&json).unwrap()
     }
 
     fn name(n: &str) -> NodeName {
