@@ -1,19 +1,22 @@
 //! Topology discovered from the bus through `$SRV.INFO`: never hard-coded.
 //!
-//! Discovery asks every service for its info, keeps the nats-mesh nodes (see
-//! [`NodeMeta::from_metadata`]), groups replicas by name and reads what each says of
-//! itself. It runs periodically and at once when a node it does not know publishes a
-//! status event.
+//! Discovery asks every service for its info and its stats. nats-mesh nodes (see
+//! [`NodeMeta::from_metadata`]) are read for what they say of themselves; any other
+//! Services API service is shown too, as a plain service with its endpoints. Replicas
+//! are grouped by name and their stats summed. It runs periodically and at once when a
+//! node it does not know publishes a status event.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use async_nats::{service::Info, Client};
+use async_nats::Client;
 use futures::StreamExt;
 use schemas::{
+    graph::{NodeKind, ServiceStats},
     service::{self, NodeMeta, Verb},
     sse::{SseEvent, TopologyEvent},
     NodeName,
 };
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -31,37 +34,137 @@ struct Round {
     /// Per node, the instance whose description is kept (the smallest id: the same
     /// choice every round, so the graph does not flap between two descriptions).
     described_by: BTreeMap<NodeName, String>,
+    /// `$SRV.STATS` summed over each name's replicas.
+    stats: BTreeMap<NodeName, ServiceStats>,
+}
+
+/// A `$SRV.INFO` answer, read leniently: services written with any client library.
+#[derive(Deserialize)]
+struct Info {
+    name: String,
+    id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    metadata: std::collections::HashMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    endpoints: Vec<EndpointInfo>,
+}
+
+#[derive(Deserialize)]
+struct EndpointInfo {
+    #[serde(default)]
+    subject: String,
+}
+
+/// A `$SRV.STATS` answer, read leniently.
+#[derive(Deserialize)]
+struct Stats {
+    name: String,
+    id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    endpoints: Vec<EndpointStats>,
+}
+
+#[derive(Deserialize)]
+struct EndpointStats {
+    #[serde(default)]
+    num_requests: u64,
+    #[serde(default)]
+    num_errors: u64,
+    /// Nanoseconds.
+    #[serde(default)]
+    processing_time: u64,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Sums the stats of each name's replicas (each replica counted once).
+fn sum_stats(answers: Vec<Stats>) -> BTreeMap<NodeName, ServiceStats> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut totals: BTreeMap<NodeName, (u64, u64, u64)> = BTreeMap::new();
+    for answer in answers {
+        let Ok(name) = NodeName::new(answer.name.as_str()) else {
+            continue;
+        };
+        if !seen.insert((name.clone(), answer.id)) {
+            continue;
+        }
+        let total = totals.entry(name).or_default();
+        for e in answer.endpoints {
+            total.0 = total.0.saturating_add(e.num_requests);
+            total.1 = total.1.saturating_add(e.num_errors);
+            total.2 = total.2.saturating_add(e.processing_time);
+        }
+    }
+    totals
+        .into_iter()
+        .map(|(name, (requests, errors, nanos))| {
+            let average_ms = if requests == 0 {
+                0.0
+            } else {
+                nanos as f64 / requests as f64 / 1e6
+            };
+            (
+                name,
+                ServiceStats {
+                    requests,
+                    errors,
+                    average_ms,
+                },
+            )
+        })
+        .collect()
 }
 
 impl Round {
-    fn add(&mut self, name: NodeName, instance: String, meta: NodeMeta) {
+    fn add(
+        &mut self,
+        name: NodeName,
+        instance: String,
+        meta: NodeMeta,
+        kind: NodeKind,
+        endpoints: impl IntoIterator<Item = String>,
+    ) {
         let entry = self.nodes.entry(name.clone()).or_default();
-        if !entry.instances.is_empty() && entry.meta != meta {
+        if !entry.instances.is_empty() && (entry.meta != meta || entry.kind != kind) {
             self.conflicts.insert(name.clone());
         }
         entry.instances.insert(instance.clone());
+        entry.endpoints.extend(endpoints);
         let keep = self
             .described_by
             .get(&name)
             .is_none_or(|current| instance < *current);
         if keep {
             entry.meta = meta;
+            entry.kind = kind;
             self.described_by.insert(name, instance);
         }
     }
 }
 
-/// Asks every service for its info and keeps the nats-mesh nodes. Waits at most
-/// `window`, and stops early once answers have stopped arriving for a short while.
+/// Asks every service for its info and its stats. Waits at most `window`, and stops
+/// early once answers have stopped arriving for a short while.
 async fn discover(client: &Client, window: Duration) -> Result<Round, async_nats::Error> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
+    let info_inbox = client.new_inbox();
+    let stats_inbox = client.new_inbox();
+    let mut infos = client.subscribe(info_inbox.clone()).await?;
+    let mut stats = client.subscribe(stats_inbox.clone()).await?;
     client
-        .publish_with_reply(service::all(Verb::Info), inbox, "".into())
+        .publish_with_reply(service::all(Verb::Info), info_inbox, "".into())
+        .await?;
+    client
+        .publish_with_reply(service::all(Verb::Stats), stats_inbox, "".into())
         .await?;
     let quiet = (window / 4).min(Duration::from_millis(100));
     let deadline = tokio::time::Instant::now() + window;
     let mut found = Round::default();
+    let mut stat_answers = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let wait = if found.nodes.is_empty() {
@@ -69,20 +172,47 @@ async fn discover(client: &Client, window: Duration) -> Result<Round, async_nats
         } else {
             quiet.min(left)
         };
-        let Ok(Some(message)) = tokio::time::timeout(wait, replies.next()).await else {
+        let next = async {
+            tokio::select! {
+                Some(m) = infos.next() => Some((true, m)),
+                Some(m) = stats.next() => Some((false, m)),
+                else => None,
+            }
+        };
+        let Ok(Some((is_info, message))) = tokio::time::timeout(wait, next).await else {
             break;
         };
-        let Ok(info) = serde_json::from_slice::<Info>(&message.payload) else {
+        if !is_info {
+            if let Ok(answer) = serde_json::from_slice::<Stats>(&message.payload) {
+                stat_answers.push(answer);
+            }
             continue;
-        };
-        let Some(meta) = NodeMeta::from_metadata(&info.metadata) else {
+        }
+        let Ok(info) = serde_json::from_slice::<Info>(&message.payload) else {
             continue;
         };
         let Ok(name) = NodeName::new(info.name.as_str()) else {
             continue;
         };
-        found.add(name, info.id.chars().take(64).collect(), meta);
+        let (meta, kind) = match NodeMeta::from_metadata(&info.metadata) {
+            Some(meta) => (meta, NodeKind::Node),
+            None => (NodeMeta::default(), NodeKind::Service),
+        };
+        let endpoints = info
+            .endpoints
+            .into_iter()
+            .map(|e| e.subject.chars().take(256).collect::<String>())
+            .filter(|s| !s.is_empty())
+            .take(64);
+        found.add(
+            name,
+            info.id.chars().take(64).collect(),
+            meta,
+            kind,
+            endpoints,
+        );
     }
+    found.stats = sum_stats(stat_answers);
     Ok(found)
 }
 
@@ -105,6 +235,7 @@ pub async fn run(
                     tracing::warn!(node = %name, "replicas of one node describe it differently (downstream, work or function): the one with the smallest service id is shown");
                 }
                 conflicts = round.conflicts;
+                view.set_stats(round.stats);
                 if view.replace(round.nodes) {
                     let graph = relay.with_states(|states| view.snapshot(states));
                     tracing::info!(nodes = graph.nodes.len(), "topology changed");
@@ -159,15 +290,15 @@ mod tests {
                 } else {
                     meta(&["C"])
                 };
-                round.add(a.clone(), instance.into(), m);
+                round.add(a.clone(), instance.into(), m, NodeKind::Node, []);
             }
             assert!(round.conflicts.contains(&a));
             assert_eq!(round.nodes[&a].meta, meta(&["B"]), "i1's, in either order");
             assert_eq!(round.nodes[&a].instances.len(), 2);
         }
         let mut agreeing = Round::default();
-        agreeing.add(a.clone(), "i1".into(), meta(&["B"]));
-        agreeing.add(a.clone(), "i2".into(), meta(&["B"]));
+        agreeing.add(a.clone(), "i1".into(), meta(&["B"]), NodeKind::Node, []);
+        agreeing.add(a.clone(), "i2".into(), meta(&["B"]), NodeKind::Node, []);
         assert!(agreeing.conflicts.is_empty());
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use schemas::{
-    graph::{Edge, Graph, GraphNode},
+    graph::{Edge, Graph, GraphNode, NodeKind, ServiceStats},
     service::NodeMeta,
     NodeName,
 };
@@ -22,14 +22,20 @@ use crate::sse::states::LatestStates;
 pub struct Discovered {
     /// Replica ids (service ids) that answered.
     pub instances: BTreeSet<String>,
-    /// What the latest replica said of the node.
+    /// What the latest replica said of the node (empty for a plain service).
     pub meta: NodeMeta,
+    /// A mesh node or any other service.
+    pub kind: NodeKind,
+    /// Subjects of its endpoints.
+    pub endpoints: BTreeSet<String>,
 }
 
 /// The shared, periodically refreshed view of the graph.
 pub struct GraphView {
     entry: NodeName,
     nodes: RwLock<BTreeMap<NodeName, Discovered>>,
+    /// The latest `$SRV.STATS` totals, by name (not part of what makes the graph change).
+    stats: RwLock<BTreeMap<NodeName, ServiceStats>>,
     /// Replicas that missed the latest discovery round, kept for one more: a busy
     /// replica (or a busy gateway) that answers late does not make the graph flap.
     missed: std::sync::Mutex<BTreeSet<(NodeName, String)>>,
@@ -42,6 +48,7 @@ impl GraphView {
         Self {
             entry,
             nodes: RwLock::default(),
+            stats: RwLock::default(),
             missed: Default::default(),
             discovered_once: AtomicBool::new(false),
         }
@@ -70,9 +77,15 @@ impl GraphView {
         self.discovered_once.load(Ordering::Relaxed)
     }
 
+    /// Keeps the latest `$SRV.STATS` totals.
+    pub fn set_stats(&self, stats: BTreeMap<NodeName, ServiceStats>) {
+        *self.stats.write().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+
     /// The graph, with each node's latest state from `states`.
     pub fn snapshot(&self, states: &LatestStates) -> Graph {
         let nodes = self.read();
+        let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
         let mut names: BTreeSet<NodeName> = nodes.keys().cloned().collect();
         names.extend(
             nodes
@@ -105,6 +118,9 @@ impl GraphView {
                 } else {
                     String::new()
                 },
+                kind: found.kind,
+                endpoints: found.endpoints.into_iter().collect(),
+                stats: stats.get(&name).cloned(),
                 state: state.map(|s| s.state),
                 color: state.and_then(|s| s.color.clone()),
                 last_at: state.map(|s| s.at.clone()),
@@ -131,7 +147,7 @@ impl GraphView {
                 if !answered && !missed.contains(&key) {
                     let entry = found.entry(name.clone()).or_insert_with(|| Discovered {
                         instances: BTreeSet::new(),
-                        meta: before.meta.clone(),
+                        ..before.clone()
                     });
                     entry.instances.insert(instance.clone());
                     missing_now.insert(key);
@@ -169,6 +185,7 @@ mod tests {
                     fail_rate: 0.0,
                     function: "simulated".into(),
                 },
+                ..Discovered::default()
             },
         );
         assert!(view.replace(found.clone()));

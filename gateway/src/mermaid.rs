@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{graph::Graph, NodeName};
+use schemas::{
+    graph::{Graph, NodeKind},
+    NodeName,
+};
 
 /// Mermaid flowchart source of `graph`. Node ids are `n0`, `n1`, ... and labels are
 /// validated names, so nothing from the bus can alter the diagram's syntax. Nodes named
@@ -15,7 +18,15 @@ pub fn render(graph: &Graph) -> String {
         .collect();
     let mut out = String::from("flowchart LR\n");
     for node in &graph.nodes {
-        out.push_str(&format!("    {}[\"{}\"]\n", node.mermaid_id, node.name));
+        // A plain Services API service is a hexagon; a mesh node a box.
+        let (open, close) = match node.kind {
+            NodeKind::Node => ("[", "]"),
+            NodeKind::Service => ("{{", "}}"),
+        };
+        out.push_str(&format!(
+            "    {}{open}\"{}\"{close}\n",
+            node.mermaid_id, node.name
+        ));
     }
     for edge in &graph.edges {
         if let (Some(from), Some(to)) = (id_of.get(&edge.from), id_of.get(&edge.to)) {
@@ -50,6 +61,9 @@ mod tests {
             work_ms: 0,
             fail_rate: 0.0,
             function: String::new(),
+            kind: Default::default(),
+            endpoints: vec![],
+            stats: None,
             state: None,
             color: None,
             last_at: None,

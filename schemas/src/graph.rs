@@ -4,6 +4,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Color, NodeName, NodeState};
 
+/// What a discovered service is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
+pub enum NodeKind {
+    /// A nats-mesh node (or a name some node lists as downstream).
+    #[default]
+    Node,
+    /// Any other NATS Services API service (nats.go `micro`, nats.py `nats.micro`, ...).
+    Service,
+}
+
+/// `$SRV.STATS` summed over a node's or service's replicas.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct ServiceStats {
+    /// Requests handled, by every endpoint of every replica.
+    pub requests: u64,
+    /// Requests answered with a Services API error.
+    pub errors: u64,
+    /// Average processing time of a request, in milliseconds.
+    pub average_ms: f64,
+}
+
 /// What discovery knows of one node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
@@ -27,6 +52,18 @@ pub struct GraphNode {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub function: String,
+    /// `node` for a nats-mesh node, `service` for any other Services API service.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub kind: NodeKind,
+    /// Subjects of its Services API endpoints, as its replicas announce them.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub endpoints: Vec<String>,
+    /// Its replicas' `$SRV.STATS`, summed, when they answered the latest round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub stats: Option<ServiceStats>,
     /// Latest reported state, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{
     param::Header,
     payload::{Json, PlainText},
-    ApiResponse, Object, OpenApi,
+    ApiResponse, Object, OpenApi, ResponseContent,
 };
 
 use super::ApiTags;
@@ -38,21 +38,23 @@ pub enum ReadyResponse {
 }
 
 /// The metrics, in the format the scraper asked for.
-#[derive(ApiResponse)]
-pub enum MetricsResponse {
+#[derive(ResponseContent)]
+pub enum MetricsBody {
     /// The classic Prometheus text format 0.0.4 (what a scraper gets unless it asks for
     /// OpenMetrics).
-    #[oai(
-        status = 200,
-        content_type = "text/plain; version=0.0.4; charset=utf-8"
-    )]
+    #[oai(content_type = "text/plain; version=0.0.4; charset=utf-8")]
     Prometheus(PlainText<String>),
     /// OpenMetrics text, for `Accept: application/openmetrics-text`.
-    #[oai(
-        status = 200,
-        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    )]
+    #[oai(content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")]
     OpenMetrics(PlainText<String>),
+}
+
+/// The metrics answer.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// The metrics.
+    #[oai(status = 200)]
+    Ok(MetricsBody),
 }
 
 /// Health operations.
@@ -110,8 +112,10 @@ impl HealthApi {
             .set(i64::try_from(self.0.sse_clients()).unwrap_or(i64::MAX));
         m.nats_connected.set(i64::from(self.0.bus_connected()));
         match m.negotiate(accept.0.as_deref()) {
-            (body, crate::metrics::OPENMETRICS) => MetricsResponse::OpenMetrics(PlainText(body)),
-            (body, _) => MetricsResponse::Prometheus(PlainText(body)),
+            (body, crate::metrics::OPENMETRICS) => {
+                MetricsResponse::Ok(MetricsBody::OpenMetrics(PlainText(body)))
+            }
+            (body, _) => MetricsResponse::Ok(MetricsBody::Prometheus(PlainText(body))),
         }
     }
 

@@ -108,3 +108,76 @@ async fn departures_are_seen_by_the_periodic_refresh() {
         .unwrap()
         .contains("class n1 offline"));
 }
+
+#[tokio::test]
+#[ignore = "external: needs python3 with nats-py; ./scripts/test installs it and runs this"]
+async fn any_services_api_service_is_shown_with_its_endpoints_and_stats() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.discovery.interval = Duration::from_millis(200);
+    })
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/plain_service.py");
+    let service = Proc::spawn(
+        "python3 plain_service.py",
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(app.server.url()),
+    );
+    eventually(
+        "the nats-py service is up",
+        Duration::from_secs(30),
+        || async { service.output().contains("ready").then_some(()) },
+    )
+    .await;
+    let answer = app
+        .nats
+        .request("weather.forecast", "".into())
+        .await
+        .unwrap();
+    assert_eq!(&answer.payload[..], br#"{"sky":"clear"}"#);
+
+    let weather = eventually(
+        "the service with its request counted",
+        Duration::from_secs(20),
+        || async {
+            let (_, t) = app.get_json("/topology").await;
+            let w = t["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == "weather")?
+                .clone();
+            (w["stats"]["requests"].as_u64()? >= 1).then_some(w)
+        },
+    )
+    .await;
+    assert_eq!(weather["kind"], "service");
+    assert_eq!(
+        weather["endpoints"],
+        serde_json::json!(["weather.forecast"])
+    );
+    assert_eq!(weather["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(weather["stats"]["errors"], 0);
+    // The mesh node beside it is a node, with its own stats.
+    let (_, t) = app.get_json("/topology").await;
+    let a = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "A")
+        .unwrap()
+        .clone();
+    assert_eq!(a["kind"], "node");
+    assert_eq!(a["endpoints"], serde_json::json!(["activate.A"]));
+    assert!(a["stats"].is_object(), "{a}");
+    // Drawn as its own shape.
+    let mermaid = app
+        .http
+        .get(app.url("/topology/mermaid"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(mermaid.contains(r#"{{"weather"}}"#), "{mermaid}");
+}
