@@ -3,6 +3,7 @@
 //!
 //! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
 //! - [`env`]: old names of renamed environment variables, read for one release.
+//! - [`live_config`]: the key-value bucket of live node settings.
 //! - [`call`]: activating a node over NATS, every failure turned into a reply.
 //! - [`span_attrs`]: span names and attributes by the OpenTelemetry conventions.
 //! - [`trace_context`]: W3C trace context in NATS headers.
@@ -12,6 +13,7 @@
 pub mod bus;
 pub mod call;
 pub mod env;
+pub mod live_config;
 pub mod shutdown;
 pub mod span_attrs;
 pub mod telemetry;

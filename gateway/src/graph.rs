@@ -10,6 +10,7 @@ use std::{
 };
 
 use schemas::{
+    config::NodeConfig,
     graph::{Edge, Graph, GraphNode, NodeKind, ServiceStats},
     service::NodeMeta,
     NodeName,
@@ -36,6 +37,8 @@ pub struct GraphView {
     nodes: RwLock<BTreeMap<NodeName, Discovered>>,
     /// The latest `$SRV.STATS` totals, by name (not part of what makes the graph change).
     stats: RwLock<BTreeMap<NodeName, ServiceStats>>,
+    /// Live settings in force, by name (over what the nodes announced at start).
+    live: RwLock<BTreeMap<NodeName, NodeConfig>>,
     /// Replicas that missed the latest discovery round, kept for one more: a busy
     /// replica (or a busy gateway) that answers late does not make the graph flap.
     missed: std::sync::Mutex<BTreeSet<(NodeName, String)>>,
@@ -49,6 +52,7 @@ impl GraphView {
             entry,
             nodes: RwLock::default(),
             stats: RwLock::default(),
+            live: RwLock::default(),
             missed: Default::default(),
             discovered_once: AtomicBool::new(false),
         }
@@ -77,6 +81,22 @@ impl GraphView {
         self.discovered_once.load(Ordering::Relaxed)
     }
 
+    /// Records the live settings of `node` (the default: none, the file's values).
+    pub fn set_live(&self, node: &NodeName, config: NodeConfig) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if config == NodeConfig::default() {
+            live.remove(node);
+        } else {
+            live.insert(node.clone(), config);
+        }
+    }
+
+    /// The live settings of `node` in force.
+    pub fn live(&self, node: &NodeName) -> NodeConfig {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.get(node).copied().unwrap_or_default()
+    }
+
     /// Keeps the latest `$SRV.STATS` totals.
     pub fn set_stats(&self, stats: BTreeMap<NodeName, ServiceStats>) {
         *self.stats.write().unwrap_or_else(|p| p.into_inner()) = stats;
@@ -86,6 +106,7 @@ impl GraphView {
     pub fn snapshot(&self, states: &LatestStates) -> Graph {
         let nodes = self.read();
         let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         let mut names: BTreeSet<NodeName> = nodes.keys().cloned().collect();
         names.extend(
             nodes
@@ -101,6 +122,12 @@ impl GraphView {
             let serving = found.is_some();
             let found = found.unwrap_or_default();
             let state = states.get(&name);
+            // Live settings change simulated work only.
+            let live = live
+                .get(&name)
+                .filter(|_| serving && found.meta.function == "simulated")
+                .copied()
+                .unwrap_or_default();
             for child in &found.meta.downstream {
                 graph.edges.push(Edge {
                     from: name.clone(),
@@ -111,8 +138,8 @@ impl GraphView {
                 mermaid_id: format!("n{index}"),
                 instances: found.instances.into_iter().collect(),
                 downstream: found.meta.downstream,
-                work_ms: found.meta.work_ms,
-                fail_rate: found.meta.fail_rate,
+                work_ms: live.work_ms.unwrap_or(found.meta.work_ms),
+                fail_rate: live.fail_rate.unwrap_or(found.meta.fail_rate),
                 function: if serving {
                     found.meta.function
                 } else {

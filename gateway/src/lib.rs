@@ -66,6 +66,8 @@ pub struct State {
     pub metrics: Arc<metrics::Metrics>,
     /// The durable history, when the server has JetStream.
     pub history: Option<Arc<History>>,
+    /// The key-value bucket of live node settings, when the server has JetStream.
+    pub config_store: Option<async_nats::jetstream::kv::Store>,
     /// Cancelled when the gateway stops: ends every event stream and background task.
     pub stop: CancellationToken,
 }
@@ -154,6 +156,7 @@ impl Gateway {
             // Not connected yet: the client subscribes when it connects.
             tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
         }
+        let config_store = mesh_core::live_config::open(&client).await;
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
             settings,
@@ -163,6 +166,7 @@ impl Gateway {
             sse_clients: AtomicUsize::new(0),
             metrics,
             history,
+            config_store: config_store.clone(),
             stop: stop.clone(),
         });
 
@@ -183,6 +187,15 @@ impl Gateway {
             relay.clone(),
             stop.clone(),
         ));
+        tasks.spawn({
+            let view = view.clone();
+            mesh_core::live_config::follow(
+                client.clone(),
+                config_store,
+                stop.clone(),
+                move |node, config| view.set_live(node, config),
+            )
+        });
         tasks.spawn(discovery::run(client, view, relay, discovery, stop));
         tasks.close();
         Ok(Self { state, tasks })
@@ -233,7 +246,7 @@ impl Gateway {
         if !self.state.settings.cors_origins.is_empty() {
             let cors = poem::middleware::Cors::new()
                 .allow_origins(self.state.settings.cors_origins.clone())
-                .allow_methods([Method::GET, Method::POST, Method::PUT])
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
                 .allow_headers(["content-type", "authorization", "last-event-id"])
                 .expose_headers(["x-trace-id", "x-activation-id"]);
             // Browsers send `Origin` on the page's own POST and PUT too: a request from

@@ -28,13 +28,19 @@ impl Fate {
 
     /// `None` for success, or the failure code (500 or 502).
     pub fn draw(&self) -> Option<u16> {
-        if self.fail_rate <= 0.0 {
+        self.draw_with(None)
+    }
+
+    /// As [`Fate::draw`], with `fail_rate` instead of this fate's own when given.
+    pub fn draw_with(&self, fail_rate: Option<f64>) -> Option<u16> {
+        let fail_rate = fail_rate.map_or(self.fail_rate, |r| r.clamp(0.0, 1.0));
+        if fail_rate <= 0.0 {
             return None;
         }
         // The lock is held only for two draws and never across an await; a poisoned lock
         // still holds a usable generator.
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        if rng.random::<f64>() < self.fail_rate {
+        if rng.random::<f64>() < fail_rate {
             Some(if rng.random_bool(0.5) { 500 } else { 502 })
         } else {
             None

@@ -42,6 +42,7 @@
 //! - [`exec`]: a program as a function; [`http`]: an HTTP endpoint as a function.
 //! - [`fate`]: the simulated work's random outcome, reproducible with a seed.
 //! - [`node`]: what one node does with one activation.
+//! - [`live`]: settings changed while running, from the bus.
 //! - [`runtime`]: serving a set of nodes until shutdown.
 //! - [`topology`]: node settings, from the command line or a topology file.
 
@@ -49,6 +50,7 @@ pub mod exec;
 pub mod fate;
 pub mod function;
 pub mod http;
+pub mod live;
 pub mod node;
 pub mod runtime;
 pub mod topology;

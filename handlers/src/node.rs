@@ -9,8 +9,8 @@ use async_nats::Client;
 use futures::future::join_all;
 use mesh_core::call::{self, millis};
 use schemas::{
-    code, subject, ActivationId, ActivationReply, ActivationRequest, NodeState, Outcome,
-    StatusEvent,
+    code, config::NodeConfig, subject, ActivationId, ActivationReply, ActivationRequest, NodeState,
+    Outcome, StatusEvent,
 };
 use serde_json::Value;
 
@@ -60,6 +60,8 @@ pub struct Node {
     status_subject: String,
     doing: Doing,
     acked: Option<Acked>,
+    /// Settings changed while running (`schemas::config`), over the file's.
+    live: std::sync::RwLock<NodeConfig>,
 }
 
 impl Node {
@@ -87,7 +89,18 @@ impl Node {
             instance,
             doing,
             acked: None,
+            live: Default::default(),
         })
+    }
+
+    /// Takes live settings (they apply to simulated work; functions ignore them).
+    pub fn set_live(&self, config: NodeConfig) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The live settings now.
+    pub fn live(&self) -> NodeConfig {
+        *self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The same node, publishing its status events with JetStream acknowledgements
@@ -176,12 +189,14 @@ impl Node {
         }));
         let (children, own): (Vec<ActivationReply>, Own) = match &self.doing {
             Doing::Simulated { work_ms, fate } => {
+                let live = self.live();
+                let work_ms = live.work_ms.unwrap_or(*work_ms);
                 let work = async {
-                    if *work_ms > 0 {
-                        let sleep = tokio::time::sleep(Duration::from_millis(*work_ms));
+                    if work_ms > 0 {
+                        let sleep = tokio::time::sleep(Duration::from_millis(work_ms));
                         tokio::time::timeout_at(deadline.into(), sleep).await.ok()?;
                     }
-                    Some(match fate.draw() {
+                    Some(match fate.draw_with(live.fail_rate) {
                         None => Ok(None),
                         Some(code) => Err(FunctionError {
                             code,

@@ -79,6 +79,10 @@ impl Running {
     ) -> Result<Self, StartError> {
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // Live settings are read before a node serves, so a replica that starts (or
+        // restarts) after a change serves with it from its first activation.
+        let store = crate::live::open(&client).await;
+        let mut live_nodes: HashMap<NodeName, Vec<Arc<Node>>> = HashMap::new();
         let mut running = Self {
             token: token.clone(),
             tracker: tracker.clone(),
@@ -125,7 +129,14 @@ impl Running {
             if settings.status_ack {
                 node = node.with_status_ack(tracker.clone());
             }
+            if let Some(store) = &store {
+                node.set_live(crate::live::stored(store, &name).await);
+            }
             let node = Arc::new(node);
+            live_nodes
+                .entry(name.clone())
+                .or_default()
+                .push(node.clone());
             let limit = Arc::new(Semaphore::new(settings.max_in_flight));
             running.accept.push(tokio::spawn(accept(
                 endpoint,
@@ -137,6 +148,12 @@ impl Running {
             )));
             running.services.push(service);
         }
+        tracker.spawn(crate::live::follow(
+            client.clone(),
+            store,
+            live_nodes,
+            token.clone(),
+        ));
         if let Err(e) = mesh_core::bus::sync(&client).await {
             // Not connected yet: the client registers the subscriptions when it connects.
             tracing::warn!(cause = %e, "NATS has not confirmed the subscriptions yet");

@@ -6,6 +6,7 @@
 //! - [`activation`]: the activation request and the reply tree.
 //! - [`status`]: the status event a node publishes on `status.<node>`.
 //! - [`service`]: a node's Services API metadata and the `$SRV` subjects.
+//! - [`config`]: live settings of a node and where they are kept.
 //! - [`graph`]: the graph of nodes the gateway discovers.
 //! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
@@ -17,6 +18,7 @@
 
 pub mod activation;
 pub mod color;
+pub mod config;
 pub mod graph;
 pub mod json_schema;
 pub mod name;

@@ -68,7 +68,7 @@ pub fn service(
 /// as an absent optional field without saying so either; [`document`] adds
 /// `additionalProperties: false` and `nullable: true` (on optional fields) so that the
 /// spec matches the behaviour.
-const CLOSED_BODIES: [&str; 2] = ["ActivateBody", "ColorBody"];
+const CLOSED_BODIES: [&str; 3] = ["ActivateBody", "ColorBody", "ConfigBody"];
 
 /// The OpenAPI document as served on `/openapi.json`.
 pub fn document<T>(service: &OpenApiService<T, ()>) -> String

@@ -41,7 +41,8 @@ struct Config {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     activate_timeout_ms: u64,
     /// Bearer token required by the mutating routes (`POST /activate`,
-    /// `PUT /nodes/{node}/color`); they are open when unset.
+    /// `PUT /nodes/{node}/color`, `PUT`/`DELETE /nodes/{node}/config`); they are open
+    /// when unset.
     #[arg(long, env = "MESH_GATEWAY_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Origins allowed to call the API from browsers (CORS), repeat or comma-separate;

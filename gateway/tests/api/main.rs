@@ -10,6 +10,7 @@ mod env_names;
 mod events;
 mod faults;
 mod helpers;
+mod live_config;
 mod load;
 mod permissions;
 mod runner;

@@ -129,4 +129,43 @@ async fn the_mesh_works_under_permissions_that_keep_others_out() {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!text.contains("forged"), "{text}");
+
+    // Live settings reach the nodes under these permissions: B fails from now on.
+    let r = http
+        .put(format!("{base}/nodes/B/config"))
+        .json(&json!({"fail_rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["persisted"], true,
+        "the gateway may write the bucket: {body}"
+    );
+    eventually("B fails", Duration::from_secs(20), || async {
+        let r = http
+            .post(format!("{base}/activate"))
+            .json(&json!({"node": "B"}))
+            .send()
+            .await
+            .ok()?;
+        (r.status().as_u16() >= 500).then_some(())
+    })
+    .await;
+    // The app user may not change them through the bucket.
+    let js = async_nats::jetstream::new(app.clone());
+    let written = tokio::time::timeout(
+        Duration::from_secs(3),
+        js.publish("$KV.MESH_NODE_CONFIG.B", "{}".into()),
+    )
+    .await;
+    let acked = match written {
+        Ok(Ok(ack)) => tokio::time::timeout(Duration::from_secs(3), ack).await.ok(),
+        _ => None,
+    };
+    assert!(
+        !matches!(acked, Some(Ok(_))),
+        "the app user wrote the settings bucket"
+    );
 }

@@ -225,6 +225,14 @@ async fn bearer_token_guards_only_the_mutating_routes() {
         .send()
         .await;
     resp.assert_status(poem::http::StatusCode::UNAUTHORIZED);
+    for (method, body) in [("PUT", r#"{"fail_rate":1}"#), ("DELETE", "")] {
+        let req = match method {
+            "PUT" => cli.put("/nodes/V/config"),
+            _ => cli.delete("/nodes/V/config"),
+        };
+        let resp = req.content_type("application/json").body(body).send().await;
+        resp.assert_status(poem::http::StatusCode::UNAUTHORIZED);
+    }
     // With the token the request reaches the API (no nodes here: 404).
     let resp = cli
         .post("/activate")
