@@ -70,6 +70,8 @@ async function renderTopology(topology) {
     mesh.elements.set(node.name, el);
   }
   repaint();
+  showStats(topology);
+  showConfig();
 }
 
 /** The graph as a list (each node with its downstream), coloured like the diagram. */
@@ -91,6 +93,8 @@ function renderList(topology, note) {
   }
   $('diagram').replaceChildren(hint(note), list);
   repaint();
+  showStats(topology);
+  showConfig();
 }
 
 /** Last known states from the gateway (the topology carries each node's latest event). */
@@ -121,7 +125,7 @@ function hint(text) {
 }
 
 function fillSelects(names, entry) {
-  for (const id of ['activate-node', 'color-node']) {
+  for (const id of ['activate-node', 'color-node', 'config-node']) {
     const select = $(id);
     const first = select.options.length === 0;
     const current = select.value;
@@ -305,7 +309,7 @@ async function send(method, url, body, output) {
   try {
     const headers = { 'content-type': 'application/json' };
     if (token()) headers.authorization = `Bearer ${token()}`;
-    const r = await fetch(url, { method, headers, body: JSON.stringify(body) });
+    const r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     if (r.status === 401) $('token-form').hidden = false;
     const data = await r.json().catch(() => ({}));
     output.className = `result ${r.ok ? 'ok' : 'failed'}`;
@@ -366,6 +370,67 @@ $('color-form').addEventListener('submit', async (ev) => {
 });
 
 $('clear-log').addEventListener('click', () => $('log').replaceChildren());
+
+/** The settings form shows the selected node's values in force (from the topology). */
+function showConfig() {
+  const node = mesh.topology.nodes.find((n) => n.name === $('config-node').value);
+  if (!node) return;
+  $('config-rate').value = node.fail_rate;
+  $('config-rate-shown').textContent = node.fail_rate;
+  $('config-work').value = node.work_ms;
+}
+$('config-node').addEventListener('change', showConfig);
+$('config-rate').addEventListener('input', () => { $('config-rate-shown').textContent = $('config-rate').value; });
+$('config-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const node = $('config-node').value;
+  if (!node) return;
+  const body = { fail_rate: parseFloat($('config-rate').value) };
+  const work = parseInt($('config-work').value, 10);
+  if (work >= 0) body.work_ms = work;
+  await send('PUT', `/nodes/${encodeURIComponent(node)}/config`, body, $('config-result'));
+});
+$('config-reset').addEventListener('click', async () => {
+  const node = $('config-node').value;
+  if (!node) return;
+  await send('DELETE', `/nodes/${encodeURIComponent(node)}/config`, undefined, $('config-result'));
+  refreshTopology();
+});
+
+/** /topology now and then: stats and live settings change without a topology event. */
+async function refreshTopology() {
+  try {
+    const r = await fetch('/topology', { cache: 'no-store' });
+    if (!r.ok) return;
+    const t = await r.json();
+    t.mermaid = mesh.source; // the same drawing: only the values changed
+    mesh.topology = t;
+    showStats(t);
+    if (document.activeElement !== $('config-rate') && document.activeElement !== $('config-work')) showConfig();
+  } catch { /* the stream's reconnect says so */ }
+}
+
+/** Each node's stats from $SRV.STATS and settings in force, as its tooltip. */
+function showStats(topology) {
+  for (const node of topology.nodes) {
+    const el = mesh.elements.get(node.name);
+    if (!el) continue;
+    const s = node.stats;
+    const text = `${node.name} (${node.kind || 'node'}): work ${node.work_ms} ms, fail rate ${node.fail_rate}`
+      + (s ? `; ${s.requests} requests, ${s.errors} errors, ${s.average_ms.toFixed(1)} ms average` : '');
+    el.dataset.stats = text;
+    if (el.tagName === 'LI') {
+      el.title = text;
+      continue;
+    }
+    let title = el.querySelector(':scope > title');
+    if (!title) {
+      title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
+      el.prepend(title);
+    }
+    title.textContent = text;
+  }
+}
 $('token-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   try { sessionStorage.setItem('mesh-token', $('token').value.trim()); } catch { /* storage off */ }
@@ -379,3 +444,4 @@ $('filter-clear').addEventListener('click', () => setFilter(''));
 connect();
 pollBus();
 setInterval(pollBus, 5000);
+setInterval(refreshTopology, 5000);

@@ -422,6 +422,41 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
         .await;
     assert_eq!(hidden, 0);
 
+    // The settings form: T fails every activation from now on, on every replica.
+    driver
+        .script(
+            "document.getElementById('config-node').value = 'T';
+             document.getElementById('config-rate').value = '1';
+             document.getElementById('config-btn').click(); return true",
+        )
+        .await;
+    driver
+        .wait_for(
+            "the settings applied",
+            "return document.getElementById('config-result').textContent.startsWith('200')",
+        )
+        .await;
+    driver
+        .script(
+            "document.getElementById('activate-node').value = 'T';
+             document.getElementById('activate-input').value = '';
+             document.getElementById('activate-result').textContent = '';
+             return true",
+        )
+        .await;
+    // The replicas take the change asynchronously: activate until the answer is a
+    // failure (each click waits for the previous answer).
+    let failed = driver
+        .wait_for(
+            "T's activations fail",
+            "const t = document.getElementById('activate-result').textContent;
+             if (t.startsWith('500') || t.startsWith('502')) return t;
+             if (t !== '…') document.getElementById('activate-btn').click();
+             return false",
+        )
+        .await;
+    assert!(failed.as_str().unwrap().contains("failed"), "{failed}");
+
     // A function node: its input from the page's field, its result shown as text (the
     // markup in it is not interpreted) and logged.
     driver
