@@ -216,6 +216,9 @@ async fn discover(client: &Client, window: Duration) -> Result<Round, async_nats
     Ok(found)
 }
 
+/// Pause after a discovery round that found nothing.
+const EMPTY_ROUND_RETRY: Duration = Duration::from_secs(1);
+
 /// Least time between two discoveries triggered by unknown publishers.
 const MIN_TRIGGER_GAP: Duration = Duration::from_millis(500);
 
@@ -229,8 +232,14 @@ pub async fn run(
 ) {
     let mut conflicts = std::collections::BTreeSet::new();
     loop {
+        // A round that heard from no one (a busy machine answers after the window, or
+        // nothing runs yet) is tried again soon, not after the whole interval.
+        let mut next = EMPTY_ROUND_RETRY.min(settings.interval);
         match discover(&client, settings.window).await {
             Ok(round) => {
+                if !round.nodes.is_empty() {
+                    next = settings.interval;
+                }
                 for name in round.conflicts.difference(&conflicts) {
                     tracing::warn!(node = %name, "replicas of one node describe it differently (downstream, work or function): the one with the smallest service id is shown");
                 }
@@ -251,7 +260,7 @@ pub async fn run(
         let last = tokio::time::Instant::now();
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(settings.interval) => {},
+            _ = tokio::time::sleep(next) => {},
             _ = relay.unknown_node.notified() => {
                 // A burst of events from unknown publishers costs one discovery.
                 tokio::select! {

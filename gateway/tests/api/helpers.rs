@@ -157,7 +157,7 @@ impl App {
 
     /// Waits until `GET /topology` lists `count` serving nodes.
     pub async fn wait_for_nodes(&self, count: usize) -> serde_json::Value {
-        eventually("topology discovery", Duration::from_secs(10), || async {
+        eventually("topology discovery", Duration::from_secs(30), || async {
             let (_, t) = self.get_json("/topology").await;
             let serving = t["nodes"]
                 .as_array()?

@@ -42,7 +42,7 @@ async fn nodes_coming_and_going_are_announced() {
     .await;
     let mut sse = app.sse("", None).await;
     let initial = sse
-        .next_of("topology", Duration::from_secs(5))
+        .next_of("topology", Duration::from_secs(20))
         .await
         .unwrap();
     assert_eq!(
@@ -60,7 +60,7 @@ async fn nodes_coming_and_going_are_announced() {
     let (status, body) = app.activate(serde_json::json!({"node": "B"})).await;
     assert_eq!(status, 200, "{body}");
     let changed = sse
-        .next_of("topology", Duration::from_secs(5))
+        .next_of("topology", Duration::from_secs(20))
         .await
         .unwrap();
     let nodes = changed.json()["nodes"].as_array().unwrap().clone();
@@ -92,12 +92,12 @@ async fn departures_are_seen_by_the_periodic_refresh() {
         .unwrap();
     app.wait_for_nodes(2).await;
     let mut sse = app.sse("", None).await;
-    sse.next_of("topology", Duration::from_secs(5))
+    sse.next_of("topology", Duration::from_secs(20))
         .await
         .unwrap();
     b.shutdown(Duration::from_secs(1)).await;
     let changed = sse
-        .next_of("topology", Duration::from_secs(5))
+        .next_of("topology", Duration::from_secs(20))
         .await
         .unwrap();
     let nodes = changed.json()["nodes"].as_array().unwrap().clone();
