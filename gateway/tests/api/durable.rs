@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Upper bound of every wait on a condition (generous: the suite runs on busy machines).
+const WAIT: Duration = Duration::from_secs(20);
 
 fn ids(frames: &[Frame]) -> Vec<u64> {
     frames

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Upper bound of every wait on a condition (generous: the suite runs on busy machines).
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn nats_restart_is_survived_by_gateway_nodes_and_streams() {
