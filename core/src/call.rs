@@ -34,6 +34,9 @@ pub async fn activate(
         node = %node,
     );
     span_attrs::messaging(&span, Messaging::Send, &subject, None);
+    if let Some(caller) = request.path.last() {
+        span_attrs::caller(&span, caller.as_str());
+    }
     let reply = send(client, node, request, wait, &span)
         .instrument(span.clone())
         .await;
@@ -102,8 +105,13 @@ async fn send(
 }
 
 /// A reply message as a tree, or the code and text of what was wrong with it (a
-/// Services API error reply, or a payload that is not a reply tree).
+/// Services API error reply, or a payload that is not a reply tree). A failed
+/// activation's reply carries both the error headers and its tree: the tree wins.
 pub fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationReply, (u16, String)> {
+    let tree = serde_json::from_slice::<ActivationReply>(&message.payload);
+    if let Ok(tree) = tree {
+        return Ok(tree);
+    }
     if let Some(headers) = &message.headers {
         if let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE) {
             // Only an error status is an error; anything else is a broken reply.
@@ -121,7 +129,7 @@ pub fn decode_reply(node: &NodeName, message: &Message) -> Result<ActivationRepl
             return Err((code, format!("{node} refused the request: {text}")));
         }
     }
-    serde_json::from_slice::<ActivationReply>(&message.payload).map_err(|e| {
+    tree.map_err(|e| {
         (
             code::BAD_GATEWAY,
             format!("{node} sent a reply that is not a reply tree: {e}"),

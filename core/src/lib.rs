@@ -8,12 +8,14 @@
 //! - [`span_attrs`]: span names and attributes by the OpenTelemetry conventions.
 //! - [`trace_context`]: W3C trace context in NATS headers.
 //! - [`telemetry`]: logs, and traces exported over OTLP when configured.
+//! - [`node_services`]: one OpenTelemetry service per node in a multi-node process.
 //! - [`shutdown`]: the stop signal of a process (Ctrl-C, SIGTERM).
 
 pub mod bus;
 pub mod call;
 pub mod env;
 pub mod live_config;
+pub mod node_services;
 pub mod shutdown;
 pub mod span_attrs;
 pub mod telemetry;

@@ -71,6 +71,26 @@ pub fn activation(span: &Span, reply: &ActivationReply) {
     }
 }
 
+/// The node making a call (`mesh.caller`): a multi-node process exports the call's
+/// span under that node's service ([`crate::node_services`]).
+pub fn caller(span: &Span, node: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("mesh.caller", node.to_string());
+}
+
+/// A request refused before any activation (malformed, or over a limit): its code as
+/// `mesh.code` and status ERROR with `text`.
+pub fn refused(span: &Span, code: u16, text: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("mesh.code", i64::from(code));
+    span.set_attribute(semconv::ERROR_TYPE, code.to_string());
+    span.set_status(Status::error(format!("{code} refused: {text}")));
+}
+
 /// The request side of an HTTP server span: method (`_OTHER` for one outside the
 /// standard set), route when one matched, path and server address.
 pub fn http_request(

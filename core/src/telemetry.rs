@@ -115,13 +115,29 @@ pub fn otlp_configured() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// Whose spans a process exports.
+#[derive(Clone, Copy, Debug)]
+pub enum Services<'a> {
+    /// All under one service name.
+    One(&'a str),
+    /// Each node's under `node-<name>` ([`crate::node_services`]), the rest under the
+    /// given name: a process serving several nodes.
+    PerNode(&'a str),
+}
+
 /// Installs logging, and tracing when OTLP export is configured, for a process serving
-/// as `service` (the OpenTelemetry service name unless `OTEL_SERVICE_NAME` says
-/// otherwise). Without export no OpenTelemetry layer is installed: spans cost only what
-/// logging costs, and no trace context is created or propagated.
-pub fn init(service: &str, format: LogFormat) -> Result<Telemetry, ConfigError> {
+/// as `services` (`OTEL_SERVICE_NAME`, when set, names every span's service). Without
+/// export no OpenTelemetry layer is installed: spans cost only what logging costs, and
+/// no trace context is created or propagated.
+pub fn init(services: Services<'_>, format: LogFormat) -> Result<Telemetry, ConfigError> {
     let propagator = propagator()?;
-    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
+    let (service, per_node) = match services {
+        Services::One(name) => (name, false),
+        Services::PerNode(name) => (name, true),
+    };
+    let named = std::env::var("OTEL_SERVICE_NAME").ok();
+    let per_node = per_node && named.is_none();
+    let name = named.unwrap_or_else(|| service.to_string());
     let builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build());
     if !otlp_configured() {
@@ -134,22 +150,21 @@ pub fn init(service: &str, format: LogFormat) -> Result<Telemetry, ConfigError> 
         ));
     }
     let protocol = otlp_protocol()?;
-    match opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(protocol)
-        .build()
-    {
-        Ok(exporter) => Ok(init_layers(
-            builder.with_batch_exporter(exporter).build(),
-            format,
-            true,
-            false,
-            propagator,
-        )),
-        Err(e) => Err(ConfigError(format!(
-            "OTLP export is configured but unusable: {e}"
-        ))),
-    }
+    let make = move || {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .build()
+    };
+    let exporter =
+        make().map_err(|e| ConfigError(format!("OTLP export is configured but unusable: {e}")))?;
+    let provider = if per_node {
+        let by_node = crate::node_services::ByNode::new(exporter, move || make().ok());
+        builder.with_batch_exporter(by_node).build()
+    } else {
+        builder.with_batch_exporter(exporter).build()
+    };
+    Ok(init_layers(provider, format, true, false, propagator))
 }
 
 /// Installs logging and tracing with a given tracer provider. Only the first call in a

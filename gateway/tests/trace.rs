@@ -216,8 +216,114 @@ async fn one_activation_is_one_trace_across_every_hop() {
         .await
         .unwrap()
         .unwrap();
+    let traceparent = event
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert!(
+        traceparent.starts_with(&format!("00-{again_id}-")),
+        "a status event carries its trace context: {traceparent:?}"
+    );
     let event: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
     assert_eq!(event["trace_id"], again_id.as_str());
+    // Each status publish is a producer span under the node's own span.
+    let status_spans = eventually("T's status spans", Duration::from_secs(10), || async {
+        let spans: Vec<_> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.span_context.trace_id().to_string() == again_id)
+            .collect();
+        let process = spans
+            .iter()
+            .find(|s| s.name == "process activate.T")?
+            .clone();
+        let status: Vec<_> = spans
+            .into_iter()
+            .filter(|s| s.name == "send status.T")
+            .collect();
+        (status.len() == 2).then_some((process, status))
+    })
+    .await;
+    for span in &status_spans.1 {
+        assert_eq!(span.parent_span_id, status_spans.0.span_context.span_id());
+        assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Producer);
+        assert_eq!(
+            attributes(span)["messaging.destination.name"],
+            Value::from("status.T")
+        );
+    }
+
+    // A manual colour is part of its request's trace.
+    // (Once the gateway has discovered T: unknown nodes are refused.)
+    let colour = eventually("T discovered", Duration::from_secs(30), || async {
+        let r = reqwest::Client::new()
+            .put(format!("http://{addr}/nodes/T/color"))
+            .json(&serde_json::json!({"color": "#123456"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status() != 404).then_some(r)
+    })
+    .await;
+    assert_eq!(colour.status(), 202);
+    let colour_trace = colour.headers()["x-trace-id"].to_str().unwrap().to_string();
+    let published: serde_json::Value = colour.json().await.unwrap();
+    assert_eq!(published["trace_id"], colour_trace.as_str());
+    let manual = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = status.next().await.unwrap();
+            let e: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if e["state"] == "manual" {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(manual["trace_id"], colour_trace.as_str());
+
+    // A malformed request that carries a trace context is a failed span of that trace.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{caller_trace}-00f067aa0ba902b7-01").as_str(),
+    );
+    let refused = spy
+        .request_with_headers("activate.T", headers, "{not json".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        refused
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Service-Error-Code")
+            .unwrap()
+            .as_str(),
+        "400"
+    );
+    let malformed = eventually(
+        "the malformed request's span",
+        Duration::from_secs(10),
+        || async {
+            exporter
+                .get_finished_spans()
+                .unwrap()
+                .into_iter()
+                .find(|s| s.span_context.trace_id().to_string() == caller_trace)
+        },
+    )
+    .await;
+    assert_eq!(malformed.name, "process activate.T");
+    assert!(
+        matches!(&malformed.status, Status::Error { description } if description.contains("400")),
+        "{:?}",
+        malformed.status
+    );
 
     // A failed activation: ERROR with a description on the node's span, the caller's
     // and the HTTP span (a 5xx). An unknown path is named by its method alone.

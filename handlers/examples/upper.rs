@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .or_else(|| std::env::var("NATS_URL").ok())
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let _telemetry = mesh_core::telemetry::init("node-UPPER", Default::default())?;
+    let _telemetry = mesh_core::telemetry::init(
+        mesh_core::telemetry::Services::One("node-UPPER"),
+        Default::default(),
+    )?;
     let client = async_nats::connect(&url).await?;
     let node = NodeSpec::function(NodeName::new("UPPER")?, function(upper));
     tracing::info!(%url, "serving UPPER; Ctrl-C stops");

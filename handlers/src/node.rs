@@ -7,12 +7,16 @@ use std::{
 
 use async_nats::Client;
 use futures::future::join_all;
-use mesh_core::call::{self, millis};
+use mesh_core::{
+    call::{self, millis},
+    span_attrs::{self, Messaging},
+};
 use schemas::{
     code, config::NodeConfig, subject, ActivationId, ActivationReply, ActivationRequest, NodeState,
     Outcome, StatusEvent,
 };
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::{
     exec::Exec,
@@ -122,6 +126,11 @@ impl Node {
     /// This replica's id.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The node's connection.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Largest message the server takes, in bytes.
@@ -298,21 +307,45 @@ impl Node {
         before: Option<tokio::task::JoinHandle<()>>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let body: bytes::Bytes = serde_json::to_vec(event).ok()?.into();
+        // A producer span per status event (when traced), whose context the event
+        // carries in its headers as the activation's requests do.
+        let span = tracing::debug_span!(
+            "status",
+            otel.name = %span_attrs::messaging_span_name(Messaging::Send, &self.status_subject),
+            otel.kind = "producer",
+            node = %self.spec.name,
+            mesh.state = ?event.state,
+        );
+        span_attrs::messaging(&span, Messaging::Send, &self.status_subject, None);
+        let headers = mesh_core::trace_context::headers_for(&span);
         let Some(acked) = &self.acked else {
-            if let Err(e) = self.client.publish(self.status_subject.clone(), body).await {
-                tracing::warn!(node = %self.spec.name, cause = %e, "cannot publish status");
+            let sent = match headers {
+                Some(headers) => {
+                    self.client
+                        .publish_with_headers(self.status_subject.clone(), headers, body)
+                        .await
+                }
+                None => self.client.publish(self.status_subject.clone(), body).await,
+            };
+            if let Err(e) = sent {
+                tracing::warn!(parent: &span, node = %self.spec.name, cause = %e, "cannot publish status");
             }
             return None;
         };
         let jetstream = acked.jetstream.clone();
         let subject = self.status_subject.clone();
         let node = self.spec.name.clone();
-        Some(acked.tasks.spawn(async move {
-            if let Some(before) = before {
-                let _ = before.await;
-            }
-            publish_acked(&jetstream, subject, body, &node).await;
-        }))
+        Some(
+            acked.tasks.spawn(
+                async move {
+                    if let Some(before) = before {
+                        let _ = before.await;
+                    }
+                    publish_acked(&jetstream, subject, body, headers, &node).await;
+                }
+                .instrument(span),
+            ),
+        )
     }
 }
 
@@ -322,13 +355,18 @@ async fn publish_acked(
     jetstream: &async_nats::jetstream::Context,
     subject: String,
     body: bytes::Bytes,
+    headers: Option<async_nats::HeaderMap>,
     node: &schemas::NodeName,
 ) {
     use async_nats::jetstream::context::Publish;
     let id = nuid::next().to_string();
     let give_up = Instant::now() + STATUS_RETRY_FOR;
     loop {
-        let publish = Publish::build().payload(body.clone()).message_id(&id);
+        let mut publish = Publish::build().payload(body.clone());
+        if let Some(headers) = &headers {
+            publish = publish.headers(headers.clone());
+        }
+        let publish = publish.message_id(&id);
         let attempt = match jetstream.send_publish(subject.clone(), publish).await {
             Ok(ack) => ack.await.map(|_| ()),
             Err(e) => Err(e),

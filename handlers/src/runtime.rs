@@ -300,29 +300,31 @@ async fn accept(
     .await;
 }
 
-async fn serve(node: &Node, request: service::Request) {
+async fn serve(node: &Node, mut request: service::Request) {
     let started = Instant::now();
+    let subject = subject::activate(&node.spec().name);
+    // The span exists before the request is read: a malformed request that carries a
+    // trace context is a (failed) span of that trace too.
+    let span = tracing::debug_span!(
+        "activate",
+        otel.name = %span_attrs::messaging_span_name(Messaging::Process, &subject),
+        otel.kind = "server",
+        node = %node.spec().name,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    span_attrs::messaging(
+        &span,
+        Messaging::Process,
+        &subject,
+        Some(subject::QUEUE_GROUP),
+    );
+    let _ = span.set_parent(mesh_core::trace_context::extract(
+        request.message.headers.as_ref(),
+    ));
+    mesh_core::trace_context::record_ids(&span);
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
-            let subject = subject::activate(&node.spec().name);
-            let span = tracing::debug_span!(
-                "activate",
-                otel.name = %span_attrs::messaging_span_name(Messaging::Process, &subject),
-                otel.kind = "server",
-                node = %node.spec().name,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            span_attrs::messaging(
-                &span,
-                Messaging::Process,
-                &subject,
-                Some(subject::QUEUE_GROUP),
-            );
-            let _ = span.set_parent(mesh_core::trace_context::extract(
-                request.message.headers.as_ref(),
-            ));
-            mesh_core::trace_context::record_ids(&span);
             // The trace context a function receives: this node's span when traced, else
             // whatever the caller sent.
             let traceparent = mesh_core::trace_context::headers_for(&span)
@@ -330,23 +332,29 @@ async fn serve(node: &Node, request: service::Request) {
                 .or(request.message.headers.as_ref())
                 .and_then(|h| h.get("traceparent"))
                 .map(|v| v.as_str().to_string());
-            let reply = node
+            let mut reply = node
                 .activate(activation, started, traceparent)
                 .instrument(span.clone())
                 .await;
+            let body = match encode_within(&mut reply, node.max_payload()) {
+                Ok(body) => body,
+                Err(e) => return tracing::error!(cause = %e, "cannot encode reply"),
+            };
             span_attrs::activation(&span, &reply);
-            match encode_within(reply, node.max_payload()) {
-                Ok(body) => respond(&request, Ok(body.into())).await,
-                Err(e) => tracing::error!(cause = %e, "cannot encode reply"),
+            if reply.outcome == schemas::Outcome::Ok {
+                respond(&request, Ok(body.into())).await;
+            } else {
+                answer_failed(node, &mut request, &reply, body.into()).await;
             }
         }
         Err(e) => {
             tracing::debug!(node = %node.spec().name, cause = %e, "malformed request refused");
+            span_attrs::refused(&span, code::BAD_REQUEST, &e.to_string());
             respond(
                 &request,
                 Err(service::error::Error {
                     code: code::BAD_REQUEST.into(),
-                    status: e.to_string(),
+                    status: header_text(&e.to_string()),
                 }),
             )
             .await;
@@ -354,11 +362,70 @@ async fn serve(node: &Node, request: service::Request) {
     }
 }
 
+/// Where async-nats sends its own (empty) error answer for a failed activation, which
+/// has already been answered with its tree: a subject nobody listens on.
+const DISCARDED: &str = "_INBOX.mesh.discarded";
+
+/// Answers a failed activation with its tree and the Services API error headers
+/// (`Nats-Service-Error`, `Nats-Service-Error-Code`), and counts it among the endpoint's
+/// errors so that `$SRV.STATS` (`nats micro stats`) shows it. async-nats counts an error
+/// only when it sends the error answer itself, which has no body: the tree goes first,
+/// and async-nats' answer is sent where nobody listens.
+async fn answer_failed(
+    node: &Node,
+    request: &mut service::Request,
+    reply: &schemas::ActivationReply,
+    body: bytes::Bytes,
+) {
+    let Some(reply_to) = request.message.reply.clone() else {
+        return;
+    };
+    let status = header_text(&reply.message);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(service::NATS_SERVICE_ERROR, status.as_str());
+    headers.insert(
+        service::NATS_SERVICE_ERROR_CODE,
+        reply.code.to_string().as_str(),
+    );
+    if let Err(e) = node
+        .client()
+        .publish_with_headers(reply_to, headers, body)
+        .await
+    {
+        return tracing::warn!(cause = %e, "cannot send reply");
+    }
+    request.message.reply = Some(DISCARDED.into());
+    respond(
+        request,
+        Err(service::error::Error {
+            code: reply.code.into(),
+            status,
+        }),
+    )
+    .await;
+}
+
+/// `text` fit for a header value: one line of printable characters, at most 256 bytes.
+fn header_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > 256 {
+        let mut end = 256;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
 /// The reply as JSON, at most `max` bytes (the server's payload limit): a tree too large
 /// for the bus (large function results) is answered as a failure saying so, without
 /// results, so that the caller gets an answer rather than a timeout.
 fn encode_within(
-    mut reply: schemas::ActivationReply,
+    reply: &mut schemas::ActivationReply,
     max: usize,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let body = serde_json::to_vec(&reply)?;
@@ -369,7 +436,7 @@ fn encode_within(
         r.result = None;
         r.children.iter_mut().for_each(strip);
     }
-    strip(&mut reply);
+    strip(reply);
     reply.outcome = schemas::Outcome::Failed;
     reply.code = code::BAD_GATEWAY;
     reply.message = format!(
@@ -395,6 +462,18 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_is_one_bounded_line() {
+        assert_eq!(header_text("a\r\nb\tc"), "a  b c");
+        let long = "é".repeat(300);
+        let cut = header_text(&long);
+        assert!(
+            cut.len() <= 256 && cut.chars().all(|c| c == 'é'),
+            "{}",
+            cut.len()
+        );
+    }
 
     #[test]
     fn refusals_are_reported_once_per_interval() {

@@ -209,14 +209,26 @@ impl NodesApi {
         let mut event = StatusEvent::new(node.0, NodeState::Manual);
         event.color = Some(body.0.color);
         event.instance = Some(self.0.relay.gateway_id().to_string());
+        // The request's trace, in the event and in the message's headers.
+        let span = tracing::Span::current();
+        event.trace_id = mesh_core::trace_context::trace_id(&span);
+        let headers = mesh_core::trace_context::headers_for(&span);
         let subject = subject::status(&event.node);
         let published = match serde_json::to_vec(&event) {
-            Ok(bytes) if self.0.bus_connected() => self
-                .0
-                .client
-                .publish(subject, bytes.into())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(bytes) if self.0.bus_connected() => match headers {
+                Some(headers) => self
+                    .0
+                    .client
+                    .publish_with_headers(subject, headers, bytes.into())
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => self
+                    .0
+                    .client
+                    .publish(subject, bytes.into())
+                    .await
+                    .map_err(|e| e.to_string()),
+            },
             Ok(_) => Err("the gateway is not connected to NATS".to_string()),
             Err(e) => Err(e.to_string()),
         };

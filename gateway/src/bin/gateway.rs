@@ -304,7 +304,7 @@ const RENAMED: &[env::Renamed] = &[
 fn main() -> ExitCode {
     let (config, renamed) = env::parse::<Config>(&[env::NATS_RENAMED, RENAMED].concat());
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
-    let _telemetry = match telemetry::init("gateway", config.log_format) {
+    let _telemetry = match telemetry::init(telemetry::Services::One("gateway"), config.log_format) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

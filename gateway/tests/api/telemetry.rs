@@ -229,6 +229,82 @@ async fn nodes_export_traces_over_otlp_when_configured() {
         assert_eq!(json, protocol.is_some(), "{node}: JSON exactly when asked");
         process.kill();
     }
+
+    // A process serving several nodes exports each node's spans under its own service:
+    // MA's own span and its call to MB under node-MA, MB's under node-MB.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"MA\"\ndownstream = [\"MB\"]\nwork_ms = 0\n\n[[node]]\nname = \"MB\"\nwork_ms = 0\nfail_rate = 0.0\n",
+    )
+    .unwrap();
+    let _two = Proc::spawn(
+        "handlers",
+        std::process::Command::new(handlers_bin())
+            .args(["--nats-url", &server.url(), "--topology"])
+            .arg(&file)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    );
+    let ma = name("MA");
+    eventually("MA serves", Duration::from_secs(10), || async {
+        let r =
+            mesh_core::call::activate(&client, &ma, &Default::default(), Duration::from_secs(1))
+                .await;
+        (r.outcome == schemas::Outcome::Ok).then_some(())
+    })
+    .await;
+    // {service: span names} over everything received in JSON.
+    let services = || {
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for body in collected.0.lock().unwrap().iter() {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+                continue;
+            };
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                let service = rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["key"] == "service.name")
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in ss["spans"].as_array().into_iter().flatten() {
+                        out.entry(service.clone())
+                            .or_default()
+                            .push(span["name"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        }
+        out
+    };
+    let seen = eventually("both nodes' services", Duration::from_secs(10), || async {
+        let seen = services();
+        let has = |service: &str, span: &str| {
+            seen.get(service)
+                .is_some_and(|spans| spans.iter().any(|s| s == span))
+        };
+        (has("node-MA", "process activate.MA")
+            && has("node-MA", "send activate.MB")
+            && has("node-MB", "process activate.MB")
+            && has("node-MB", "send status.MB"))
+        .then_some(seen)
+    })
+    .await;
+    for (service, spans) in &seen {
+        if service == "node-MA" || service == "node-MB" {
+            let node = &service["node-".len()..];
+            for span in spans.iter().filter(|s| s.starts_with("process ")) {
+                assert_eq!(span, &format!("process activate.{node}"), "{seen:?}");
+            }
+        }
+    }
+    assert!(!seen.contains_key("nats-mesh-nodes"), "{seen:?}");
 }
 
 fn handlers_bin() -> std::path::PathBuf {

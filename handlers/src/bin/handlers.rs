@@ -214,13 +214,18 @@ const RENAMED: &[env::Renamed] = &[
 
 fn main() -> ExitCode {
     let (cli, renamed) = env::parse::<Cli>(&[env::NATS_RENAMED, RENAMED].concat());
-    // One service name per node when a process serves one node (as in compose).
-    let service = match (&cli.name, cli.only.as_slice()) {
-        (Some(name), _) | (None, [name]) => format!("node-{name}"),
-        _ => "nats-mesh-nodes".to_string(),
+    // One service name per node: the process's own when it serves one node (as in
+    // compose), else each node's spans exported under its own.
+    let one = match (&cli.name, cli.only.as_slice()) {
+        (Some(name), _) | (None, [name]) => Some(format!("node-{name}")),
+        _ => None,
+    };
+    let services = match &one {
+        Some(name) => telemetry::Services::One(name),
+        None => telemetry::Services::PerNode("nats-mesh-nodes"),
     };
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
-    let _telemetry = match telemetry::init(&service, cli.log_format) {
+    let _telemetry = match telemetry::init(services, cli.log_format) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
