@@ -101,7 +101,7 @@ async fn cluster_loses_a_server_and_nothing_stops() {
         eprintln!("\n*** SKIPPED: no Docker engine answers `docker info`: the NATS cluster was NOT tested ***\n");
         return;
     }
-    build_images();
+    build_images(&[]);
     let (port_a, port_b) = (free_port(), free_port());
     let stack = Stack {
         file: "compose.cluster.yaml",

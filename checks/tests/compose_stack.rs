@@ -27,10 +27,11 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
         return;
     }
     let started = Instant::now();
-    build_images();
+    build_images(&["prometheus"]);
     let images_took = started.elapsed();
 
     let gateway_port = free_port();
+    let prometheus_port = free_port();
     let stack = Stack {
         file: "compose.yaml",
         project: format!("meshtest{}", std::process::id()),
@@ -38,6 +39,7 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
             ("GATEWAY_PORT", gateway_port.to_string()),
             ("NATS_PORT", free_port().to_string()),
             ("NATS_MONITOR_PORT", free_port().to_string()),
+            ("PROMETHEUS_PORT", prometheus_port.to_string()),
         ],
         base: format!("http://127.0.0.1:{gateway_port}"),
     };
@@ -85,6 +87,33 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
     let ids = events.await.unwrap();
     let first_id = *ids.iter().min().unwrap();
 
+    // Prometheus (profile `metrics`, its image made from Debian's package) scrapes the
+    // gateway, and the nodes' activations are in it.
+    stack.compose(&["--profile", "metrics", "up", "-d", "prometheus"]);
+    let query = |q: &'static str| {
+        let http = http.clone();
+        async move {
+            let url = format!("http://127.0.0.1:{prometheus_port}/api/v1/query?query={q}");
+            let v = get_json(&http, url).await?;
+            v["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()
+        }
+    };
+    eventually(
+        "Prometheus scrapes the gateway",
+        Duration::from_secs(90),
+        || async { (query("up%7Bjob%3D%22gateway%22%7D").await? == 1.0).then_some(()) },
+    )
+    .await;
+    eventually(
+        "the nodes' activations in Prometheus",
+        Duration::from_secs(30),
+        || async { (query("sum(mesh_node_activations_total)").await? >= 8.0).then_some(()) },
+    )
+    .await;
+
     // Three TM replicas: discovered, and activations spread over them.
     stack.compose(&["up", "-d", "--scale", "tm=3"]);
     eventually("3 TM instances", Duration::from_secs(60), || async {
@@ -129,7 +158,7 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
         "the events from before the restart, from JetStream"
     );
 
-    stack.compose(&["down", "-v", "--remove-orphans"]);
+    stack.compose(&["--profile", "metrics", "down", "-v", "--remove-orphans"]);
     assert_eq!(
         stack.leftovers(),
         Vec::<String>::new(),

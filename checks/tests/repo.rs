@@ -125,10 +125,38 @@ fn compose_services_use_only_what_the_binaries_accept() {
         if name == "nats" {
             continue;
         }
-        if name == "jaeger" {
-            assert_eq!(service["environment"]["COLLECTOR_OTLP_ENABLED"], "true");
-            assert_eq!(service["profiles"], serde_json::json!(["tracing"]));
-            continue;
+        // Optional services, each behind its profile.
+        match name.as_str() {
+            "jaeger" => {
+                assert!(
+                    service["image"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("jaegertracing/jaeger:2."),
+                    "Jaeger 2 (v1 reached its end of life)"
+                );
+                assert_eq!(service["profiles"], serde_json::json!(["tracing"]));
+                continue;
+            }
+            "prometheus" | "grafana" => {
+                let profile = if name == "prometheus" {
+                    "metrics"
+                } else {
+                    "dashboards"
+                };
+                assert_eq!(service["profiles"], serde_json::json!([profile]));
+                // What it mounts is in the repository.
+                for volume in service["volumes"].as_array().unwrap() {
+                    // `source:target[:mode]`, or an object with `source`.
+                    let source = volume["source"]
+                        .as_str()
+                        .or_else(|| volume.as_str().and_then(|v| v.split(':').next()))
+                        .unwrap();
+                    assert!(Path::new(source).exists(), "{name} mounts missing {source}");
+                }
+                continue;
+            }
+            _ => assert!(service.get("profiles").is_none(), "{name}"),
         }
         assert_eq!(service["image"], image, "{name} runs the stack's image");
         assert!(

@@ -232,7 +232,13 @@ function log(level, text, activation) {
     link.textContent = activation;
     link.title = 'show only this activation';
     link.addEventListener('click', () => setFilter(mesh.filter === activation ? '' : activation));
-    li.append(' ', link);
+    const inspect = document.createElement('button');
+    inspect.type = 'button';
+    inspect.className = 'inspect';
+    inspect.textContent = 'inspect';
+    inspect.title = 'where its time went (kept activations only)';
+    inspect.addEventListener('click', () => inspectActivation(activation));
+    li.append(' ', link, inspect);
   }
   li.hidden = !!mesh.filter && activation !== mesh.filter;
   const list = $('log');
@@ -357,6 +363,7 @@ $('activate-form').addEventListener('submit', async (ev) => {
   }
   const reply = await send('POST', '/activate', body, $('activate-result'));
   if (reply && reply.node) {
+    setTimeout(loadRecent, 500); // kept just after its answer
     logResults(reply);
     if (reply.result !== undefined) output.textContent = `result ${short(reply.result)}`;
   }
@@ -441,7 +448,136 @@ if (token()) $('token-form').hidden = false;
 $('filter').addEventListener('change', () => setFilter($('filter').value.trim()));
 $('filter-clear').addEventListener('click', () => setFilter(''));
 
+/* ---- activation inspector: GET /activations/{id} as a waterfall ---- */
+
+/** The reply tree as rows (depth first, children in order) with start and end in ms. */
+function waterfallRows(record) {
+  // Each node's start: when the gateway received its `running` event (in order, so a
+  // node reached twice takes its marks in turn); its length: its own elapsed_ms.
+  const marks = new Map();
+  for (const m of record.timeline || []) {
+    if (m.state !== 'running') continue;
+    if (!marks.has(m.node)) marks.set(m.node, []);
+    marks.get(m.node).push(m.offset_us / 1000);
+  }
+  const rows = [];
+  const visit = (reply, depth, parentStart) => {
+    const queue = marks.get(reply.node);
+    const start = queue && queue.length ? queue.shift() : parentStart;
+    const row = { reply, depth, start, end: start + reply.elapsed_ms, children: [] };
+    rows.push(row);
+    for (const child of reply.children || []) row.children.push(visit(child, depth + 1, start));
+    return row;
+  };
+  visit(record.reply, 0, 0);
+  // The critical path: from the root, the child that finished last, as long as it is
+  // what kept its parent waiting (it ends within the parent's last fifth).
+  let row = rows[0];
+  row.critical = true;
+  while (row.children.length) {
+    const last = row.children.reduce((a, b) => (b.end > a.end ? b : a));
+    if (last.end < row.start + 0.8 * (row.end - row.start)) break;
+    last.critical = true;
+    row = last;
+  }
+  return rows;
+}
+
+function showInspector(detail) {
+  $('inspector').hidden = false;
+  $('inspector-id').textContent = detail.activation_id;
+  $('inspector-summary').className = `result ${detail.outcome === 'ok' ? 'ok' : 'failed'}`;
+  $('inspector-summary').textContent = `${detail.node} ${detail.code} ${detail.outcome} in ${detail.elapsed_ms} ms, `
+    + `started ${new Date(detail.started_at).toLocaleTimeString()} via ${detail.gateway}`;
+  const trace = $('inspector-trace');
+  trace.hidden = !detail.trace_url;
+  if (detail.trace_url) trace.href = detail.trace_url;
+  const rows = waterfallRows(detail);
+  const total = Math.max(1, ...rows.map((r) => r.end));
+  const chart = $('waterfall');
+  chart.replaceChildren();
+  for (const row of rows) {
+    const label = document.createElement('span');
+    label.className = `label${row.critical ? ' critical' : ''}`;
+    label.textContent = `${'\u00a0\u00a0'.repeat(row.depth)}${row.reply.node}`;
+    const track = document.createElement('span');
+    track.className = `track${row.critical ? ' critical' : ''}`;
+    track.setAttribute('role', 'listitem');
+    track.dataset.node = row.reply.node;
+    const bar = document.createElement('i');
+    bar.className = `bar ${row.reply.outcome}`;
+    bar.style.left = `${(100 * row.start) / total}%`;
+    bar.style.width = `${(100 * (row.end - row.start)) / total}%`;
+    bar.title = `${row.reply.node}: ${row.reply.code} ${row.reply.outcome}, starts at ${row.start.toFixed(1)} ms, `
+      + `takes ${row.reply.elapsed_ms} ms${row.critical ? ' (critical path)' : ''}: ${row.reply.message}`;
+    track.append(bar);
+    const ms = document.createElement('span');
+    ms.className = 'ms';
+    ms.textContent = `${row.reply.elapsed_ms} ms`;
+    chart.append(label, track, ms);
+  }
+  $('inspector-json').textContent = JSON.stringify(detail.reply, null, 2);
+  mesh.inspected = detail;
+  $('inspector').scrollIntoView({ block: 'nearest' });
+}
+
+/** Opens the inspector on `id`, waiting a little for it to be kept (just after its answer). */
+async function inspectActivation(id, tries = 10) {
+  $('inspector').hidden = false;
+  $('inspector-id').textContent = id;
+  $('inspector-summary').className = 'result';
+  $('inspector-summary').textContent = 'loading…';
+  for (let i = 0; i < tries; i += 1) {
+    try {
+      const r = await fetch(`/activations/${encodeURIComponent(id)}`, { cache: 'no-store' });
+      if (r.ok) { showInspector(await r.json()); return; }
+      if (r.status !== 404) {
+        const e = await r.json().catch(() => ({}));
+        $('inspector-summary').textContent = `${r.status} ${e.message || ''}`;
+        return;
+      }
+    } catch (err) {
+      $('inspector-summary').textContent = `request failed: ${err}`;
+      return;
+    }
+    await new Promise((done) => { setTimeout(done, 300); });
+  }
+  $('inspector-summary').className = 'result failed';
+  $('inspector-summary').textContent = 'not kept: only activations started through a gateway (POST /activate) are kept, for a limited time';
+}
+
+$('inspector-close').addEventListener('click', () => { $('inspector').hidden = true; });
+$('inspector-repeat').addEventListener('click', async () => {
+  const asked = mesh.inspected && mesh.inspected.request;
+  if (!asked) return;
+  const reply = await send('POST', '/activate', asked, $('inspector-summary'));
+  if (reply && reply.activation_id) inspectActivation(reply.activation_id);
+});
+
+async function loadRecent() {
+  try {
+    const r = await fetch('/activations?limit=20', { cache: 'no-store' });
+    if (!r.ok) return;
+    const list = $('recent');
+    list.replaceChildren();
+    for (const a of (await r.json()).activations) {
+      const li = document.createElement('li');
+      li.className = a.outcome === 'ok' ? 'ok' : 'failed';
+      const open = document.createElement('button');
+      open.type = 'button';
+      open.dataset.activation = a.activation_id;
+      open.textContent = `${new Date(a.started_at).toLocaleTimeString()} ${a.node} ${a.code} ${a.elapsed_ms}ms ${a.activation_id}`;
+      open.addEventListener('click', () => inspectActivation(a.activation_id));
+      li.append(open);
+      list.append(li);
+    }
+  } catch { /* the stream's reconnect says so */ }
+}
+$('recent-load').addEventListener('click', loadRecent);
+
 connect();
 pollBus();
+loadRecent();
 setInterval(pollBus, 5000);
 setInterval(refreshTopology, 5000);
+setInterval(loadRecent, 5000);

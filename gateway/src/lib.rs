@@ -7,6 +7,7 @@
 //! - [`discovery`]: the nodes found through `$SRV.INFO`; [`graph`]: the graph they form;
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
+//! - [`activations`]: finished activations kept for the inspector.
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
 //!   metric labels, `Allow`).
 //! - [`listener`]: connection limit, request head deadline, accept back-off.
@@ -17,6 +18,7 @@
 //! [`Gateway::start`] wires them on a NATS connection; [`Gateway::serve`] serves HTTP
 //! until a shutdown future completes, then ends every event stream and background task.
 
+pub mod activations;
 pub mod api;
 mod auth;
 pub mod discovery;
@@ -66,6 +68,8 @@ pub struct State {
     pub metrics: Arc<metrics::Metrics>,
     /// The durable history, when the server has JetStream.
     pub history: Option<Arc<History>>,
+    /// Finished activations, for the inspector.
+    pub kept: Arc<activations::Kept>,
     /// The key-value bucket of live node settings, when the server has JetStream.
     pub config_store: Option<async_nats::jetstream::kv::Store>,
     /// Cancelled when the gateway stops: ends every event stream and background task.
@@ -157,6 +161,7 @@ impl Gateway {
             tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
         }
         let config_store = mesh_core::live_config::open(&client).await;
+        let kept = Arc::new(activations::Kept::open(&client, settings.activations.as_ref()).await);
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
             settings,
@@ -166,6 +171,7 @@ impl Gateway {
             sse_clients: AtomicUsize::new(0),
             metrics,
             history,
+            kept,
             config_store: config_store.clone(),
             stop: stop.clone(),
         });

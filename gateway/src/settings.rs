@@ -26,6 +26,12 @@ pub struct Settings {
     pub sse: SseSettings,
     /// Durable history in JetStream; `None` relays live only.
     pub stream: Option<StreamSettings>,
+    /// The JetStream stream keeping finished activations for the inspector; `None`
+    /// keeps the newest in memory.
+    pub activations: Option<StreamSettings>,
+    /// Link to a trace in the tracing UI, `{trace_id}` replaced by the trace id (for
+    /// example `http://localhost:16686/trace/{trace_id}`); no links when absent.
+    pub trace_url: Option<String>,
     /// Topology discovery.
     pub discovery: DiscoverySettings,
 }
@@ -120,6 +126,13 @@ impl Default for Settings {
                 max_bytes: 64 * 1024 * 1024,
                 replicas: 1,
             }),
+            activations: Some(StreamSettings {
+                name: "MESH_ACTIVATIONS".into(),
+                max_age: Duration::from_secs(3600),
+                max_bytes: 64 * 1024 * 1024,
+                replicas: 1,
+            }),
+            trace_url: None,
             discovery: DiscoverySettings {
                 interval: Duration::from_millis(5_000),
                 window: Duration::from_millis(300),

@@ -27,6 +27,10 @@ pub fn documents() -> Vec<(&'static str, String)> {
             "function-input.schema.json",
             pretty(schema_for!(FunctionInput)),
         ),
+        (
+            "activation-record.schema.json",
+            pretty(schema_for!(crate::record::ActivationRecord)),
+        ),
     ]
 }
 

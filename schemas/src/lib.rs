@@ -8,6 +8,7 @@
 //! - [`service`]: a node's Services API metadata and the `$SRV` subjects.
 //! - [`config`]: live settings of a node and where they are kept.
 //! - [`graph`]: the graph of nodes the gateway discovers.
+//! - [`record`]: finished activations the gateway keeps for its inspector.
 //! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
 //! - `openapi` (feature `openapi`): poem-openapi types, so the gateway's OpenAPI document
@@ -24,6 +25,7 @@ pub mod json_schema;
 pub mod name;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod record;
 pub mod service;
 pub mod sse;
 pub mod status;

@@ -74,7 +74,7 @@ impl Drop for Stack {
         let _ = Command::new("docker-compose")
             .current_dir(ROOT)
             .args(["-f", self.file, "-p", &self.project])
-            .args(["down", "-v", "--remove-orphans"])
+            .args(["--profile", "metrics", "down", "-v", "--remove-orphans"])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .output();
     }
@@ -141,9 +141,11 @@ pub async fn statuses(base: &str, activation: &str, last: Option<u64>, count: us
     ids
 }
 
-/// Builds the stack's images with `scripts/images` (no registry needed).
-pub fn build_images() {
+/// Builds the stack's images with `scripts/images` (no registry needed); `args` asks for
+/// more (`prometheus`).
+pub fn build_images(args: &[&str]) {
     let images = Command::new(format!("{ROOT}/scripts/images"))
+        .args(args)
         .output()
         .unwrap();
     assert!(

@@ -4,7 +4,11 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::connection::State as Connection;
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
-use schemas::{code, ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome};
+use schemas::{
+    code,
+    record::{ActivationRecord, ActivationSummary, RecordedRequest},
+    ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome,
+};
 
 use super::{ApiError, ApiTags};
 use crate::{
@@ -130,14 +134,22 @@ impl ActivateApi {
             u64::try_from(state.settings.activate_timeout.as_millis()).unwrap_or(u64::MAX)
         });
         let id = body.0.activation_id.unwrap_or_else(ActivationId::generate);
-        let request = ActivationRequest {
-            activation_id: Some(id.clone()),
+        let asked = RecordedRequest {
+            node: node.clone(),
             color: body.0.color,
-            timeout_ms: Some(budget),
-            path: Vec::new(),
+            timeout_ms: budget,
             input: body.0.input,
         };
+        let request = ActivationRequest {
+            activation_id: Some(id.clone()),
+            color: asked.color.clone(),
+            timeout_ms: Some(budget),
+            path: Vec::new(),
+            input: asked.input.clone(),
+        };
+        let started_at = schemas::now_rfc3339();
         let started = std::time::Instant::now();
+        let watch = state.relay.watches.watch(&id);
         let reply = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
             mesh_core::call::activate(&state.client, &node, &request, wait).await
@@ -149,47 +161,70 @@ impl ActivateApi {
                 "the gateway is not connected to NATS; try again shortly",
             )
         };
-        let (code, response) = respond(reply, state.view.knows(&node));
+        let elapsed = started.elapsed();
+        let (reply, code) = as_answered(reply, state.view.knows(&node));
+        let record = ActivationRecord {
+            summary: ActivationSummary {
+                activation_id: reply.activation_id.clone(),
+                node: reply.node.clone(),
+                outcome: reply.outcome,
+                code,
+                elapsed_ms: mesh_core::call::millis(elapsed),
+                started_at,
+            },
+            request: asked,
+            reply: reply.clone(),
+            timeline: watch.finish(),
+            trace_id: mesh_core::trace_context::trace_id(&tracing::Span::current()),
+            gateway: state.relay.gateway_id().to_string(),
+        };
+        state.kept.keep(record);
+        let response = respond(reply, code);
         state
             .metrics
             .activation_seconds
             .get_or_create(&crate::metrics::CodeLabels { code })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
         response
     }
 }
 
-/// The HTTP answer for a reply tree, and its status.
-fn respond(mut reply: ActivationReply, known: bool) -> (u16, ActivateResponse) {
+/// The reply as the gateway answers it, and the HTTP status: the root's code, 404 when
+/// nobody answered on a subject discovery never saw (the node does not exist), and 502
+/// for a code a node may not answer with (a 4xx of its own, or anything forged).
+fn as_answered(mut reply: ActivationReply, known: bool) -> (ActivationReply, u16) {
+    if reply.code == code::UNAVAILABLE
+        && reply.outcome == Outcome::Unavailable
+        && reply.instance.is_none()
+        && !known
+    {
+        reply.code = code::NOT_FOUND;
+        reply.message = format!(
+            "no node named {} is known: nothing serves activate.{}",
+            reply.node, reply.node
+        );
+        return (reply, code::NOT_FOUND);
+    }
+    let status = match reply.code {
+        code::OK | code::FAILED | code::UNAVAILABLE | code::TIMEOUT | code::LOOP => reply.code,
+        _ => code::BAD_GATEWAY,
+    };
+    (reply, status)
+}
+
+/// The HTTP answer for a reply tree with status `code` (from [`as_answered`]).
+fn respond(reply: ActivationReply, code: u16) -> ActivateResponse {
     let id = reply.activation_id.to_string();
-    match reply.code {
-        code::OK => (code::OK, ActivateResponse::Ok(Json(reply), id)),
-        code::FAILED => (code::FAILED, ActivateResponse::Failed(Json(reply), id)),
-        // Nobody answered on a subject discovery never saw: the node does not exist.
-        code::UNAVAILABLE
-            if reply.outcome == Outcome::Unavailable && reply.instance.is_none() && !known =>
-        {
-            reply.code = code::NOT_FOUND;
-            reply.message = format!(
-                "no node named {} is known: nothing serves activate.{}",
-                reply.node, reply.node
-            );
-            (
-                code::NOT_FOUND,
-                ActivateResponse::UnknownNode(Json(reply), id),
-            )
-        }
-        code::UNAVAILABLE => (
-            code::UNAVAILABLE,
-            ActivateResponse::Unavailable(Json(reply), id),
-        ),
-        code::TIMEOUT => (code::TIMEOUT, ActivateResponse::Timeout(Json(reply), id)),
-        code::LOOP => (code::LOOP, ActivateResponse::Loop(Json(reply), id)),
+    let json = Json(reply);
+    match code {
+        code::OK => ActivateResponse::Ok(json, id),
+        code::FAILED => ActivateResponse::Failed(json, id),
+        code::NOT_FOUND => ActivateResponse::UnknownNode(json, id),
+        code::UNAVAILABLE => ActivateResponse::Unavailable(json, id),
+        code::TIMEOUT => ActivateResponse::Timeout(json, id),
+        code::LOOP => ActivateResponse::Loop(json, id),
         // The body was valid here: a node refusing it (or a forged reply) is the node's
         // fault, not the caller's.
-        _ => (
-            code::BAD_GATEWAY,
-            ActivateResponse::BadGateway(Json(reply), id),
-        ),
+        _ => ActivateResponse::BadGateway(json, id),
     }
 }

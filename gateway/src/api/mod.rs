@@ -1,6 +1,7 @@
 //! The HTTP API, described by OpenAPI (poem-openapi): one module per group of routes.
 
 mod activate;
+mod activations;
 mod error;
 mod events;
 mod health;
@@ -38,6 +39,7 @@ pub fn service(
 ) -> OpenApiService<
     (
         activate::ActivateApi,
+        activations::ActivationsApi,
         nodes::NodesApi,
         events::EventsApi,
         topology::TopologyApi,
@@ -48,6 +50,7 @@ pub fn service(
     OpenApiService::new(
         (
             activate::ActivateApi(state.clone()),
+            activations::ActivationsApi(state.clone()),
             nodes::NodesApi(state.clone()),
             events::EventsApi(state.clone()),
             topology::TopologyApi(state.clone()),

@@ -138,6 +138,28 @@ struct Config {
           value_parser = clap::value_parser!(u64).range(1..=5))]
     stream_replicas: u64,
 
+    /// JetStream stream keeping finished activations for the inspector (`GET
+    /// /activations`; created when missing, one message per activation id); empty keeps
+    /// the newest 256 in this gateway's memory, as without JetStream.
+    #[arg(
+        long,
+        env = "MESH_ACTIVATIONS_STREAM",
+        default_value = "MESH_ACTIVATIONS"
+    )]
+    activations_stream: String,
+    /// Oldest activation that stream keeps, in milliseconds.
+    #[arg(long, env = "MESH_ACTIVATIONS_MAX_AGE_MS", default_value_t = 3_600_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    activations_max_age_ms: u64,
+    /// Most bytes that stream keeps.
+    #[arg(long, env = "MESH_ACTIVATIONS_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    activations_max_bytes: u64,
+    /// Link to a trace in your tracing UI, `{trace_id}` replaced by the trace id (Jaeger:
+    /// `http://localhost:16686/trace/{trace_id}`): the inspector links each traced
+    /// activation to its trace.
+    #[arg(long, env = "MESH_GATEWAY_TRACE_URL", value_parser = trace_url)]
+    trace_url: Option<String>,
+
     /// Interval of topology discovery (`$SRV.INFO`), in milliseconds.
     #[arg(long, env = "MESH_DISCOVERY_INTERVAL_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(50..))]
@@ -238,12 +260,30 @@ impl Config {
                 max_bytes: self.stream_max_bytes,
                 replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
             }),
+            activations: (!self.activations_stream.is_empty()).then(|| StreamSettings {
+                name: self.activations_stream.clone(),
+                max_age: Duration::from_millis(self.activations_max_age_ms),
+                max_bytes: self.activations_max_bytes,
+                replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
+            }),
+            trace_url: self.trace_url.clone(),
             discovery: DiscoverySettings {
                 interval: Duration::from_millis(self.discovery_interval_ms),
                 window: Duration::from_millis(self.discovery_window_ms),
             },
         })
     }
+}
+
+/// A trace link template: an http(s) URL with `{trace_id}` in it.
+fn trace_url(text: &str) -> Result<String, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Err("an http:// or https:// URL is needed".into());
+    }
+    if !text.contains("{trace_id}") {
+        return Err("the URL must contain {trace_id}, where the trace id goes".into());
+    }
+    Ok(text.to_string())
 }
 
 /// `GET /readyz` on the gateway at `listen` (an unspecified address means this host):

@@ -91,6 +91,8 @@ pub struct Relay {
     pub dedup: Mutex<Dedup>,
     /// Counters of relayed, refused and dropped events.
     pub metrics: Arc<Metrics>,
+    /// Activations this gateway runs, whose events become their timelines.
+    pub watches: Arc<crate::activations::Watches>,
 }
 
 impl Relay {
@@ -113,6 +115,7 @@ impl Relay {
             unknown_node: Notify::new(),
             dedup: Mutex::new(Dedup::default()),
             metrics,
+            watches: Default::default(),
         })
     }
 
@@ -172,6 +175,7 @@ impl Relay {
         known: impl Fn(&NodeName) -> bool,
     ) -> Result<Arc<Frame>, String> {
         let event = self.decode(subject, payload)?;
+        self.watches.note(&event);
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         let node = event.node.clone();
         let activation = event.activation_id.clone();

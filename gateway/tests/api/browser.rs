@@ -565,3 +565,93 @@ async fn page_lists_a_graph_too_big_to_draw_and_takes_a_token() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
+async fn page_inspects_an_activation_and_repeats_it() {
+    // TM works 300 ms, everyone else nothing: the critical path is UI D P V TM.
+    let nodes = seed_zero_work()
+        .into_iter()
+        .map(|n| match n.name.as_str() {
+            "TM" => handlers::NodeSpec {
+                work: handlers::Work::simulated(300, 0.0),
+                ..n
+            },
+            _ => n,
+        })
+        .collect();
+    let app = spawn_on(NatsServer::start_jetstream(), nodes, |_| {}).await;
+    let driver = Driver::start().await;
+    driver
+        .call("POST", "/url", json!({"url": app.url("/")}))
+        .await;
+    driver
+        .wait_for(
+            "the graph drawn",
+            "return document.querySelectorAll('#diagram g.node').length === 8",
+        )
+        .await;
+    driver.click("#activate-btn").await;
+    let id = driver
+        .wait_for(
+            "the activation in the log",
+            "const b = document.querySelector('#log li[data-activation] .inspect');
+             return !!b && b.parentElement.dataset.activation",
+        )
+        .await;
+    let id = id.as_str().unwrap().to_string();
+    driver.click("#log li[data-activation] .inspect").await;
+    let critical = driver
+        .wait_for(
+            "the waterfall drawn",
+            "const tracks = document.querySelectorAll('#waterfall .track');
+             return tracks.length === 8 && !document.getElementById('inspector').hidden
+                 && [...document.querySelectorAll('#waterfall .track.critical')].map(t => t.dataset.node)",
+        )
+        .await;
+    assert_eq!(critical, json!(["UI", "D", "P", "V", "TM"]));
+    assert_eq!(driver.text("inspector-id").await, id);
+    assert!(driver.text("inspector-json").await.contains(&id));
+    // TM's bar is the long one, and starts after the root's.
+    let widths = driver
+        .script(
+            "const w = n => parseFloat(document.querySelector(`#waterfall .track[data-node=\"${n}\"] .bar`).style.width);
+             return [w('TM'), w('T'), w('UI')]",
+        )
+        .await;
+    let w: Vec<f64> = serde_json::from_value(widths).unwrap();
+    assert!(w[0] > 50.0 && w[1] < w[0] && w[2] >= w[0], "{w:?}");
+    assert!(driver.text("inspector-summary").await.contains("200 ok"));
+
+    // Repeat: the same request again, a new activation, inspected in turn.
+    driver.click("#inspector-repeat").await;
+    let again = driver
+        .wait_for(
+            "the repeated activation inspected",
+            &format!(
+                "const id = document.getElementById('inspector-id').textContent;
+                 return id !== '{id}' && document.querySelectorAll('#waterfall .track').length === 8 && id"
+            ),
+        )
+        .await;
+    let again = again.as_str().unwrap().to_string();
+    // Both in the recent list, newest first.
+    driver.click("#recent-load").await;
+    let listed = driver
+        .wait_for(
+            "both in the recent list",
+            "const ids = [...document.querySelectorAll('#recent button')].map(b => b.dataset.activation);
+             return ids.length >= 2 && ids",
+        )
+        .await;
+    assert_eq!(listed[0], again.as_str());
+    assert_eq!(listed[1], id.as_str());
+
+    let png = driver.call("GET", "/screenshot", Value::Null).await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inspector.png"), bytes).unwrap();
+}

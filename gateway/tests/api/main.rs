@@ -10,6 +10,7 @@ mod env_names;
 mod events;
 mod faults;
 mod helpers;
+mod inspector;
 mod live_config;
 mod load;
 mod permissions;

@@ -93,6 +93,18 @@ async fn the_mesh_works_under_permissions_that_keep_others_out() {
         .unwrap();
     assert!(seen.subject.starts_with("status."));
 
+    // The gateway may keep it for the inspector (the stream MESH_ACTIVATIONS).
+    let id = reply["activation_id"].as_str().unwrap().to_string();
+    eventually("the activation kept", Duration::from_secs(20), || async {
+        let r = http
+            .get(format!("{base}/activations/{id}"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
     // The app user can neither activate a node nor publish a status event.
     let asked = tokio::time::timeout(
         Duration::from_secs(3),

@@ -130,6 +130,32 @@ async fn metrics_parse_and_move_with_activations() {
         let timed = format!(r#"mesh_node_activation_seconds_count{{node="{node}"}}"#);
         assert_eq!(get(&after, &timed) - get(&before, &timed), 1.0, "{node}");
     }
+    // Every series the provisioned Grafana dashboard queries is one the gateway serves.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/observability/grafana/dashboards/nats-mesh.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let served: std::collections::HashSet<&str> =
+        after.keys().map(|k| k.split('{').next().unwrap()).collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = expr
+                .split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .filter(|w| w.starts_with("mesh_") || w.starts_with("process_"));
+            for name in names {
+                queried += 1;
+                assert!(
+                    served.contains(name),
+                    "the dashboard's {expr:?} queries {name}, which /metrics does not serve"
+                );
+            }
+        }
+    }
+    assert!(queried >= 8, "{queried}");
     assert!(get(&after, "process_resident_memory_bytes{}") > 1e6);
     assert!(get(&after, "process_open_fds{}") > 0.0);
     assert!(after.contains_key("process_cpu_seconds_total{}"));

@@ -1,0 +1,288 @@
+//! Finished activations kept for the inspector (`GET /activations`,
+//! `GET /activations/{id}`).
+//!
+//! Every activation the gateway runs is kept as an [`ActivationRecord`] on
+//! `mesh.activations.<id>` in a JetStream stream (bounded by age and bytes, one message
+//! per id), so any gateway answers for it, also after a restart. Without JetStream the
+//! newest [`MEMORY_RECORDS`] stay in this gateway's memory. While an activation runs, the
+//! relay notes its status events as they arrive ([`Watches`]): they become its timeline.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    jetstream::{self, stream},
+    Client,
+};
+use schemas::{
+    record::{self, ActivationRecord, ActivationSummary, TimelineMark},
+    ActivationId, StatusEvent,
+};
+
+use crate::settings::StreamSettings;
+
+/// Records kept in memory without JetStream.
+pub const MEMORY_RECORDS: usize = 256;
+/// Status events noted per running activation (a few per node).
+const MAX_MARKS: usize = 4096;
+/// Activations watched at once; more run without a timeline.
+const MAX_WATCHED: usize = 10_000;
+/// Most stream messages read to list the recent activations, per listed activation.
+const READS_PER_LISTED: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Status events of the activations this gateway is running, as they arrive.
+#[derive(Default)]
+pub struct Watches {
+    count: AtomicUsize,
+    running: Mutex<HashMap<ActivationId, (Instant, Vec<TimelineMark>)>>,
+}
+
+impl Watches {
+    /// Notes `event` when its activation is watched (costs an atomic load otherwise).
+    pub fn note(&self, event: &StatusEvent) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(id) = &event.activation_id else {
+            return;
+        };
+        if let Some((started, marks)) = lock(&self.running).get_mut(id) {
+            if marks.len() < MAX_MARKS {
+                marks.push(TimelineMark {
+                    node: event.node.clone(),
+                    state: event.state,
+                    offset_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    instance: event.instance.clone(),
+                });
+            }
+        }
+    }
+
+    /// Starts noting the events of `id`, from now; the marks are handed over by
+    /// [`Watch::finish`] (or dropped with the watch).
+    pub fn watch(self: &Arc<Self>, id: &ActivationId) -> Watch {
+        let mut running = lock(&self.running);
+        let watched = running.len() < MAX_WATCHED && !running.contains_key(id);
+        if watched {
+            running.insert(id.clone(), (Instant::now(), Vec::new()));
+            self.count.store(running.len(), Ordering::Relaxed);
+        }
+        Watch {
+            watches: self.clone(),
+            id: watched.then(|| id.clone()),
+        }
+    }
+
+    fn remove(&self, id: &ActivationId) -> Vec<TimelineMark> {
+        let mut running = lock(&self.running);
+        let marks = running.remove(id).map(|(_, m)| m).unwrap_or_default();
+        self.count.store(running.len(), Ordering::Relaxed);
+        marks
+    }
+}
+
+/// One watched activation.
+pub struct Watch {
+    watches: Arc<Watches>,
+    id: Option<ActivationId>,
+}
+
+impl Watch {
+    /// The events noted so far, oldest first; the watch ends.
+    pub fn finish(mut self) -> Vec<TimelineMark> {
+        match self.id.take() {
+            Some(id) => self.watches.remove(&id),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.watches.remove(&id);
+        }
+    }
+}
+
+/// Why a kept activation cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Never kept, or aged out.
+    #[error("no activation {0} is kept (unknown, or older than the kept ones)")]
+    NotFound(ActivationId),
+    /// The stream did not answer.
+    #[error("the kept activations cannot be read now: {0}")]
+    Unavailable(String),
+}
+
+/// Where finished activations are kept.
+pub struct Kept {
+    stream: Option<(jetstream::Context, stream::Stream)>,
+    memory: Mutex<VecDeque<Arc<ActivationRecord>>>,
+}
+
+impl Kept {
+    /// Opens (creating when missing) the stream `settings` describe, or keeps records
+    /// in memory when `settings` is `None` or the server has no JetStream.
+    pub async fn open(client: &Client, settings: Option<&StreamSettings>) -> Self {
+        let memory = Mutex::new(VecDeque::new());
+        let Some(settings) = settings else {
+            tracing::info!("activations kept in memory only (--activations-stream is empty)");
+            return Self {
+                stream: None,
+                memory,
+            };
+        };
+        let context = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: settings.name.clone(),
+            subjects: vec![record::SUBJECT_ALL.to_string()],
+            max_age: settings.max_age,
+            max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let opened =
+            tokio::time::timeout(Duration::from_secs(3), context.get_or_create_stream(config))
+                .await;
+        match opened {
+            Ok(Ok(stream)) => {
+                tracing::info!(stream = %settings.name, "finished activations are kept in JetStream");
+                Self {
+                    stream: Some((context, stream)),
+                    memory,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(cause = %e, "no JetStream: finished activations kept in this gateway's memory only");
+                Self {
+                    stream: None,
+                    memory,
+                }
+            }
+            Err(_) => {
+                tracing::warn!("JetStream did not answer: finished activations kept in this gateway's memory only");
+                Self {
+                    stream: None,
+                    memory,
+                }
+            }
+        }
+    }
+
+    /// Whether records outlive this gateway (kept in JetStream).
+    pub fn durable(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Keeps `record`: in memory at once, or in the stream from a task (whoever waits
+    /// for the answer does not wait for the stream).
+    pub fn keep(self: &Arc<Self>, record: ActivationRecord) {
+        if self.stream.is_none() {
+            let mut memory = lock(&self.memory);
+            if memory.len() >= MEMORY_RECORDS {
+                memory.pop_front();
+            }
+            memory.push_back(Arc::new(record));
+            return;
+        }
+        let kept = self.clone();
+        tokio::spawn(async move { kept.put(record).await });
+    }
+
+    /// Keeps `record` in the stream, waiting for its acknowledgement.
+    async fn put(&self, record: ActivationRecord) {
+        let Some((context, _)) = &self.stream else {
+            return;
+        };
+        let subject = record::subject(&record.summary.activation_id);
+        let Ok(body) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let acked = match context.publish(subject, body.into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = acked {
+            tracing::debug!(activation = %record.summary.activation_id, cause = %e, "activation not kept");
+        }
+    }
+
+    /// The kept record of `id`.
+    pub async fn get(&self, id: &ActivationId) -> Result<ActivationRecord, ReadError> {
+        let Some((_, stream)) = &self.stream else {
+            return lock(&self.memory)
+                .iter()
+                .rev()
+                .find(|r| &r.summary.activation_id == id)
+                .map(|r| (**r).clone())
+                .ok_or_else(|| ReadError::NotFound(id.clone()));
+        };
+        use jetstream::stream::LastRawMessageErrorKind as Kind;
+        match stream
+            .get_last_raw_message_by_subject(&record::subject(id))
+            .await
+        {
+            Ok(message) => serde_json::from_slice(&message.payload)
+                .map_err(|e| ReadError::Unavailable(format!("a kept record is unreadable: {e}"))),
+            Err(e) if e.kind() == Kind::NoMessageFound => Err(ReadError::NotFound(id.clone())),
+            Err(e) => Err(ReadError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The newest `limit` kept activations, newest first.
+    pub async fn recent(&self, limit: usize) -> Result<Vec<ActivationSummary>, ReadError> {
+        let Some((_, stream)) = &self.stream else {
+            return Ok(lock(&self.memory)
+                .iter()
+                .rev()
+                .take(limit)
+                .map(|r| r.summary.clone())
+                .collect());
+        };
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let (first, mut next) = (info.state.first_sequence, info.state.last_sequence);
+        let mut out = Vec::new();
+        let mut reads = limit * READS_PER_LISTED;
+        // Sequences newest first, read a batch at a time; a repeated id left holes where
+        // its older messages were.
+        while out.len() < limit && next >= first.max(1) && reads > 0 {
+            let batch = (limit - out.len()).min(reads) as u64;
+            let low = next.saturating_sub(batch - 1).max(first.max(1));
+            let read = futures::future::join_all(
+                (low..=next).rev().map(|seq| stream.get_raw_message(seq)),
+            )
+            .await;
+            reads = reads.saturating_sub(read.len());
+            out.extend(read.into_iter().filter_map(|m| {
+                let m = m.ok()?;
+                serde_json::from_slice::<ActivationRecord>(&m.payload)
+                    .ok()
+                    .map(|r| r.summary)
+            }));
+            if low == 0 {
+                break;
+            }
+            next = low - 1;
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}

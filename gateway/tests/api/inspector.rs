@@ -1,0 +1,164 @@
+//! The activation inspector's reads: every activation a gateway ran, kept on the bus
+//! (JetStream) so that any gateway answers, also after a restart; in memory without
+//! JetStream.
+
+use std::{collections::HashSet, time::Duration};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Upper bound of every wait on a condition.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn get(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// `GET path` once it answers 200 (an activation is kept just after its answer).
+async fn kept(base: &str, path: &str) -> serde_json::Value {
+    eventually(path, WAIT, || async {
+        let (status, body) = get(base, path).await;
+        (status == 200).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn activations_are_kept_on_the_bus_for_any_gateway() {
+    let mut nodes = seed_zero_work();
+    // One node that fails every time, to see a failed root kept as such.
+    nodes.push(handlers::NodeSpec {
+        work: handlers::Work::simulated(0, 1.0),
+        ..handlers::NodeSpec::new(name("BROKEN"))
+    });
+    let app = spawn_on(NatsServer::start_jetstream(), nodes, |_| {}).await;
+
+    let (status, reply) = app
+        .activate(json!({"activation_id": "insp-1", "input": {"n": 1}, "color": "#ff00ff"}))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let record = kept(&app.base, "/activations/insp-1").await;
+    assert_eq!(record["activation_id"], "insp-1");
+    assert_eq!(record["node"], "UI");
+    assert_eq!(
+        (record["code"].as_u64(), record["outcome"].as_str()),
+        (Some(200), Some("ok"))
+    );
+    assert!(record["started_at"].as_str().unwrap().contains('T'));
+    assert_eq!(
+        record["reply"], reply,
+        "the tree as POST /activate answered it"
+    );
+    assert_eq!(
+        record["request"],
+        json!({"node": "UI", "color": "#ff00ff", "timeout_ms": 5000, "input": {"n": 1}})
+    );
+    assert_eq!(record["gateway"], app.state.relay.gateway_id());
+    // The running events of all eight nodes, in the order received, offsets growing.
+    let timeline = record["timeline"].as_array().unwrap();
+    let running: HashSet<_> = timeline
+        .iter()
+        .filter(|m| m["state"] == "running")
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(running.len(), 8, "{timeline:?}");
+    let offsets: Vec<u64> = timeline
+        .iter()
+        .map(|m| m["offset_us"].as_u64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert!(
+        record.get("trace_url").is_none(),
+        "no tracing UI configured"
+    );
+
+    let (status, _) = app
+        .activate(json!({"activation_id": "insp-2", "node": "BROKEN"}))
+        .await;
+    assert!(status >= 500);
+    let broken = kept(&app.base, "/activations/insp-2").await;
+    assert_eq!(broken["code"].as_u64(), Some(u64::from(status)));
+    assert_eq!(broken["outcome"], "failed");
+
+    // Newest first, bounded.
+    let (status, list) = get(&app.base, "/activations").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["durable"], true);
+    let ids: Vec<_> = list["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["activation_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["insp-2", "insp-1"]);
+    let (_, one) = get(&app.base, "/activations?limit=1").await;
+    assert_eq!(one["activations"].as_array().unwrap().len(), 1);
+    assert_eq!(one["activations"][0]["activation_id"], "insp-2");
+    for bad in [
+        "/activations?limit=0",
+        "/activations?limit=501",
+        "/activations?limit=x",
+    ] {
+        assert_eq!(get(&app.base, bad).await.0, 400, "{bad}");
+    }
+    assert_eq!(get(&app.base, "/activations/no-such-one").await.0, 404);
+    assert_eq!(get(&app.base, "/activations/a.b").await.0, 400);
+    assert_eq!(get(&app.base, "/activations/a%2A").await.0, 400);
+    // The same id again: the newest run is the one kept, listed once.
+    let (status, _) = app
+        .activate(json!({"activation_id": "insp-1", "node": "T"}))
+        .await;
+    assert_eq!(status, 200);
+    eventually("insp-1 kept again", WAIT, || async {
+        let (_, r) = get(&app.base, "/activations/insp-1").await;
+        (r["node"] == "T").then_some(())
+    })
+    .await;
+    let (_, list) = get(&app.base, "/activations").await;
+    let ids: Vec<_> = list["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["activation_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["insp-1", "insp-2"]);
+
+    // Another gateway, and one started later, answer for them: they are on the bus.
+    let other = Gw::start(&app.server.url(), |c| {
+        c.trace_url = Some("http://traces.example/trace/{trace_id}".into())
+    })
+    .await;
+    let (status, there) = get(&other.base, "/activations/insp-2").await;
+    assert_eq!(status, 200);
+    assert_eq!(there["reply"], broken["reply"]);
+    assert!(there.get("trace_url").is_none(), "untraced: no link");
+}
+
+#[tokio::test]
+async fn without_jetstream_a_gateway_keeps_its_own_newest_in_memory() {
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    assert!(!app.state.kept.durable());
+    for i in 0..3 {
+        let (status, _) = app
+            .activate(json!({"activation_id": format!("mem-{i}")}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let record = kept(&app.base, "/activations/mem-1").await;
+    assert_eq!(record["reply"]["children"][0]["node"], "D");
+    let list = kept(&app.base, "/activations").await;
+    assert_eq!(list["durable"], false);
+    let ids: Vec<_> = list["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["activation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mem-2", "mem-1", "mem-0"]);
+    // Another gateway never saw them.
+    let other = Gw::start(&app.server.url(), |_| {}).await;
+    assert_eq!(get(&other.base, "/activations/mem-1").await.0, 404);
+}
