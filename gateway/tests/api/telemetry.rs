@@ -262,7 +262,7 @@ async fn nodes_export_traces_over_otlp_when_configured() {
     let file = dir.path().join("two.toml");
     std::fs::write(
         &file,
-        "[[node]]\nname = \"MA\"\ndownstream = [\"MB\"]\nwork_ms = 0\n\n[[node]]\nname = \"MB\"\nwork_ms = 0\nfail_rate = 0.0\n",
+        "[[node]]\nname = \"MA\"\ndownstream = [\"MB\"]\nwork_ms = 0\n\n[[node]]\nname = \"MB\"\nwork_ms = 0\nfail_rate = 0.0\n\n[[node]]\nname = \"MC\"\nwork_ms = 0\nfail_rate = 1.0\n",
     )
     .unwrap();
     let _two = Proc::spawn(
@@ -322,6 +322,46 @@ async fn nodes_export_traces_over_otlp_when_configured() {
         .then_some(seen)
     })
     .await;
+    // The exported spans as the collector decodes them: a failed activation's span has
+    // status ERROR (2) with a message, and numbers are integers.
+    let mc = name("MC");
+    let failed =
+        mesh_core::call::activate(&client, &mc, &Default::default(), Duration::from_secs(5)).await;
+    assert_ne!(failed.outcome, schemas::Outcome::Ok);
+    let span = eventually("MC's span", Duration::from_secs(10), || async {
+        collected.0.lock().unwrap().iter().find_map(|body| {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            v["resourceSpans"]
+                .as_array()?
+                .iter()
+                .flat_map(|rs| rs["scopeSpans"].as_array().into_iter().flatten())
+                .flat_map(|ss| ss["spans"].as_array().into_iter().flatten())
+                .find(|s| s["name"] == "process activate.MC")
+                .cloned()
+        })
+    })
+    .await;
+    assert_eq!(span["status"]["code"], 2, "{span}");
+    assert!(
+        span["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed"),
+        "{span}"
+    );
+    let attribute = |key: &str| {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+            .unwrap_or_else(|| panic!("{key} in {span}"))
+    };
+    let code = attribute("mesh.code");
+    assert!(code.get("intValue").is_some(), "an integer: {code}");
+    assert_eq!(attribute("messaging.system")["stringValue"], "nats");
+    assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER");
     for (service, spans) in &seen {
         if service == "node-MA" || service == "node-MB" {
             let node = &service["node-".len()..];
