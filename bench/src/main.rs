@@ -7,7 +7,8 @@
 //! file, to `artifacts/bench.md` and `artifacts/bench.json`.
 //!
 //! Run with `scripts/bench` (builds the release binaries first). `BENCH_SSE_CLIENTS`
-//! (default `1000,10000`) sets the fan-out sizes.
+//! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
+//! scenarios only.
 
 mod procs;
 mod sse;
@@ -103,10 +104,17 @@ async fn main() -> anyhow::Result<()> {
         ));
         p
     });
-    for (node, what) in [
-        ("FX", "exec function `echo 1` (node FX)"),
-        ("FP", "exec function `python3 -c 'print(1)'` (node FP)"),
-    ] {
+    // BENCH_QUICK=1: NATS scenarios only (no functions, HTTP or SSE), for a quick look.
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let functions: &[(&str, &str)] = if quick {
+        &[]
+    } else {
+        &[
+            ("FX", "exec function `echo 1` (node FX)"),
+            ("FP", "exec function `python3 -c 'print(1)'` (node FP)"),
+        ]
+    };
+    for &(node, what) in functions {
         for (c, simulated) in [(1, e1), (16, e16)] {
             let s = nats_scenario(&client, node, c, true, FUNCTION_REQUESTS).await;
             let note = format!(
@@ -117,8 +125,16 @@ async fn main() -> anyhow::Result<()> {
             rows.push(s.row(what, c, note));
         }
     }
+    let mut idle_gateway_us_per_activation = f64::NAN;
     for c in [1, 16, 64] {
+        let gateway_cpu = gateway.cpu_seconds();
         let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
+        if c == 64 {
+            // Every activation's 16 events reach the gateway, with no SSE client to
+            // send them to (100 warm-up activations included).
+            idle_gateway_us_per_activation =
+                (gateway.cpu_seconds() - gateway_cpu) * 1e6 / (REQUESTS + 100) as f64;
+        }
         let note = format!(
             "{:.2}x the 5 raw round trips of its critical path; {:.3} ms per hop",
             s.ms(0.5) / (5.0 * raw_p50),
@@ -126,14 +142,20 @@ async fn main() -> anyhow::Result<()> {
         );
         rows.push(s.row("seed activation over NATS", c, note));
     }
-    for c in [1, 16, 64] {
+    for c in [1, 16, 64].into_iter().filter(|_| !quick) {
         let s = http_scenario(&http, &base, c).await;
         let note = format!("{:.2}x the 5 raw round trips", s.ms(0.5) / (5.0 * raw_p50));
         rows.push(s.row("seed activation via POST /activate", c, note));
     }
 
     let sizes: Vec<usize> = std::env::var("BENCH_SSE_CLIENTS")
-        .unwrap_or_else(|_| "1000,10000".into())
+        .unwrap_or_else(|_| {
+            if quick {
+                String::new()
+            } else {
+                "1000,10000".into()
+            }
+        })
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -142,7 +164,16 @@ async fn main() -> anyhow::Result<()> {
         fanouts.push(fan_out(&client, &gateway, http_port, n).await?);
     }
 
-    let markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
+    // What carrying the trace context costs: the seed at c=64 with it (the default) and
+    // with OTEL_PROPAGATORS=none, same build, rounds interleaved.
+    drop(seed);
+    let propagation = propagation_cost(&client, &topology, &nats_env).await?;
+
+    let mut markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
+    markdown.push_str(&format!(
+        "\nGateway CPU per seed activation over NATS with no SSE client (its 16 status events relayed to nobody): {idle_gateway_us_per_activation:.1} µs.\n"
+    ));
+    markdown.push_str(&propagation.markdown());
     println!("{markdown}");
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
     std::fs::create_dir_all(&artifacts)?;
@@ -155,11 +186,92 @@ async fn main() -> anyhow::Result<()> {
             "sse": fanouts,
             "idle_node_rss_kib": idle_node_kib,
             "idle_gateway_rss_kib": idle_gateway_kib,
+            "propagation": propagation,
+            "idle_gateway_us_per_activation": idle_gateway_us_per_activation,
         }))?,
     )?;
-    drop((hop, exec_echo, exec_python, seed, gateway));
+    drop((hop, exec_echo, exec_python, gateway));
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// Rounds of each side of an interleaved comparison.
+const ROUNDS: usize = 5;
+
+/// Seed activations per second at c=64 with and without the trace context.
+#[derive(serde::Serialize)]
+struct Propagation {
+    on_per_second: Vec<f64>,
+    off_per_second: Vec<f64>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+impl Propagation {
+    fn markdown(&self) -> String {
+        let (on, off) = (median(&self.on_per_second), median(&self.off_per_second));
+        format!(
+            "\nTrace context always on (span-less, nothing exported): seed activations over NATS at c=64, {ROUNDS} interleaved rounds each: \
+             with it median {on:.0}/s (min {:.0}), with `OTEL_PROPAGATORS=none` median {off:.0}/s (min {:.0}): \
+             it costs {:.1}% of throughput.\n",
+            min(&self.on_per_second),
+            min(&self.off_per_second),
+            100.0 * (1.0 - on / off)
+        )
+    }
+}
+
+/// The seed at c=64, propagation on and off in turn, a fresh seed process each round.
+async fn propagation_cost(
+    client: &Client,
+    topology: &std::path::Path,
+    nats_env: &[(&str, String)],
+) -> anyhow::Result<Propagation> {
+    let mut result = Propagation {
+        on_per_second: Vec::new(),
+        off_per_second: Vec::new(),
+    };
+    let file = topology.display().to_string();
+    for _ in 0..ROUNDS {
+        for on in [true, false] {
+            let mut env = nats_env.to_vec();
+            if !on {
+                env.push(("OTEL_PROPAGATORS", "none".into()));
+            }
+            let seed = Proc::start("handlers", &["--topology", &file, "--fail-rate", "0"], &env)?;
+            wait_for_node(client, "UI").await;
+            let rate = nats_scenario(client, "UI", 64, true, REQUESTS).await.rate();
+            if on {
+                result.on_per_second.push(rate);
+            } else {
+                result.off_per_second.push(rate);
+            }
+            drop(seed);
+            // The next process starts once this one's subscriptions are gone.
+            wait_for_no_node(client, "UI").await;
+        }
+    }
+    Ok(result)
+}
+
+/// Waits until nothing serves `node`.
+async fn wait_for_no_node(client: &Client, node: &str) {
+    let subject = format!("activate.{node}");
+    eventually(&format!("{node} gone"), Duration::from_secs(30), || async {
+        match client.request(subject.clone(), "".into()).await {
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Some(()),
+            _ => None,
+        }
+    })
+    .await;
 }
 
 /// The seed topology file with every node's work and failure rate removed: the bench

@@ -76,7 +76,7 @@ async fn send(
     let mut message = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(wait));
-    if let Some(headers) = crate::trace_context::headers_for(span) {
+    if let Some(headers) = crate::trace_context::request_headers(span) {
         message = message.headers(headers);
     }
     let sent = client.send_request(subject::activate(node), message).await;

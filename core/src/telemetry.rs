@@ -131,6 +131,12 @@ pub enum Services<'a> {
 /// no trace context is created or propagated.
 pub fn init(services: Services<'_>, format: LogFormat) -> Result<Telemetry, ConfigError> {
     let propagator = propagator()?;
+    // Without export, the trace context still travels (span-less) unless the
+    // propagators leave W3C trace context out.
+    let named = |name: &str| {
+        env_value("OTEL_PROPAGATORS").is_none_or(|v| v.split(',').any(|p| p.trim() == name))
+    };
+    crate::trace_context::set_propagation(named("tracecontext"), named("baggage"));
     let (service, per_node) = match services {
         Services::One(name) => (name, false),
         Services::PerNode(name) => (name, true),
@@ -238,8 +244,15 @@ fn init_layers(
             .with_tracer(provider.tracer("nats-mesh"))
             .with_filter(spans)
     });
+    // The span filter only where it can pass: a dynamic filter makes every span and
+    // event callsite ask again on each use, which costs on every hop.
+    let logs_filter = if with_span_ids {
+        FilterExt::boxed(filter().or(span_context))
+    } else {
+        FilterExt::boxed(filter())
+    };
     let _ = tracing_subscriber::registry()
-        .with(logs.with_filter(filter().or(span_context)))
+        .with(logs.with_filter(logs_filter))
         .with(traces)
         .try_init();
     Telemetry { provider }

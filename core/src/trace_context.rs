@@ -1,10 +1,17 @@
-//! W3C trace context (`traceparent`, `tracestate`) carried in NATS headers, so that one
-//! activation is one trace across the gateway and every node it reaches.
+//! W3C trace context (`traceparent`, `tracestate`, `baggage`) carried in NATS headers, so
+//! that one activation is one trace across the gateway and every node it reaches:
+//! through OpenTelemetry spans when they are exported, else as a [`Lite`] context that
+//! builds no span at all.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use async_nats::HeaderMap;
 use opentelemetry::{
     propagation::{Extractor, Injector},
-    trace::TraceContextExt,
+    trace::{SpanContext, TraceContextExt},
     Context,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -29,18 +36,55 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Headers carrying `span`'s trace context; `None` when tracing is off (a disabled span),
-/// so that untraced requests carry no headers at all.
-pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
+/// Whether `span` is exported through OpenTelemetry (it has a valid span context).
+pub fn is_exported(span: &tracing::Span) -> bool {
+    exported(span).is_some()
+}
+
+/// The OpenTelemetry context of `span`, when it is exported (a valid span context).
+fn exported(span: &tracing::Span) -> Option<SpanContext> {
     if span.is_disabled() {
         return None;
     }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// Headers carrying `span`'s exported trace context; `None` when spans are not exported
+/// (see [`request_headers`] for what a request carries then).
+pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
+    exported(span)?;
     let mut headers = HeaderMap::new();
     let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(&mut headers));
     });
     Some(headers)
+}
+
+/// Headers for a request sent inside `span`: its exported context, else the current
+/// [`Lite`] context one hop further; `None` when neither (propagation off).
+pub fn request_headers(span: &tracing::Span) -> Option<HeaderMap> {
+    headers_for(span).or_else(|| CURRENT.try_with(|c| c.child().headers()).ok())
+}
+
+/// The `traceparent` to hand a function run inside `span`.
+pub fn traceparent_for(span: &tracing::Span) -> Option<String> {
+    match headers_for(span) {
+        Some(headers) => headers.get("traceparent").map(|v| v.as_str().to_string()),
+        None => CURRENT.try_with(|c| c.child().traceparent()).ok(),
+    }
+}
+
+/// The span-less context of a request that arrived with `headers` (continued one hop
+/// further, or a new trace), when spans are not exported for `span` and propagation is
+/// on.
+pub fn lite_for(span: &tracing::Span, headers: Option<&HeaderMap>) -> Option<Lite> {
+    if !propagating() || exported(span).is_some() {
+        return None;
+    }
+    Some(Lite::from_headers(headers).map_or_else(Lite::fresh, |c| c.child()))
 }
 
 /// The trace context a message carries (an empty context when it carries none).
@@ -69,14 +113,251 @@ pub fn record_ids(span: &tracing::Span) {
     }
 }
 
-/// The span's trace id (32 hex digits), when it is traced.
+/// The trace id (32 hex digits) of `span` when it is exported, else of the current
+/// [`Lite`] context.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
+    match exported(span) {
+        Some(c) => Some(c.trace_id().to_string()),
+        None => Lite::current_trace_id(),
     }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+}
+
+/// Whether requests carry a W3C trace context when no span is exported ([`Lite`]); set
+/// by [`crate::telemetry`] from `OTEL_PROPAGATORS` (`none` turns it off).
+static PROPAGATE: AtomicBool = AtomicBool::new(true);
+/// Whether a caller's `baggage` goes on with the span-less context.
+static BAGGAGE: AtomicBool = AtomicBool::new(true);
+
+/// Turns the span-less trace context on or off, with or without `baggage` (both on by
+/// default).
+pub fn set_propagation(trace_context: bool, baggage: bool) {
+    PROPAGATE.store(trace_context, Ordering::Relaxed);
+    BAGGAGE.store(baggage, Ordering::Relaxed);
+}
+
+/// Whether a span-less trace context is carried.
+pub fn propagating() -> bool {
+    PROPAGATE.load(Ordering::Relaxed)
+}
+
+/// A W3C trace context carried without OpenTelemetry: when spans are not exported, the
+/// gateway continues a caller's `traceparent` (or starts a trace), and every hop passes
+/// the trace on with a span id of its own, so that `X-Trace-Id`, the status events'
+/// `trace_id` and every NATS request agree, whether or not anything is exported. Costs a
+/// random number and a 55-byte header per hop; no span is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lite {
+    /// The trace id (never 0).
+    pub trace_id: u128,
+    /// The trace id as 32 hex digits (made once per trace per process).
+    trace_hex: Arc<str>,
+    /// This hop's span id (never 0).
+    pub span_id: u64,
+    /// The trace flags (`01`: sampled).
+    pub flags: u8,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub state: Option<Arc<str>>,
+    /// The caller's `baggage`, passed on unchanged.
+    pub baggage: Option<Arc<str>>,
+}
+
+/// Longest `tracestate` or `baggage` passed on (the W3C limits are 512 and 8192 bytes).
+const MAX_PASSED: usize = 8192;
+
+tokio::task_local! {
+    static CURRENT: Lite;
+}
+
+fn hex32(id: u128) -> Arc<str> {
+    Arc::from(format!("{id:032x}"))
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+impl Lite {
+    /// A new trace (sampled, so that a later hop that exports records it).
+    pub fn fresh() -> Self {
+        let trace_id = loop {
+            let id: u128 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        Self {
+            trace_id,
+            trace_hex: hex32(trace_id),
+            span_id: nonzero_u64(),
+            flags: 1,
+            state: None,
+            baggage: None,
+        }
+    }
+
+    /// The trace a `traceparent` (with its `tracestate` and `baggage`) names, or `None`
+    /// when it is not a valid W3C trace context.
+    pub fn parse(traceparent: &str, state: Option<&str>, baggage: Option<&str>) -> Option<Self> {
+        let t = traceparent.trim();
+        let b = t.as_bytes();
+        if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
+            return None;
+        }
+        let hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let (version, trace, parent, flags) = (&t[0..2], &t[3..35], &t[36..52], &t[53..55]);
+        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        if !(hex(version) && hex(trace) && hex(parent) && hex(flags)) || version == "ff" {
+            return None;
+        }
+        if version == "00" && b.len() != 55 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(parent, 16).ok().filter(|s| *s != 0)?;
+        let passed = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.len() <= MAX_PASSED
+                        && v.bytes().all(|c| (0x20..0x7f).contains(&c))
+                })
+                .map(Arc::from)
+        };
+        Some(Self {
+            trace_id,
+            trace_hex: Arc::from(trace),
+            span_id,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+            state: passed(state),
+            baggage: passed(baggage.filter(|_| BAGGAGE.load(Ordering::Relaxed))),
+        })
+    }
+
+    /// The context a message's headers carry, if any.
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Option<Self> {
+        let headers = headers?;
+        let get = |name: &str| headers.get(name).map(|v| v.as_str());
+        Self::parse(get("traceparent")?, get("tracestate"), get("baggage"))
+    }
+
+    /// The same trace, one hop further: a new span id.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: nonzero_u64(),
+            ..self.clone()
+        }
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        self.trace_hex.to_string()
+    }
+
+    /// The `traceparent` header value.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+
+    /// Headers carrying this context.
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", self.traceparent().as_str());
+        if let Some(state) = &self.state {
+            headers.insert("tracestate", &**state);
+        }
+        if let Some(baggage) = &self.baggage {
+            headers.insert("baggage", &**baggage);
+        }
+        headers
+    }
+
+    /// Runs `work` with this context as the current one ([`Lite::current`]).
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        CURRENT.scope(self, work).await
+    }
+
+    /// The current context (inside [`Lite::scope`]).
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// The current context's trace id (inside [`Lite::scope`]), as 32 hex digits.
+    pub fn current_trace_id() -> Option<String> {
+        CURRENT.try_with(|c| c.trace_hex.to_string()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_round_trips_and_its_child_keeps_the_trace() {
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = Lite::parse(t, Some("k=v"), Some("tenant=blue")).unwrap();
+        assert_eq!(c.traceparent(), t);
+        assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let child = c.child();
+        assert_eq!(child.trace_id, c.trace_id);
+        assert_ne!(child.span_id, c.span_id);
+        let h = child.headers();
+        assert!(h
+            .get("traceparent")
+            .unwrap()
+            .as_str()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(h.get("tracestate").unwrap().as_str(), "k=v");
+        assert_eq!(h.get("baggage").unwrap().as_str(), "tenant=blue");
+        assert_eq!(Lite::from_headers(Some(&h)).unwrap(), child);
+    }
+
+    #[test]
+    fn invalid_traceparents_are_refused() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(Lite::parse(bad, None, None), None, "{bad}");
+        }
+        // A later version may add fields after the flags.
+        assert!(Lite::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
+            None,
+            None
+        )
+        .is_some());
+        // Hostile tracestate or baggage is not passed on.
+        let c = Lite::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("a\r\nb"),
+            Some(&"x".repeat(9000)),
+        )
+        .unwrap();
+        assert_eq!((c.state, c.baggage), (None, None));
+    }
+
+    #[test]
+    fn fresh_traces_differ_and_are_sampled() {
+        let (a, b) = (Lite::fresh(), Lite::fresh());
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_eq!(a.flags, 1);
+        assert_eq!(a.traceparent().len(), 55);
+    }
 }

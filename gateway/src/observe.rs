@@ -1,5 +1,7 @@
 //! One span and one metric per HTTP request, continuing the caller's trace when it sends
-//! `traceparent`, and an `X-Trace-Id` header on every traced response. Probes
+//! `traceparent` (or starting one), and an `X-Trace-Id` header on every traced response:
+//! with spans exported through OpenTelemetry, else as a span-less
+//! [`mesh_core::trace_context::Lite`] context (unless `OTEL_PROPAGATORS=none`). Probes
 //! (`/healthz`, `/readyz`) and scrapes (`/metrics`) are counted but not traced: they
 //! would be most of the traces and say nothing.
 
@@ -10,7 +12,7 @@ use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use mesh_core::span_attrs;
+use mesh_core::{span_attrs, trace_context::Lite};
 
 use crate::{
     metrics::{HttpLabels, Metrics, RouteLabels},
@@ -74,9 +76,30 @@ pub async fn observe<E: Endpoint>(
         span_attrs::http_request(&span, method, matched, &path, host);
         span
     };
-    let trace_id = mesh_core::trace_context::trace_id(&span);
+    // Spans not exported: the caller's trace context (or a new one) still goes on.
+    let lite = (!UNTRACED.contains(&path.as_str())
+        && mesh_core::trace_context::propagating()
+        && !mesh_core::trace_context::is_exported(&span))
+    .then(|| {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        Lite::parse(
+            header("traceparent").unwrap_or_default(),
+            header("tracestate"),
+            header("baggage"),
+        )
+        .map_or_else(Lite::fresh, |c| c.child())
+    });
+    let trace_id = match &lite {
+        Some(lite) => Some(lite.trace_id_hex()),
+        None => mesh_core::trace_context::trace_id(&span),
+    };
     let started = std::time::Instant::now();
-    let mut response = match endpoint.call(req).instrument(span.clone()).await {
+    let call = endpoint.call(req).instrument(span.clone());
+    let called = match lite {
+        Some(lite) => lite.scope(call).await,
+        None => call.await,
+    };
+    let mut response = match called {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };

@@ -47,7 +47,8 @@ pub struct Call {
     /// When the activation's budget runs out. The runtime stops waiting then; a
     /// function may use it to bound its own work.
     pub deadline: Instant,
-    /// The W3C `traceparent` of the node's span, when the activation is traced.
+    /// The W3C `traceparent` of the node's hop of the trace (absent only with
+    /// `OTEL_PROPAGATORS=none`).
     pub traceparent: Option<String>,
 }
 

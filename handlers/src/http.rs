@@ -1,5 +1,5 @@
 //! An HTTP endpoint as a function: the [`schemas::FunctionInput`] document is POSTed as
-//! JSON (with `traceparent` when traced); a 2xx JSON body is the result; any other
+//! JSON (with the trace's `traceparent`); a 2xx JSON body is the result; any other
 //! status fails with that status as the code; no answer within the budget is a timeout.
 //! One pooled client per node reuses connections; redirects are not followed.
 

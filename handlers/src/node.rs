@@ -128,6 +128,11 @@ impl Node {
         &self.instance
     }
 
+    /// Whether its own work is a function (which receives the trace context).
+    pub fn runs_function(&self) -> bool {
+        matches!(self.doing, Doing::Function(_))
+    }
+
     /// The node's connection.
     pub fn client(&self) -> &Client {
         &self.client

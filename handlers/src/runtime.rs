@@ -325,17 +325,22 @@ async fn serve(node: &Node, mut request: service::Request) {
     mesh_core::trace_context::record_ids(&span);
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
-            // The trace context a function receives: this node's span when traced, else
-            // whatever the caller sent.
-            let traceparent = mesh_core::trace_context::headers_for(&span)
-                .as_ref()
-                .or(request.message.headers.as_ref())
-                .and_then(|h| h.get("traceparent"))
-                .map(|v| v.as_str().to_string());
-            let mut reply = node
-                .activate(activation, started, traceparent)
-                .instrument(span.clone())
-                .await;
+            // Spans not exported: the caller's trace context (or a new one) goes on
+            // without them, to status events, children and functions.
+            let lite = mesh_core::trace_context::lite_for(&span, request.message.headers.as_ref());
+            let activate = async {
+                let traceparent = node
+                    .runs_function()
+                    .then(|| mesh_core::trace_context::traceparent_for(&span))
+                    .flatten();
+                node.activate(activation, started, traceparent)
+                    .instrument(span.clone())
+                    .await
+            };
+            let mut reply = match lite {
+                Some(lite) => lite.scope(activate).await,
+                None => activate.await,
+            };
             let body = match encode_within(&mut reply, node.max_payload()) {
                 Ok(body) => body,
                 Err(e) => return tracing::error!(cause = %e, "cannot encode reply"),

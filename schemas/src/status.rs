@@ -56,7 +56,8 @@ pub struct StatusEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub result_bytes: Option<u64>,
-    /// W3C trace id (32 hex digits) of the activation's trace, when it is traced.
+    /// W3C trace id (32 hex digits) of the activation's trace (absent only when the
+    /// publisher propagates no trace context: `OTEL_PROPAGATORS=none`, or another client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     pub trace_id: Option<String>,
@@ -114,6 +115,17 @@ impl StatusEvent {
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, StatusDecodeError> {
         let node = subject::node_of_status(subject)
             .ok_or_else(|| StatusDecodeError::Subject(subject.chars().take(80).collect()))?;
+        // The events nodes publish are complete: read them directly. Only a hand-written
+        // one takes the lenient (and costlier) path below.
+        if let Ok(event) = serde_json::from_slice::<StatusEvent>(payload) {
+            if event.node != node {
+                return Err(StatusDecodeError::Json(serde::de::Error::custom(format!(
+                    "body names node \"{}\", subject names {node}",
+                    event.node
+                ))));
+            }
+            return Ok(event);
+        }
         let lenient: LenientStatus = serde_json::from_slice(payload)?;
         if let Some(claimed) = lenient.node {
             if claimed != serde_json::Value::String(node.to_string()) {

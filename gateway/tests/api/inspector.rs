@@ -134,7 +134,13 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
     let (status, there) = get(&other.base, "/activations/insp-2").await;
     assert_eq!(status, 200);
     assert_eq!(there["reply"], broken["reply"]);
-    assert!(there.get("trace_url").is_none(), "untraced: no link");
+    // Every activation has a trace (exported or not): the link names it.
+    let trace = broken["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32);
+    assert_eq!(
+        there["trace_url"],
+        format!("http://traces.example/trace/{trace}")
+    );
 }
 
 #[tokio::test]

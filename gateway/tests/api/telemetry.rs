@@ -475,3 +475,147 @@ async fn json_log_lines_inside_an_activation_carry_its_trace_id() {
         "no ANSI codes in a log file"
     );
 }
+
+/// The `traceparent` of a NATS message, split: (trace id, parent id).
+fn traceparent_of(message: &async_nats::Message) -> Option<(String, String)> {
+    let value = message
+        .headers
+        .as_ref()?
+        .get("traceparent")?
+        .as_str()
+        .to_string();
+    let parts: Vec<_> = value.split('-').collect();
+    (parts.len() == 4 && parts[0] == "00").then(|| (parts[1].to_string(), parts[2].to_string()))
+}
+
+#[tokio::test]
+async fn the_trace_context_travels_without_any_exporter() {
+    // No OpenTelemetry here: nothing is exported, the W3C context goes on regardless.
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let spy = app.nats.clone();
+    let mut to_d = spy.subscribe("activate.D").await.unwrap();
+    let mut status = spy.subscribe("status.>").await.unwrap();
+    mesh_core::bus::sync(&spy).await.unwrap();
+
+    // No traceparent from the caller: the gateway starts a trace.
+    let r = app
+        .http
+        .post(app.url("/activate"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_string();
+    assert_eq!(trace.len(), 32);
+    assert_ne!(trace, "0".repeat(32));
+    let seen = next_within(&mut to_d, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        traceparent_of(&seen).unwrap().0,
+        trace,
+        "D's request continues it"
+    );
+    for _ in 0..16 {
+        let m = next_within(&mut status, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(e["trace_id"], trace.as_str(), "{e}");
+    }
+
+    // A caller's context is continued, with its tracestate and baggage.
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .http
+        .post(app.url("/activate"))
+        .header("traceparent", format!("00-{caller}-00f067aa0ba902b7-01"))
+        .header("tracestate", "vendor=abc")
+        .header("baggage", "tenant=blue")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-trace-id"], caller);
+    let seen = next_within(&mut to_d, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (trace, parent) = traceparent_of(&seen).unwrap();
+    assert_eq!(trace, caller);
+    assert_ne!(
+        parent, "00f067aa0ba902b7",
+        "each hop has a span id of its own"
+    );
+    let headers = seen.headers.as_ref().unwrap();
+    assert_eq!(headers.get("tracestate").unwrap().as_str(), "vendor=abc");
+    assert_eq!(headers.get("baggage").unwrap().as_str(), "tenant=blue");
+    // An invalid one is replaced by a new trace.
+    let r = app
+        .http
+        .post(app.url("/activate"))
+        .header("traceparent", "00-zz-00f067aa0ba902b7-01")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let fresh = r.headers()["x-trace-id"].to_str().unwrap().to_string();
+    assert!(fresh.len() == 32 && fresh != caller);
+}
+
+#[tokio::test]
+async fn otel_propagators_none_sends_no_trace_context() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut to_leaf = client.subscribe("activate.PL").await.unwrap();
+    let mut status = client.subscribe("status.PR").await.unwrap();
+    mesh_core::bus::sync(&client).await.unwrap();
+    for (propagators, carried) in [(None, true), (Some("none"), false)] {
+        let mut command = std::process::Command::new(handlers_bin());
+        command.args(["--nats-url", &server.url(), "-n", "PR", "-s", "PL"]);
+        if let Some(p) = propagators {
+            command.env("OTEL_PROPAGATORS", p);
+        }
+        let mut root = Proc::spawn("handlers", &mut command);
+        let pr = name("PR");
+        // PL is not served: the spy sees PR's call to it, and PR times out on it.
+        let reply = eventually("PR answers", Duration::from_secs(10), || async {
+            let request = schemas::ActivationRequest {
+                timeout_ms: Some(500),
+                ..Default::default()
+            };
+            let r = mesh_core::call::activate(&client, &pr, &request, Duration::from_secs(5)).await;
+            r.instance.is_some().then_some(r)
+        })
+        .await;
+        let seen = next_within(&mut to_leaf, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(traceparent_of(&seen).is_some(), carried, "{propagators:?}");
+        let event = loop {
+            let m = next_within(&mut status, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let e: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if e["activation_id"] == reply.activation_id.as_str() {
+                break e;
+            }
+        };
+        assert_eq!(event["trace_id"].is_string(), carried, "{event}");
+        root.kill();
+        while next_within(&mut to_leaf, Duration::from_millis(200))
+            .await
+            .is_some()
+        {}
+    }
+}
+
+async fn next_within(
+    sub: &mut async_nats::Subscriber,
+    limit: Duration,
+) -> Option<async_nats::Message> {
+    tokio::time::timeout(limit, futures::StreamExt::next(sub))
+        .await
+        .ok()
+        .flatten()
+}
