@@ -33,10 +33,30 @@ const FUNCTION_REQUESTS: usize = 400;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `bench --echo-responder URL`: the raw baseline's responder, in a process of its
+    // own like every process under test.
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, url] = args.as_slice() {
+        if flag == "--echo-responder" {
+            return echo_responder(async_nats::connect(url).await?).await;
+        }
+    }
     let server = NatsServer::start();
     let url = server.url();
     let client = async_nats::connect(&url).await?;
-    echo_responder(async_nats::connect(&url).await?).await?;
+    let _responder = Proc::start("bench", &["--echo-responder", &url], &[])?;
+    eventually(
+        "the raw responder answers",
+        Duration::from_secs(30),
+        || async {
+            client
+                .request("bench.echo", "{}".into())
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
 
     // The processes under test.
     let dir = std::env::temp_dir().join(format!("nats-mesh-bench-{}", std::process::id()));
@@ -67,9 +87,9 @@ async fn main() -> anyhow::Result<()> {
     gateway_env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{http_port}")));
     gateway_env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
     let gateway = Proc::start("gateway", &[], &gateway_env)?;
-    let base = format!("http://127.0.0.1:{http_port}");
+    let base_url = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
-    wait_ready(&client, &http, &base).await;
+    wait_ready(&client, &http, &base_url).await;
     for node in ["FX", "FP"] {
         wait_for_node(&client, node).await;
     }
@@ -77,35 +97,25 @@ async fn main() -> anyhow::Result<()> {
     let idle_gateway_kib = gateway.rss_kib();
 
     let mut rows = Vec::new();
-    let raw1 = nats_scenario(&client, "bench.echo", 1, false, REQUESTS).await;
-    let raw_p50 = raw1.ms(0.5);
-    rows.push(raw1.row("raw NATS request-reply", 1, "baseline".into()));
-    let raw64 = nats_scenario(&client, "bench.echo", 64, false, REQUESTS).await;
-    rows.push(raw64.row("raw NATS request-reply", 64, "baseline".into()));
-
-    for c in [1, 64] {
-        let s = nats_scenario(&client, "E", c, true, REQUESTS).await;
-        let base = if c == 1 { raw_p50 } else { rows[1].p50_ms };
-        let note = format!("{:.2}x raw p50", s.ms(0.5) / base);
-        rows.push(s.row("one hop (node E, zero work)", c, note));
-    }
-    let hop_p50 = |c: usize| {
-        rows.iter()
-            .find(|r| r.scenario.starts_with("one hop") && r.concurrency == c)
-            .map_or(f64::NAN, |r| r.p50_ms)
-    };
-    let (e1, e16) = (hop_p50(1), {
-        let s = nats_scenario(&client, "E", 16, true, REQUESTS).await;
-        let p = s.ms(0.5);
-        rows.push(s.row(
-            "one hop (node E, zero work)",
-            16,
-            format!("{:.2}x raw c=1 p50", p / raw_p50),
-        ));
-        p
-    });
     // BENCH_QUICK=1: NATS scenarios only (no functions, HTTP or SSE), for a quick look.
     let quick = std::env::var_os("BENCH_QUICK").is_some();
+    // Each compared scenario runs ROUNDS times, each round right after a raw round trip
+    // at the same concurrency: a ratio compares two measurements taken side by side.
+    let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
+    let mut raw_c1 = Vec::new();
+    for c in [1, 16, 64] {
+        let mut r = Compared::new("one hop (node E, zero work)", c);
+        for _ in 0..ROUNDS {
+            let base = raw(c).await;
+            if c == 1 {
+                raw_c1.push(base.ms(0.5));
+            }
+            r.add(&base, &nats_scenario(&client, "E", c, true, REQUESTS).await);
+        }
+        rows.push(r.row(RawShare::RoundTrips(1)));
+    }
+    let hop_c1 = rows[0].p50_ms;
+    let hop_c16 = rows[1].p50_ms;
     let functions: &[(&str, &str)] = if quick {
         &[]
     } else {
@@ -115,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         ]
     };
     for &(node, what) in functions {
-        for (c, simulated) in [(1, e1), (16, e16)] {
+        for (c, simulated) in [(1, hop_c1), (16, hop_c16)] {
             let s = nats_scenario(&client, node, c, true, FUNCTION_REQUESTS).await;
             let note = format!(
                 "{:.1}x node E (same work, simulated); +{:.2} ms per activation",
@@ -127,25 +137,28 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut idle_gateway_us_per_activation = f64::NAN;
     for c in [1, 16, 64] {
-        let gateway_cpu = gateway.cpu_seconds();
-        let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
-        if c == 64 {
-            // Every activation's 16 events reach the gateway, with no SSE client to
-            // send them to (100 warm-up activations included).
-            idle_gateway_us_per_activation =
-                (gateway.cpu_seconds() - gateway_cpu) * 1e6 / (REQUESTS + 100) as f64;
+        let mut r = Compared::new("seed activation over NATS", c);
+        for _ in 0..ROUNDS {
+            let base = raw(c).await;
+            let gateway_cpu = gateway.cpu_seconds();
+            let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
+            if c == 64 {
+                // Every activation's 16 events reach the gateway, with no SSE client to
+                // send them to (100 warm-up activations included); the last round's.
+                idle_gateway_us_per_activation =
+                    (gateway.cpu_seconds() - gateway_cpu) * 1e6 / (REQUESTS + 100) as f64;
+            }
+            r.add(&base, &s);
         }
-        let note = format!(
-            "{:.2}x the 5 raw round trips of its critical path; {:.3} ms per hop",
-            s.ms(0.5) / (5.0 * raw_p50),
-            s.ms(0.5) / 5.0
-        );
-        rows.push(s.row("seed activation over NATS", c, note));
+        rows.push(r.row(RawShare::Seed));
     }
     for c in [1, 16, 64].into_iter().filter(|_| !quick) {
-        let s = http_scenario(&http, &base, c).await;
-        let note = format!("{:.2}x the 5 raw round trips", s.ms(0.5) / (5.0 * raw_p50));
-        rows.push(s.row("seed activation via POST /activate", c, note));
+        let mut r = Compared::new("seed activation via POST /activate", c);
+        for _ in 0..ROUNDS {
+            let base = raw(c).await;
+            r.add(&base, &http_scenario(&http, &base_url, c).await);
+        }
+        rows.push(r.row(RawShare::Seed));
     }
 
     let sizes: Vec<usize> = std::env::var("BENCH_SSE_CLIENTS")
@@ -161,7 +174,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut fanouts = Vec::new();
     for n in sizes {
-        fanouts.push(fan_out(&client, &gateway, http_port, n).await?);
+        // A fresh gateway per fan-out: its memory is measured from its own idle start,
+        // not after the load above.
+        let port = free_port();
+        let mut env = nats_env.clone();
+        env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
+        let fresh = Proc::start("gateway", &[], &env)?;
+        wait_ready(&client, &http, &format!("http://127.0.0.1:{port}")).await;
+        fanouts.push(fan_out(&client, &fresh, port, n).await?);
     }
 
     // What carrying the trace context costs: the seed at c=64 with it (the default) and
@@ -292,19 +313,96 @@ fn zero_work_topology() -> anyhow::Result<String> {
     Ok(toml::to_string(&seed)?)
 }
 
+/// Answers every request on `bench.echo` with its payload, until the connection ends.
 async fn echo_responder(client: Client) -> anyhow::Result<()> {
     let mut sub = client.subscribe("bench.echo").await?;
-    mesh_core::bus::sync(&client)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            if let Some(reply) = msg.reply {
-                let _ = client.publish(reply, msg.payload).await;
-            }
+    while let Some(msg) = sub.next().await {
+        if let Some(reply) = msg.reply {
+            let _ = client.publish(reply, msg.payload).await;
         }
-    });
+    }
     Ok(())
+}
+
+/// What a compared scenario's ratio is taken against.
+enum RawShare {
+    /// `n` raw round trips at the same concurrency.
+    RoundTrips(usize),
+    /// A seed activation: 5 raw round trips on its critical path (latency), and 32 NATS
+    /// messages against a raw request-reply's 2 (throughput bound: raw / 16).
+    Seed,
+}
+
+/// Rounds of one scenario, each beside a raw round trip at the same concurrency.
+struct Compared {
+    scenario: &'static str,
+    concurrency: usize,
+    /// (raw p50 ms, raw per second, p50 ms, p99 ms, per second), per round.
+    rounds: Vec<(f64, f64, f64, f64, f64)>,
+}
+
+impl Compared {
+    fn new(scenario: &'static str, concurrency: usize) -> Self {
+        Self {
+            scenario,
+            concurrency,
+            rounds: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, raw: &Sample, s: &Sample) {
+        self.rounds
+            .push((raw.ms(0.5), raw.rate(), s.ms(0.5), s.ms(0.99), s.rate()));
+    }
+
+    fn row(&self, share: RawShare) -> Row {
+        let col = |f: fn(&(f64, f64, f64, f64, f64)) -> f64| -> Vec<f64> {
+            self.rounds.iter().map(f).collect()
+        };
+        let (p50, p99, rate) = (col(|r| r.2), col(|r| r.3), col(|r| r.4));
+        let trips = match share {
+            RawShare::RoundTrips(n) => n as f64,
+            RawShare::Seed => 5.0,
+        };
+        let latency_ratio = median(
+            &col(|r| r.2)
+                .iter()
+                .zip(col(|r| r.0))
+                .map(|(s, raw)| s / (trips * raw))
+                .collect::<Vec<_>>(),
+        );
+        let mut note = format!(
+            "{latency_ratio:.2}x {} raw p50 at c={} (median of {} side-by-side rounds; raw p50 {:.3} ms)",
+            if trips == 1.0 { "the".to_string() } else { format!("{trips:.0}") },
+            self.concurrency,
+            self.rounds.len(),
+            median(&col(|r| r.0)),
+        );
+        // At c=64 both are bound by throughput, not latency: the share means something.
+        if matches!(share, RawShare::Seed) && self.concurrency >= 64 {
+            let of_bound = median(
+                &col(|r| r.4)
+                    .iter()
+                    .zip(col(|r| r.1))
+                    .map(|(s, raw)| s / (raw / 16.0))
+                    .collect::<Vec<_>>(),
+            );
+            note.push_str(&format!(
+                "; throughput {:.0}% of its bound (raw/16: 32 messages against 2)",
+                100.0 * of_bound
+            ));
+        }
+        Row {
+            scenario: self.scenario.to_string(),
+            concurrency: self.concurrency,
+            p50_ms: median(&p50),
+            p50_min_ms: min(&p50),
+            p99_ms: median(&p99),
+            per_second: median(&rate),
+            per_second_max: rate.iter().copied().fold(0.0, f64::max),
+            note,
+        }
+    }
 }
 
 async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
@@ -541,11 +639,18 @@ fn machine() -> String {
 
 fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> String {
     let mut out = format!("Machine: {}\n\n", machine());
-    out.push_str("| scenario | concurrency | p50 ms | p99 ms | per second | compared |\n|---|---|---|---|---|---|\n");
+    out.push_str("| scenario | concurrency | p50 ms (min) | p99 ms | per second (best) | compared |\n|---|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} | {} |\n",
-            r.scenario, r.concurrency, r.p50_ms, r.p99_ms, r.per_second, r.note
+            "| {} | {} | {:.3} ({:.3}) | {:.3} | {:.0} ({:.0}) | {} |\n",
+            r.scenario,
+            r.concurrency,
+            r.p50_ms,
+            r.p50_min_ms,
+            r.p99_ms,
+            r.per_second,
+            r.per_second_max,
+            r.note
         ));
     }
     out.push_str("\n| SSE clients | connected | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|---|\n");

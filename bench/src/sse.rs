@@ -99,6 +99,10 @@ pub async fn client(
             }
         }
     }
+    if !open {
+        // Closed (or refused with an HTTP error) before the stream opened.
+        failed.fetch_add(1, Ordering::Relaxed);
+    }
     seen
 }
 

@@ -14,12 +14,16 @@ pub struct Row {
     pub scenario: String,
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Median latency, ms.
+    /// Median latency, ms (the median of the rounds' when compared in rounds).
     pub p50_ms: f64,
+    /// The smallest round's median latency, ms.
+    pub p50_min_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
-    /// Completed operations per second.
+    /// Completed operations per second (the median of the rounds').
     pub per_second: f64,
+    /// The best round's operations per second.
+    pub per_second_max: f64,
     /// A ratio against the baseline, with what it compares.
     pub note: String,
 }
@@ -60,8 +64,10 @@ impl Sample {
             scenario: scenario.to_string(),
             concurrency,
             p50_ms: self.ms(0.5),
+            p50_min_ms: self.ms(0.5),
             p99_ms: self.ms(0.99),
             per_second: self.rate(),
+            per_second_max: self.rate(),
             note,
         }
     }

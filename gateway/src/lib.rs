@@ -295,9 +295,9 @@ impl Gateway {
         let http = &self.state.settings.http;
         // Event streams are never idle that long: they write keep-alive comments.
         let idle = http.idle_timeout.max(self.state.settings.sse.keepalive * 2);
-        let acceptor = listener::Limited::new(acceptor, http.max_connections, http.header_timeout);
+        let acceptor =
+            listener::Limited::new(acceptor, http.max_connections, http.header_timeout, idle);
         let result = Server::new_with_acceptor(acceptor)
-            .idle_timeout(idle)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;
         self.state.stop.cancel();

@@ -1,6 +1,7 @@
 //! The HTTP listener's limits: a connection limit kept below the process's file
-//! descriptor limit, a deadline for a new connection's first request head, and a
-//! back-off instead of a busy loop when accepting fails (out of descriptors).
+//! descriptor limit, a deadline for a new connection's first request head, an idle
+//! timeout, and a back-off instead of a busy loop when accepting fails (out of
+//! descriptors).
 //!
 //! Connections over the limit are answered `503` and closed at once, so the listener
 //! keeps taking the backlog instead of leaving clients hanging in it.
@@ -21,7 +22,7 @@ use poem::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     sync::{OwnedSemaphorePermit, Semaphore},
-    time::Sleep,
+    time::{Instant, Sleep},
 };
 
 /// Sent on connections over the limit.
@@ -35,16 +36,24 @@ pub struct Limited<A> {
     inner: A,
     permits: Arc<Semaphore>,
     header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl<A> Limited<A> {
     /// At most `max_connections` connections at once; a new connection's first request
-    /// head must arrive within `header_timeout`.
-    pub fn new(inner: A, max_connections: usize, header_timeout: Duration) -> Self {
+    /// head must arrive within `header_timeout`; a connection with nothing read or
+    /// written for `idle_timeout` is closed.
+    pub fn new(
+        inner: A,
+        max_connections: usize,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             inner,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             header_timeout,
+            idle_timeout,
         }
     }
 }
@@ -76,7 +85,7 @@ where
                         });
                         continue;
                     };
-                    let io = Guarded::new(io, permit, self.header_timeout);
+                    let io = Guarded::new(io, permit, self.header_timeout, self.idle_timeout);
                     return Ok((io, local, remote, scheme));
                 }
                 Err(e) => {
@@ -92,38 +101,82 @@ where
 }
 
 /// A connection holding its place under the limit, with the deadline of its first
-/// request head.
+/// request head, then an idle timeout.
+///
+/// The idle timeout costs one clock read per read or write: the timer is only looked at
+/// when the connection waits (a read or write pending), and moved then to the last
+/// activity plus the timeout. (A timer reset, or a task woken, on every write would cost
+/// as much again as the write itself when thousands of event streams are written.)
 pub struct Guarded<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
     /// Until the first request head has been read.
-    deadline: Option<Pin<Box<Sleep>>>,
+    head_pending: bool,
+    /// The head deadline, then the idle deadline (moved lazily).
+    timer: Pin<Box<Sleep>>,
+    idle: Duration,
+    last_activity: Instant,
     /// The last bytes read, to find the end of the head across reads.
     tail: [u8; 3],
 }
 
 impl<T> Guarded<T> {
-    fn new(inner: T, permit: OwnedSemaphorePermit, header_timeout: Duration) -> Self {
+    fn new(
+        inner: T,
+        permit: OwnedSemaphorePermit,
+        header_timeout: Duration,
+        idle: Duration,
+    ) -> Self {
         Self {
             inner,
             _permit: permit,
-            deadline: Some(Box::pin(tokio::time::sleep(header_timeout))),
+            head_pending: true,
+            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            idle,
+            last_activity: Instant::now(),
             tail: [0; 3],
         }
     }
 
-    /// Looks for the blank line ending the head in `read`; ends the deadline there.
+    /// Looks for the blank line ending the head in `read`; ends the head deadline there.
     fn scan(&mut self, read: &[u8]) {
         let mut window = Vec::with_capacity(3 + read.len().min(64 * 1024));
         window.extend_from_slice(&self.tail);
         window.extend_from_slice(read);
         if window.windows(4).any(|w| w == b"\r\n\r\n") {
-            self.deadline = None;
+            self.head_pending = false;
             return;
         }
         let keep = window.len().min(3);
         self.tail = [0; 3];
         self.tail[3 - keep..].copy_from_slice(&window[window.len() - keep..]);
+    }
+
+    /// Whether the connection has waited too long: for its head, or idle. Registers the
+    /// timer with `cx` when not.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.head_pending {
+                return true;
+            }
+            let due = self.last_activity + self.idle;
+            if Instant::now() >= due {
+                return true;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+
+    fn timed_out(&self) -> io::Error {
+        let what = if self.head_pending {
+            "no request head in time"
+        } else {
+            "connection idle too long"
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
     }
 }
 
@@ -137,26 +190,31 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.deadline.is_some() {
+                this.last_activity = Instant::now();
+                if this.head_pending {
                     let read = buf.filled()[before..].to_vec();
                     this.scan(&read);
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request head in time",
-                    )))
-                } else {
-                    Poll::Pending
-                }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Guarded<T> {
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.last_activity = Instant::now();
+                Poll::Ready(Ok(n))
             }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(self.timed_out())),
             other => other,
         }
     }
@@ -168,7 +226,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -184,7 +244,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -196,15 +258,48 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_or_idle_connection_times_out_and_activity_keeps_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let permits = Arc::new(Semaphore::new(2));
+        let (secs, idle) = (Duration::from_secs(1), Duration::from_secs(5));
+
+        // No head at all: closed at the head deadline.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut silent = Guarded::new(
+            server,
+            permits.clone().try_acquire_owned().unwrap(),
+            secs,
+            idle,
+        );
+        let started = Instant::now();
+        let e = silent.read(&mut [0; 16]).await.unwrap_err();
+        assert_eq!(e.to_string(), "no request head in time");
+        assert_eq!(started.elapsed().as_secs(), 1);
+
+        // A head, then a write 3 s later: closed 5 s after that write, not before.
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut g = Guarded::new(server, permits.try_acquire_owned().unwrap(), secs, idle);
+        let started = Instant::now();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0; 64];
+        assert!(g.read(&mut buf).await.unwrap() > 0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        g.write_all(b"x").await.unwrap();
+        let e = g.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.to_string(), "connection idle too long");
+        assert_eq!(started.elapsed().as_secs(), 8);
+    }
+
     #[tokio::test]
     async fn the_head_is_found_across_reads() {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let mut g = Guarded::new((), permit, Duration::from_secs(1));
+        let mut g = Guarded::new((), permit, Duration::from_secs(1), Duration::from_secs(60));
         g.scan(b"GET / HTTP/1.1\r\nhost: x\r");
-        assert!(g.deadline.is_some());
+        assert!(g.head_pending);
         g.scan(b"\n\r");
-        assert!(g.deadline.is_some());
+        assert!(g.head_pending);
         g.scan(b"\n");
-        assert!(g.deadline.is_none());
+        assert!(!g.head_pending);
     }
 }
