@@ -306,17 +306,9 @@ async fn one_activation_is_one_trace_across_every_hop() {
             .as_str(),
         "400"
     );
-    let malformed = eventually(
-        "the malformed request's span",
-        Duration::from_secs(10),
-        || async {
-            exporter
-                .get_finished_spans()
-                .unwrap()
-                .into_iter()
-                .find(|s| s.span_context.trace_id().to_string() == caller_trace)
-        },
-    )
+    let malformed = span_where(&exporter, "the malformed request's span", |s| {
+        s.span_context.trace_id().to_string() == caller_trace
+    })
     .await;
     assert_eq!(malformed.name, "process activate.T");
     assert!(
@@ -373,12 +365,8 @@ async fn one_activation_is_one_trace_across_every_hop() {
         http.status
     );
     for name in ["send activate.FAIL", "process activate.FAIL"] {
-        let span = eventually(name, Duration::from_secs(10), || async {
-            exporter
-                .get_finished_spans()
-                .unwrap()
-                .into_iter()
-                .find(|s| s.span_context.trace_id().to_string() == failed_id && s.name == name)
+        let span = span_where(&exporter, name, |s| {
+            s.span_context.trace_id().to_string() == failed_id && s.name == name
         })
         .await;
         assert!(
@@ -417,6 +405,22 @@ async fn one_activation_is_one_trace_across_every_hop() {
     assert!(!attributes(&unmatched).contains_key("http.route"));
     let probes = exporter.get_finished_spans().unwrap().len() - before;
     assert_eq!(probes, 1, "only the unmatched path made a span");
+}
+
+/// The first finished span matching `found`, waited for.
+async fn span_where(
+    exporter: &InMemorySpanExporter,
+    what: &str,
+    found: impl Fn(&SpanData) -> bool,
+) -> SpanData {
+    eventually(what, Duration::from_secs(10), || async {
+        exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .find(|s| found(s))
+    })
+    .await
 }
 
 fn attributes(span: &SpanData) -> HashMap<String, Value> {

@@ -66,6 +66,13 @@ impl Driver {
         driver
     }
 
+    /// A browser showing `url`.
+    async fn open(url: &str) -> Self {
+        let driver = Self::start().await;
+        driver.call("POST", "/url", json!({ "url": url })).await;
+        driver
+    }
+
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
         let url = match &self.session {
             Some(s) => format!("{}/session/{s}{path}", self.base),
@@ -218,10 +225,7 @@ async fn page_renders_the_graph_and_lights_up_an_activation() {
     )
     .await;
 
-    let driver = Driver::start().await;
-    driver
-        .call("POST", "/url", json!({"url": app.url("/")}))
-        .await;
+    let driver = Driver::open(&app.url("/")).await;
 
     // The diagram renders with every node.
     driver
@@ -516,10 +520,7 @@ async fn page_lists_a_graph_too_big_to_draw_and_takes_a_token() {
         c.api_token = Some("s3cret".into());
     })
     .await;
-    let driver = Driver::start().await;
-    driver
-        .call("POST", "/url", json!({"url": app.url("/")}))
-        .await;
+    let driver = Driver::open(&app.url("/")).await;
     let note = driver
         .wait_for(
             "the nodes listed instead of drawn",
@@ -581,10 +582,7 @@ async fn page_inspects_an_activation_and_repeats_it() {
         })
         .collect();
     let app = spawn_on(NatsServer::start_jetstream(), nodes, |_| {}).await;
-    let driver = Driver::start().await;
-    driver
-        .call("POST", "/url", json!({"url": app.url("/")}))
-        .await;
+    let driver = Driver::open(&app.url("/")).await;
     driver
         .wait_for(
             "the graph drawn",

@@ -17,6 +17,16 @@ async fn get(base: &str, path: &str) -> (u16, serde_json::Value) {
     (status, r.json().await.unwrap_or_default())
 }
 
+/// The ids of a `GET /activations` answer, in order.
+fn listed(list: &serde_json::Value) -> Vec<String> {
+    list["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["activation_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// `GET path` once it answers 200 (an activation is kept just after its answer).
 async fn kept(base: &str, path: &str) -> serde_json::Value {
     eventually(path, WAIT, || async {
@@ -87,12 +97,7 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
     let (status, list) = get(&app.base, "/activations").await;
     assert_eq!(status, 200);
     assert_eq!(list["durable"], true);
-    let ids: Vec<_> = list["activations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["activation_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = listed(&list);
     assert_eq!(ids, ["insp-2", "insp-1"]);
     let (_, one) = get(&app.base, "/activations?limit=1").await;
     assert_eq!(one["activations"].as_array().unwrap().len(), 1);
@@ -118,12 +123,7 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
     })
     .await;
     let (_, list) = get(&app.base, "/activations").await;
-    let ids: Vec<_> = list["activations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["activation_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = listed(&list);
     assert_eq!(ids, ["insp-1", "insp-2"]);
 
     // Another gateway, and one started later, answer for them: they are on the bus.
@@ -157,12 +157,7 @@ async fn without_jetstream_a_gateway_keeps_its_own_newest_in_memory() {
     assert_eq!(record["reply"]["children"][0]["node"], "D");
     let list = kept(&app.base, "/activations").await;
     assert_eq!(list["durable"], false);
-    let ids: Vec<_> = list["activations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["activation_id"].as_str().unwrap())
-        .collect();
+    let ids = listed(&list);
     assert_eq!(ids, ["mem-2", "mem-1", "mem-0"]);
     // Another gateway never saw them.
     let other = Gw::start(&app.server.url(), |_| {}).await;
