@@ -35,6 +35,8 @@ const MAX_MARKS: usize = 4096;
 const MAX_WATCHED: usize = 10_000;
 /// Most stream messages read to list the recent activations, per listed activation.
 const READS_PER_LISTED: usize = 4;
+/// Stream messages read at once while listing.
+const READ_BATCH: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -264,7 +266,7 @@ impl Kept {
         // Sequences newest first, read a batch at a time; a repeated id left holes where
         // its older messages were.
         while out.len() < limit && next >= first.max(1) && reads > 0 {
-            let batch = (limit - out.len()).min(reads) as u64;
+            let batch = (limit - out.len()).min(reads).min(READ_BATCH) as u64;
             let low = next.saturating_sub(batch - 1).max(first.max(1));
             let read = futures::future::join_all(
                 (low..=next).rev().map(|seq| stream.get_raw_message(seq)),
