@@ -113,6 +113,16 @@ impl StatusEvent {
     /// Parses an event received on `subject`. The node is taken from the subject (a body
     /// naming another node is refused); a missing `at` is stamped now.
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, StatusDecodeError> {
+        Self::decode_as_sent(subject, payload).map(|(event, _)| event)
+    }
+
+    /// As [`StatusEvent::decode`], and whether the payload was a complete event as
+    /// sent (every required field present, nothing filled in): then it is the event's
+    /// JSON as it stands.
+    pub fn decode_as_sent(
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<(Self, bool), StatusDecodeError> {
         let node = subject::node_of_status(subject)
             .ok_or_else(|| StatusDecodeError::Subject(subject.chars().take(80).collect()))?;
         // The events nodes publish are complete: read them directly. Only a hand-written
@@ -124,7 +134,7 @@ impl StatusEvent {
                     event.node
                 ))));
             }
-            return Ok(event);
+            return Ok((event, true));
         }
         let lenient: LenientStatus = serde_json::from_slice(payload)?;
         if let Some(claimed) = lenient.node {
@@ -140,7 +150,10 @@ impl StatusEvent {
             "at".into(),
             lenient.at.unwrap_or_else(crate::now_rfc3339).into(),
         );
-        Ok(serde_json::from_value(serde_json::Value::Object(object))?)
+        Ok((
+            serde_json::from_value(serde_json::Value::Object(object))?,
+            false,
+        ))
     }
 }
 

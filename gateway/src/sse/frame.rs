@@ -11,6 +11,19 @@ pub fn status(id: u64, data: &str) -> Bytes {
     ))
 }
 
+/// `event: status` with its `id:`, its data the JSON object `object` (one line, ending
+/// in `}`) with `"relayed_by":<relayed_by>` added: one buffer, no re-encoding.
+pub fn status_relayed(id: u64, object: &[u8], relayed_by: &str) -> Bytes {
+    let head = format!("id: {id}\nevent: {}\ndata: ", SseEvent::Status.name());
+    let mut frame = Vec::with_capacity(head.len() + object.len() + relayed_by.len() + 20);
+    frame.extend_from_slice(head.as_bytes());
+    frame.extend_from_slice(&object[..object.len() - 1]);
+    frame.extend_from_slice(b",\"relayed_by\":");
+    frame.extend_from_slice(relayed_by.as_bytes());
+    frame.extend_from_slice(b"}\n\n");
+    Bytes::from(frame)
+}
+
 /// An event without `id:` (live only, never replayed).
 fn control(kind: SseEvent, data: &impl serde::Serialize) -> Bytes {
     // These payloads are plain structs of strings and numbers: serialising cannot fail.

@@ -78,11 +78,21 @@ impl Default for Limits {
     }
 }
 
+/// A status event's JSON, to be framed.
+enum Json<'a> {
+    /// Encoded by the gateway.
+    Encoded(String),
+    /// The payload as it came: one line, a complete event (`relayed_by` is added).
+    AsSent(&'a [u8]),
+}
+
 /// Shared state of the relay.
 pub struct Relay {
     window: Mutex<Window>,
     live: broadcast::Sender<Arc<Frame>>,
     gateway_id: String,
+    /// The gateway id as a JSON string, for `relayed_by`.
+    relayed_by: String,
     max_event_bytes: usize,
     last_state: Mutex<LatestStates>,
     /// Woken when a node that discovery does not know publishes.
@@ -109,6 +119,7 @@ impl Relay {
                 max_bytes: limits.history_bytes.max(1),
             }),
             live,
+            relayed_by: serde_json::Value::String(gateway_id.clone()).to_string(),
             gateway_id,
             max_event_bytes: limits.max_event_bytes,
             last_state: Mutex::new(LatestStates::new(limits.unknown_nodes)),
@@ -174,9 +185,13 @@ impl Relay {
         id: Option<u64>,
         known: impl Fn(&NodeName) -> bool,
     ) -> Result<Arc<Frame>, String> {
-        let event = self.decode(subject, payload)?;
+        let (event, as_sent) = self.decode(subject, payload)?;
         self.watches.note(&event);
-        let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+        let data = if as_sent {
+            Json::AsSent(payload)
+        } else {
+            Json::Encoded(serde_json::to_string(&event).map_err(|e| e.to_string())?)
+        };
         let node = event.node.clone();
         let activation = event.activation_id.clone();
         let is_known = known(&node);
@@ -190,7 +205,7 @@ impl Relay {
 
     /// Renders a message from history as the frame with id `id`, without relaying it.
     pub fn replayed(&self, subject: &str, payload: &[u8], id: u64) -> Result<Frame, String> {
-        let event = self.decode(subject, payload)?;
+        let (event, _) = self.decode(subject, payload)?;
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         Ok(Frame {
             id,
@@ -209,7 +224,8 @@ impl Relay {
         window.gone_upto = window.gone_upto.max(last);
     }
 
-    fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
+    /// The event, and whether its payload can be framed as it came.
+    fn decode(&self, subject: &str, payload: &[u8]) -> Result<(StatusEvent, bool), String> {
         if payload.len() > self.max_event_bytes {
             return Err(format!(
                 "{} bytes, over the {}-byte limit of a status event",
@@ -217,9 +233,17 @@ impl Relay {
                 self.max_event_bytes
             ));
         }
-        let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
+        let (mut event, complete) =
+            StatusEvent::decode_as_sent(subject, payload).map_err(|e| e.to_string())?;
+        // Framed as it came (plus `relayed_by`) when it is one line of a complete event
+        // that names no relay: what nodes publish. Anything else is re-encoded.
+        let as_sent = complete
+            && event.relayed_by.is_none()
+            && payload.first() == Some(&b'{')
+            && payload.last() == Some(&b'}')
+            && !payload.iter().any(|b| matches!(b, b'\n' | b'\r'));
         event.relayed_by = Some(self.gateway_id.clone());
-        Ok(event)
+        Ok((event, as_sent))
     }
 
     /// Sends a live-only control event (`bytes` rendered by [`frame`]) to connected
@@ -241,7 +265,7 @@ impl Relay {
         id: Option<u64>,
         node: Option<NodeName>,
         activation: Option<ActivationId>,
-        data: String,
+        data: Json<'_>,
     ) -> Arc<Frame> {
         let mut window = lock(&self.window);
         let id = id.unwrap_or(window.next_id);
@@ -251,7 +275,10 @@ impl Relay {
             kind: SseEvent::Status,
             node,
             activation,
-            bytes: frame::status(id, &data),
+            bytes: match data {
+                Json::Encoded(json) => frame::status(id, &json),
+                Json::AsSent(payload) => frame::status_relayed(id, payload, &self.relayed_by),
+            },
         });
         while window.frames.len() >= window.capacity
             || (window.bytes + frame.bytes.len() > window.max_bytes && !window.frames.is_empty())
@@ -515,5 +542,35 @@ mod tests {
             .accept_status("status.T.x", br#"{"state":"ok"}"#)
             .is_err());
         assert_eq!(relay.last_id(), 1, "refused messages take no id");
+    }
+
+    #[test]
+    fn a_nodes_event_is_framed_as_sent_and_anything_else_re_encoded() {
+        let relay = Relay::new("gw-1".into(), limits(8), Default::default());
+        let mut event = StatusEvent::new(NodeName::new("T").unwrap(), NodeState::Ok);
+        event.code = Some(200);
+        event.activation_id = Some(ActivationId::new("a1").unwrap());
+        event.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        let sent = serde_json::to_vec(&event).unwrap();
+        let (decoded, as_sent) = relay.decode("status.T", &sent).unwrap();
+        assert!(as_sent);
+        // Byte for byte what re-encoding would write.
+        let framed = relay.accept_status("status.T", &sent).unwrap();
+        let encoded = frame::status(framed.id, &serde_json::to_string(&decoded).unwrap());
+        assert_eq!(framed.bytes, encoded);
+        // Hand-written, multi-line, relayed already, or padded: re-encoded, one line.
+        for odd in [
+            &br#"{"state":"ok"}"#[..],
+            b"{\"node\":\"T\",\"state\":\"ok\",\n\"at\":\"x\"}",
+            br#"{"node":"T","state":"ok","at":"x","relayed_by":"gw-forged"}"#,
+            br#"{"node":"T","state":"ok","at":"x"} "#,
+        ] {
+            let (_, as_sent) = relay.decode("status.T", odd).unwrap();
+            assert!(!as_sent, "{}", String::from_utf8_lossy(odd));
+            let framed = relay.accept_status("status.T", odd).unwrap();
+            let text = std::str::from_utf8(&framed.bytes).unwrap();
+            assert_eq!(text.matches('\n').count(), 4, "{text:?}");
+            assert!(text.contains(r#""relayed_by":"gw-1""#) && !text.contains("forged"));
+        }
     }
 }
