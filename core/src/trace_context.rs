@@ -81,7 +81,7 @@ pub fn traceparent_for(span: &tracing::Span) -> Option<String> {
 /// further, or a new trace), when spans are not exported for `span` and propagation is
 /// on.
 pub fn lite_for(span: &tracing::Span, headers: Option<&HeaderMap>) -> Option<Lite> {
-    if !propagating() || exported(span).is_some() {
+    if !propagating() || is_exported(span) {
         return None;
     }
     Some(Lite::from_headers(headers).map_or_else(Lite::fresh, |c| c.child()))
@@ -184,12 +184,7 @@ fn nonzero_u64() -> u64 {
 impl Lite {
     /// A new trace (sampled, so that a later hop that exports records it).
     pub fn fresh() -> Self {
-        let trace_id = loop {
-            let id: u128 = rand::random();
-            if id != 0 {
-                break id;
-            }
-        };
+        let trace_id = u128::from(nonzero_u64()) << 64 | u128::from(rand::random::<u64>());
         Self {
             trace_id,
             trace_hex: hex32(trace_id),
@@ -205,7 +200,8 @@ impl Lite {
     pub fn parse(traceparent: &str, state: Option<&str>, baggage: Option<&str>) -> Option<Self> {
         let t = traceparent.trim();
         let b = t.as_bytes();
-        if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
+        // ASCII only: the fields below are cut at byte offsets.
+        if !t.is_ascii() || b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
         let hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
@@ -281,14 +277,10 @@ impl Lite {
         headers
     }
 
-    /// Runs `work` with this context as the current one ([`Lite::current`]).
+    /// Runs `work` with this context as the current one (what [`request_headers`],
+    /// [`trace_id`] and [`traceparent_for`] read).
     pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
         CURRENT.scope(self, work).await
-    }
-
-    /// The current context (inside [`Lite::scope`]).
-    pub fn current() -> Option<Self> {
-        CURRENT.try_with(Clone::clone).ok()
     }
 
     /// The current context's trace id (inside [`Lite::scope`]), as 32 hex digits.
@@ -343,6 +335,10 @@ mod tests {
             None
         )
         .is_some());
+        // Multi-byte text where the fields are cut is refused, not a panic.
+        let wide = format!("00-{}-00f067aa0ba902b7-01", "é".repeat(16));
+        assert_eq!(Lite::parse(&wide, None, None), None);
+        assert_eq!(Lite::parse(&"é".repeat(40), None, None), None);
         // Hostile tracestate or baggage is not passed on.
         let c = Lite::parse(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

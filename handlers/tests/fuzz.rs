@@ -37,6 +37,9 @@ fn header_value() -> impl Strategy<Value = String> {
     prop_oneof![
         "[ -~]{0,60}",
         "00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]",
+        // W3C-shaped, with any (also multi-byte) text where the fields are cut.
+        "[0-9a-f]{2}-[0-9a-fé]{28,34}-[0-9a-f\\PC]{14,18}-[0-9a-f]{2}(-\\PC{0,5})?",
+        "\\PC{50,60}",
         "[0-9]{0,6}",
     ]
 }
@@ -57,8 +60,21 @@ proptest! {
     }
 
     #[test]
+    fn a_traceparent_of_any_text_never_panics(
+        t in prop_oneof!["[0-9a-fé-]{50,60}", "\\PC{0,70}"],
+        state in proptest::option::of("\\PC{0,20}"),
+    ) {
+        if let Some(lite) = trace_context::Lite::parse(&t, state.as_deref(), None) {
+            prop_assert_eq!(lite.traceparent().len(), 55);
+        }
+    }
+
+    #[test]
     fn trace_context_headers_never_panic(headers in prop::collection::vec((header_name(), header_value()), 0..4)) {
         let msg = message(headers, Vec::new());
         let _ = trace_context::extract(msg.headers.as_ref());
+        if let Some(lite) = trace_context::Lite::from_headers(msg.headers.as_ref()) {
+            prop_assert_eq!(lite.traceparent().len(), 55);
+        }
     }
 }
