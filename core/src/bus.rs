@@ -143,6 +143,20 @@ impl NatsArgs {
     }
 }
 
+/// Publishes `body` on `subject`, with `headers` when there are any (a trace context
+/// that is only there when tracing is on).
+pub async fn publish(
+    client: &Client,
+    subject: String,
+    headers: Option<async_nats::HeaderMap>,
+    body: bytes::Bytes,
+) -> Result<(), async_nats::PublishError> {
+    match headers {
+        Some(headers) => client.publish_with_headers(subject, headers, body).await,
+        None => client.publish(subject, body).await,
+    }
+}
+
 /// Waits until the server has processed everything sent on `client` so far (its
 /// subscriptions included). `flush` only writes the socket; this makes a round trip: the
 /// server handles one connection's commands in order, so a message to a fresh inbox

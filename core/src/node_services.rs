@@ -82,10 +82,13 @@ impl<E: SpanExporter + 'static> ByNode<E> {
         exporter
     }
 
-    fn all(&self) -> Vec<Arc<E>> {
+    /// `f` on every exporter; the last error, if any.
+    fn each(&self, f: impl Fn(&E) -> OTelSdkResult) -> OTelSdkResult {
         let mut all: Vec<_> = self.lock().values().cloned().collect();
         all.push(self.process.clone());
-        all
+        // Every exporter is asked, whatever the others answer.
+        let results: Vec<_> = all.iter().map(|e| f(e)).collect();
+        results.into_iter().rfind(Result::is_err).unwrap_or(Ok(()))
     }
 }
 
@@ -151,23 +154,11 @@ impl<E: SpanExporter + 'static> SpanExporter for ByNode<E> {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let mut result = Ok(());
-        for exporter in self.all() {
-            if let Err(e) = exporter.shutdown_with_timeout(timeout) {
-                result = Err(e);
-            }
-        }
-        result
+        self.each(|e| e.shutdown_with_timeout(timeout))
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        let mut result = Ok(());
-        for exporter in self.all() {
-            if let Err(e) = exporter.force_flush() {
-                result = Err(e);
-            }
-        }
-        result
+        self.each(E::force_flush)
     }
 
     fn set_resource(&mut self, resource: &Resource) {

@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use async_nats::{
@@ -138,51 +138,32 @@ impl Kept {
     /// Opens (creating when missing) the stream `settings` describe, or keeps records
     /// in memory when `settings` is `None` or the server has no JetStream.
     pub async fn open(client: &Client, settings: Option<&StreamSettings>) -> Self {
-        let memory = Mutex::new(VecDeque::new());
         let Some(settings) = settings else {
             tracing::info!("activations kept in memory only (--activations-stream is empty)");
-            return Self {
-                stream: None,
-                memory,
-            };
+            return Self::with(None);
         };
         let context = jetstream::new(client.clone());
-        let config = stream::Config {
-            name: settings.name.clone(),
-            subjects: vec![record::SUBJECT_ALL.to_string()],
-            max_age: settings.max_age,
-            max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
+        let base = stream::Config {
             max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: settings.replicas,
-            discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
-        let opened =
-            tokio::time::timeout(Duration::from_secs(3), context.get_or_create_stream(config))
-                .await;
-        match opened {
-            Ok(Ok(stream)) => {
+        match crate::streams::open(&context, settings, record::SUBJECT_ALL, base).await {
+            Ok(stream) => {
                 tracing::info!(stream = %settings.name, "finished activations are kept in JetStream");
-                Self {
-                    stream: Some((context, stream)),
-                    memory,
-                }
+                Self::with(Some((context, stream)))
             }
-            Ok(Err(e)) => {
-                tracing::warn!(cause = %e, "no JetStream: finished activations kept in this gateway's memory only");
-                Self {
-                    stream: None,
-                    memory,
-                }
+            Err(cause) => {
+                tracing::warn!(%cause, "no JetStream: finished activations kept in this gateway's memory only");
+                Self::with(None)
             }
-            Err(_) => {
-                tracing::warn!("JetStream did not answer: finished activations kept in this gateway's memory only");
-                Self {
-                    stream: None,
-                    memory,
-                }
-            }
+        }
+    }
+
+    /// Kept in `stream` when there is one, else in memory.
+    fn with(stream: Option<(jetstream::Context, stream::Stream)>) -> Self {
+        Self {
+            stream,
+            memory: Mutex::new(VecDeque::new()),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod page;
 pub mod routes;
 pub mod settings;
 pub mod sse;
+mod streams;
 
 use std::{
     future::Future,

@@ -324,14 +324,9 @@ impl Node {
         span_attrs::messaging(&span, Messaging::Send, &self.status_subject, None);
         let headers = mesh_core::trace_context::headers_for(&span);
         let Some(acked) = &self.acked else {
-            let sent = match headers {
-                Some(headers) => {
-                    self.client
-                        .publish_with_headers(self.status_subject.clone(), headers, body)
-                        .await
-                }
-                None => self.client.publish(self.status_subject.clone(), body).await,
-            };
+            let sent =
+                mesh_core::bus::publish(&self.client, self.status_subject.clone(), headers, body)
+                    .await;
             if let Err(e) = sent {
                 tracing::warn!(parent: &span, node = %self.spec.name, cause = %e, "cannot publish status");
             }

@@ -215,20 +215,11 @@ impl NodesApi {
         let headers = mesh_core::trace_context::headers_for(&span);
         let subject = subject::status(&event.node);
         let published = match serde_json::to_vec(&event) {
-            Ok(bytes) if self.0.bus_connected() => match headers {
-                Some(headers) => self
-                    .0
-                    .client
-                    .publish_with_headers(subject, headers, bytes.into())
+            Ok(bytes) if self.0.bus_connected() => {
+                mesh_core::bus::publish(&self.0.client, subject, headers, bytes.into())
                     .await
-                    .map_err(|e| e.to_string()),
-                None => self
-                    .0
-                    .client
-                    .publish(subject, bytes.into())
-                    .await
-                    .map_err(|e| e.to_string()),
-            },
+                    .map_err(|e| e.to_string())
+            }
             Ok(_) => Err("the gateway is not connected to NATS".to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -84,39 +84,12 @@ impl History {
             return None;
         };
         let context = jetstream::new(client.clone());
-        let wanted = stream::Config {
-            name: settings.name.clone(),
-            subjects: vec![subject::STATUS_ALL.to_string()],
-            max_age: settings.max_age,
-            max_bytes: i64::try_from(settings.max_bytes).unwrap_or(i64::MAX),
+        let base = stream::Config {
             max_message_size: i32::try_from(max_event_bytes).unwrap_or(i32::MAX),
-            storage: stream::StorageType::File,
-            num_replicas: settings.replicas,
-            discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
-        let stream_limits = (wanted.max_age, wanted.max_bytes, wanted.max_message_size);
-        let opened =
-            tokio::time::timeout(Duration::from_secs(3), context.get_or_create_stream(wanted))
-                .await;
-        match opened {
-            Ok(Ok(stream)) => {
-                // The stream as the server has it (made now, or long ago with other limits).
-                let had = &stream.cached_info().config;
-                if (had.max_age, had.max_bytes, had.max_message_size) != stream_limits {
-                    let mut config = had.clone();
-                    (config.max_age, config.max_bytes, config.max_message_size) = stream_limits;
-                    match context.update_stream(config).await {
-                        Ok(_) => tracing::info!(
-                            stream = %settings.name, limits = ?stream_limits,
-                            "stream limits updated to the configured ones"
-                        ),
-                        Err(e) => tracing::error!(
-                            stream = %settings.name, cause = %e,
-                            "CANNOT APPLY THE CONFIGURED LIMITS to the existing stream: it keeps its old ones"
-                        ),
-                    }
-                }
+        match crate::streams::open(&context, settings, subject::STATUS_ALL, base).await {
+            Ok(stream) => {
                 tracing::info!(stream = %settings.name, "status events are kept in JetStream");
                 Some(Self {
                     stream,
@@ -125,14 +98,8 @@ impl History {
                     replays: tokio::sync::Semaphore::new(limits.at_once.max(1)),
                 })
             }
-            Ok(Err(e)) => {
-                tracing::warn!(cause = %e, "no JetStream: relaying live with an in-memory window only");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "JetStream did not answer: relaying live with an in-memory window only"
-                );
+            Err(cause) => {
+                tracing::warn!(%cause, "no JetStream: relaying live with an in-memory window only");
                 None
             }
         }
