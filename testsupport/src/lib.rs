@@ -251,6 +251,18 @@ pub fn free_port() -> u16 {
 
 /// Starts `n` servers routed into one cluster on loopback. Clients may connect to any.
 pub fn start_cluster(n: usize) -> Vec<NatsServer> {
+    cluster_of(n, |_| Vec::new())
+}
+
+/// Starts `n` servers with JetStream, named `s0`, `s1`, ..., routed into one cluster
+/// on loopback (a JetStream cluster: streams may have up to `n` replicas).
+pub fn start_jetstream_cluster(n: usize) -> Vec<NatsServer> {
+    cluster_of(n, |i| {
+        vec!["-js".into(), "--server_name".into(), format!("s{i}")]
+    })
+}
+
+fn cluster_of(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<NatsServer> {
     let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     (0..n)
         .map(|i| {
@@ -262,14 +274,17 @@ pub fn start_cluster(n: usize) -> Vec<NatsServer> {
                 .collect();
             let listen = format!("nats://127.0.0.1:{}", cluster_ports[i]);
             let routes = routes.join(",");
-            NatsServer::start_with(&[
-                "--cluster_name",
-                "mesh-test",
-                "--cluster",
-                &listen,
-                "--routes",
-                &routes,
-            ])
+            let mut args = vec![
+                "--cluster_name".to_string(),
+                "mesh-test".into(),
+                "--cluster".into(),
+                listen,
+                "--routes".into(),
+                routes,
+            ];
+            args.extend(extra(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            NatsServer::start_with(&args)
         })
         .collect()
 }

@@ -71,6 +71,30 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What every container said, so that a failure can be read from CI's output.
+            if let Ok(logs) = Command::new("docker-compose")
+                .current_dir(ROOT)
+                .args(["-f", self.file, "-p", &self.project])
+                .args([
+                    "--profile",
+                    "metrics",
+                    "logs",
+                    "--no-color",
+                    "--tail",
+                    "150",
+                ])
+                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+            {
+                eprintln!(
+                    "--- logs of {} ---\n{}{}",
+                    self.project,
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
         let _ = Command::new("docker-compose")
             .current_dir(ROOT)
             .args(["-f", self.file, "-p", &self.project])

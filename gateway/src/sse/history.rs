@@ -9,7 +9,11 @@
 use std::time::Duration;
 
 use async_nats::{
-    jetstream::{self, consumer::DeliverPolicy, stream},
+    jetstream::{
+        self,
+        consumer::{push, AckPolicy, DeliverPolicy},
+        stream,
+    },
     Client,
 };
 use futures::StreamExt;
@@ -113,17 +117,9 @@ impl History {
         }
     }
 
-    /// Every message after sequence `after`, in order, with its sequence; the ordered
-    /// consumer recovers by itself after reconnections (the relay consumes anew when it
-    /// cannot).
-    pub async fn consume_after(
-        &self,
-        after: u64,
-    ) -> Result<jetstream::consumer::push::Ordered, async_nats::Error> {
-        self.consume(DeliverPolicy::ByStartSequence {
-            start_sequence: after + 1,
-        })
-        .await
+    /// Every message after sequence `after`, in order (see [`Follow`]).
+    pub async fn follow_after(&self, after: u64) -> Result<Follow, async_nats::Error> {
+        Follow::start(&self.stream, &self.client, after + 1).await
     }
 
     /// Messages with sequences from `from` up to `until` (inclusive), oldest first,
@@ -140,34 +136,18 @@ impl History {
             return out;
         };
         let mut bytes = 0;
-        let Ok(mut messages) = self
-            .consume(DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            })
-            .await
-        else {
+        let Ok(mut follow) = Follow::start(&self.stream, &self.client, from).await else {
             return out;
         };
         let read = async {
-            while let Some(Ok(message)) = messages.next().await {
-                let Ok(sequence) = message.info().map(|i| i.stream_sequence) else {
-                    continue;
-                };
-                if sequence > until {
+            while let Ok(message) = follow.next().await {
+                if message.sequence > until {
                     break;
                 }
-                out.push(Stored {
-                    subject: message.subject.to_string(),
-                    payload: message.payload.clone(),
-                    sequence,
-                    message_id: super::relay::message_id(message.headers.as_ref())
-                        .map(String::from),
-                });
                 bytes += message.payload.len();
-                if sequence == until
-                    || out.len() >= self.limits.events
-                    || bytes >= self.limits.bytes
-                {
+                let last = message.sequence == until;
+                out.push(message);
+                if last || out.len() >= self.limits.events || bytes >= self.limits.bytes {
                     break;
                 }
             }
@@ -175,19 +155,131 @@ impl History {
         let _ = tokio::time::timeout(REPLAY_LIMIT, read).await;
         out
     }
+}
 
-    async fn consume(
-        &self,
-        deliver_policy: DeliverPolicy,
-    ) -> Result<jetstream::consumer::push::Ordered, async_nats::Error> {
-        let consumer = self
-            .stream
-            .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await?;
-        Ok(consumer.messages().await?)
+/// Idle heartbeat of a [`Follow`]'s consumer: two missed tell that it was lost.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Longest a [`Follow`] waits for its consumer to be made: one placed on a server that
+/// is gone (the cluster has not noticed yet) never answers, and a new try lands
+/// elsewhere.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An ephemeral consumer nobody reads is removed after this long.
+const INACTIVE: Duration = Duration::from_secs(10);
+
+/// The stream's messages from one sequence on, in order, through an ephemeral push
+/// consumer of one replica (in memory, no acknowledgements, flow controlled).
+///
+/// Every failure ends it with an error, never a silent stall: its consumer lost with
+/// its server (two idle heartbeats missed), a message skipped (a gap in the delivery
+/// sequence, also at the tail, told by a heartbeat), the subscription gone. The caller
+/// follows anew from the last sequence it has. (async-nats' ordered consumer reports a
+/// missed heartbeat but keeps waiting on a consumer that is gone.)
+pub struct Follow {
+    subscriber: async_nats::Subscriber,
+    client: Client,
+    context: jetstream::Context,
+    delivered: u64,
+}
+
+impl Follow {
+    async fn start(
+        stream: &stream::Stream,
+        client: &Client,
+        start_sequence: u64,
+    ) -> Result<Self, async_nats::Error> {
+        let deliver_subject = client.new_inbox();
+        // Subscribed first: nothing the consumer sends can come before the subscription.
+        let subscriber = client.subscribe(deliver_subject.clone()).await?;
+        let config = push::Config {
+            deliver_subject,
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            flow_control: true,
+            idle_heartbeat: HEARTBEAT,
+            inactive_threshold: INACTIVE,
+            num_replicas: 1,
+            memory_storage: true,
+            ..Default::default()
+        };
+        tokio::time::timeout(CREATE_TIMEOUT, stream.create_consumer(config))
+            .await
+            .map_err(|_| "the consumer was not made in time")??;
+        Ok(Self {
+            subscriber,
+            client: client.clone(),
+            context: jetstream::new(client.clone()),
+            delivered: 0,
+        })
+    }
+
+    /// The next stored message; an error when the consumer failed (see [`Follow`]).
+    pub async fn next(&mut self) -> Result<Stored, async_nats::Error> {
+        loop {
+            let message = tokio::time::timeout(HEARTBEAT * 2, self.subscriber.next())
+                .await
+                .map_err(|_| "missed two idle heartbeats: the consumer is gone")?
+                .ok_or("the subscription ended")?;
+            if message.status.is_some() {
+                self.control(&message).await?;
+                continue;
+            }
+            let message = jetstream::Message {
+                message,
+                context: self.context.clone(),
+            };
+            let (delivered, sequence) = message
+                .info()
+                .map(|i| (i.consumer_sequence, i.stream_sequence))?;
+            let message_id = super::relay::message_id(message.headers.as_ref()).map(String::from);
+            if delivered != self.delivered + 1 {
+                return Err(format!(
+                    "delivery {delivered} after {}: a message was skipped",
+                    self.delivered
+                )
+                .into());
+            }
+            self.delivered = delivered;
+            let message = message.message;
+            return Ok(Stored {
+                subject: message.subject.to_string(),
+                payload: message.payload,
+                sequence,
+                message_id,
+            });
+        }
+    }
+
+    /// Answers flow control and checks an idle heartbeat's last delivery.
+    async fn control(&self, message: &async_nats::Message) -> Result<(), async_nats::Error> {
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        // A flow control request, or a heartbeat telling that the consumer is stalled
+        // waiting for the answer to one.
+        let answer_to = message
+            .reply
+            .as_ref()
+            .map(|r| r.to_string())
+            .or_else(|| header("Nats-Consumer-Stalled"));
+        if let Some(subject) = answer_to {
+            self.client.publish(subject, bytes::Bytes::new()).await?;
+        }
+        if let Some(last) = header("Nats-Last-Consumer").and_then(|v| v.parse::<u64>().ok()) {
+            if last != self.delivered {
+                return Err(format!(
+                    "the consumer delivered {last}, {} arrived: the last were lost",
+                    self.delivered
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 }

@@ -373,8 +373,6 @@ pub fn message_id(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
         .map(|v| v.as_str())
 }
 
-/// Errors in a row after which the stream is consumed anew.
-const MAX_CONSUMER_ERRORS: usize = 3;
 /// Pause before consuming the stream anew.
 const RECONSUME_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -382,9 +380,9 @@ const RECONSUME_PAUSE: std::time::Duration = std::time::Duration::from_millis(50
 /// discovery has seen a node serving; events of other nodes wake discovery through
 /// [`Relay::unknown_node`].
 ///
-/// From the stream, the relay consumes from the sequence after the last it relayed;
-/// when the consumer ends or keeps failing (its server was lost, the stream is electing
-/// a leader), it consumes anew from there, so nothing stored is skipped or repeated.
+/// From the stream, the relay follows from the sequence after the last it relayed;
+/// when the consumer fails (its server was lost: two idle heartbeats missed, a message
+/// skipped), it follows anew from there, so nothing stored is skipped or repeated.
 pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
     let relay_one = |subject: &str, payload: &[u8], sequence: Option<u64>| match relay
         .accept_numbered(subject, payload, sequence, |node| {
@@ -413,40 +411,28 @@ pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) ->
     };
     loop {
         let after = relay.last_id();
-        match history.consume_after(after).await {
-            Ok(mut messages) => {
-                let mut errors = 0;
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(m) => {
-                            errors = 0;
-                            let Ok(sequence) = m.info().map(|i| i.stream_sequence) else {
-                                continue;
-                            };
-                            // A consumer made anew may repeat what was relayed already.
-                            if sequence <= relay.last_id() {
-                                continue;
-                            }
-                            if let Some(id) = message_id(m.headers.as_ref()) {
-                                if lock(&relay.dedup).repeats(id, sequence) {
-                                    tracing::debug!(id, sequence, "repeated status event dropped");
-                                    continue;
-                                }
-                            }
-                            relay_one(&m.subject, &m.payload, Some(sequence));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            tracing::warn!(cause = %e, errors, "status stream consumer error");
-                            if errors >= MAX_CONSUMER_ERRORS {
-                                break;
-                            }
-                        }
+        match history.follow_after(after).await {
+            Ok(mut follow) => loop {
+                let m = match follow.next().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(cause = %e, after = relay.last_id(), "following the status stream anew");
+                        break;
+                    }
+                };
+                // A consumer made anew may repeat what was relayed already.
+                if m.sequence <= relay.last_id() {
+                    continue;
+                }
+                if let Some(id) = &m.message_id {
+                    if lock(&relay.dedup).repeats(id, m.sequence) {
+                        tracing::debug!(id, sequence = m.sequence, "repeated status event dropped");
+                        continue;
                     }
                 }
-                tracing::warn!(after = relay.last_id(), "consuming the status stream anew");
-            }
-            Err(e) => tracing::warn!(cause = %e, "cannot consume the status stream; retrying"),
+                relay_one(&m.subject, &m.payload, Some(m.sequence));
+            },
+            Err(e) => tracing::warn!(cause = %e, "cannot follow the status stream; retrying"),
         }
         tokio::time::sleep(RECONSUME_PAUSE).await;
     }

@@ -208,3 +208,133 @@ async fn a_cluster_losing_a_server_keeps_activating() {
     }
     eprintln!("cluster fail-over: activations succeeded again after {recovered:?}");
 }
+
+#[tokio::test]
+async fn the_relay_survives_losing_the_server_of_its_stream_consumer() {
+    let mut cluster = testsupport::start_jetstream_cluster(3);
+    let all: Vec<String> = cluster.iter().map(|s| s.url()).collect();
+    let all = all.join(",");
+    let probe = NatsArgs::for_url(all.clone())
+        .connect("probe")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(probe);
+    // The JetStream cluster is up once it takes a stream of three replicas.
+    eventually(
+        "a JetStream cluster of 3",
+        Duration::from_secs(30),
+        || async {
+            let config = async_nats::jetstream::stream::Config {
+                name: "PROBE".into(),
+                num_replicas: 3,
+                ..Default::default()
+            };
+            js.get_or_create_stream(config).await.ok()?;
+            js.delete_stream("PROBE").await.ok()
+        },
+    )
+    .await;
+
+    let nodes_client = NatsArgs::for_url(all.clone())
+        .connect("nodes")
+        .await
+        .unwrap();
+    let settings = Settings {
+        status_ack: true,
+        ..Settings::default()
+    };
+    let _nodes = Running::start(nodes_client, seed_zero_work(), settings)
+        .await
+        .unwrap();
+    // The relay's consumer has one replica, on any server of the stream; losing the
+    // gateway's own server is a reconnection (tested above), so the gateway is started
+    // until its consumer is elsewhere.
+    let mut attempt = 0;
+    let (gateway, host) = loop {
+        attempt += 1;
+        let gateway = Gw::start(&all, |s| {
+            if let Some(stream) = s.stream.as_mut() {
+                stream.replicas = 3;
+            }
+        })
+        .await;
+        let stream = js.get_stream("MESH_STATUS").await.unwrap();
+        let host = eventually("the relay's consumer", WAIT, || {
+            relay_consumer_host(&stream)
+        })
+        .await;
+        let own = gateway.state.client.server_info().server_name;
+        if host != own || attempt == 8 {
+            break (gateway, host);
+        }
+        drop(gateway);
+        eventually("the consumer let go", WAIT, || async {
+            relay_consumer_host(&stream).await.is_none().then_some(())
+        })
+        .await;
+    };
+    assert!(
+        gateway.state.history.is_some(),
+        "the gateway relays from the stream"
+    );
+    let http = reqwest::Client::new();
+    let activate = || async {
+        let response = http
+            .post(format!("{}/activate", gateway.base))
+            .json(&json!({"timeout_ms": 2000}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        let reply: serde_json::Value = response.json().await.ok()?;
+        reply["activation_id"].as_str().map(String::from)
+    };
+    let mut live = gateway.sse("", None).await;
+    let first = eventually("the seed tree answers", Duration::from_secs(30), activate).await;
+    events_of(&mut live, &first, "before the loss").await;
+
+    // The server holding the relay's (single-replica) consumer dies.
+    let index: usize = host.trim_start_matches('s').parse().unwrap();
+    cluster[index].stop();
+    let killed = Instant::now();
+
+    // Activations go on, and every event of one that started after the loss reaches a
+    // stream opened before it: the relay consumes anew once its consumer is missed
+    // (two idle heartbeats, 2 s).
+    let after = eventually(
+        "activations after the loss",
+        Duration::from_secs(30),
+        activate,
+    )
+    .await;
+    events_of(&mut live, &after, &format!("after losing {host}")).await;
+    eprintln!(
+        "lost {host}, which held the relay's consumer: the events of an activation after it arrived {:?} after the loss",
+        killed.elapsed()
+    );
+}
+
+/// Reads `sse` until the 16 status events of `activation` arrived, each within 25 s.
+async fn events_of(sse: &mut Sse, activation: &str, when: &str) {
+    let mut got = 0;
+    while got < 16 {
+        let Some(frame) = sse.next_of("status", Duration::from_secs(25)).await else {
+            panic!("{got} of 16 events of {activation} ({when}) within 25 s");
+        };
+        if frame.json()["activation_id"] == activation {
+            got += 1;
+        }
+    }
+}
+
+/// The server holding the consumer a client is bound to on `stream` (the relay's).
+async fn relay_consumer_host(stream: &async_nats::jetstream::stream::Stream) -> Option<String> {
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info.ok()?;
+        if info.push_bound {
+            return info.cluster?.leader;
+        }
+    }
+    None
+}
