@@ -1,6 +1,8 @@
-//! What the relay spends on one status event with no SSE client, measured in one run:
-//! a node's event framed as it came, against the same event re-encoded (a trailing
-//! space makes the relay re-encode it), interleaved over 5 rounds.
+//! What the relay spends on one status event with no SSE client, measured in one run,
+//! interleaved over 5 rounds: a node's event framed as it came and kept in the window
+//! (no durable stream), the same event re-encoded (a trailing space makes the relay
+//! re-encode it), and the event with the stream as the history (nothing rendered or
+//! kept for nobody).
 //!
 //! `cargo run --release -p gateway --example relay_cost`
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -14,6 +16,8 @@ const EVENTS: usize = 200_000;
 
 fn main() {
     let relay = Relay::new("gw-bench".into(), Limits::default(), Default::default());
+    let durable = Relay::new("gw-bench".into(), Limits::default(), Default::default());
+    durable.start_after(0);
     let mut event = StatusEvent::new(NodeName::new("TM").unwrap(), NodeState::Ok);
     event.code = Some(200);
     event.elapsed_ms = Some(12);
@@ -30,18 +34,33 @@ fn main() {
         }
         started.elapsed().as_nanos() as f64 / EVENTS as f64
     };
-    let (mut sent, mut encoded) = (Vec::new(), Vec::new());
+    let mut sequence = 0;
+    let mut run_durable = |payload: &[u8]| {
+        let started = Instant::now();
+        for _ in 0..EVENTS {
+            sequence += 1;
+            durable
+                .accept_numbered("status.TM", payload, Some(sequence), |_| true)
+                .unwrap();
+        }
+        started.elapsed().as_nanos() as f64 / EVENTS as f64
+    };
+    let (mut sent, mut encoded, mut streamed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         sent.push(run(&as_sent));
         encoded.push(run(&padded));
+        streamed.push(run_durable(&as_sent));
     }
-    sent.sort_by(f64::total_cmp);
-    encoded.sort_by(f64::total_cmp);
+    for v in [&mut sent, &mut encoded, &mut streamed] {
+        v.sort_by(f64::total_cmp);
+    }
     println!(
-        "relay, one {}-byte status event, no client: framed as sent {:.0} ns (median of 5), re-encoded {:.0} ns: {:.2}x",
+        "relay, one {}-byte status event, no client (medians of 5): framed as sent and kept {:.0} ns; re-encoded and kept {:.0} ns ({:.2}x); stream-backed, nothing rendered {:.0} ns ({:.2}x)",
         as_sent.len(),
         sent[2],
         encoded[2],
-        encoded[2] / sent[2]
+        encoded[2] / sent[2],
+        streamed[2],
+        streamed[2] / sent[2]
     );
 }

@@ -87,31 +87,66 @@ pub struct Metrics {
     pub node_activations: Family<NodeOutcomeLabels, Counter>,
     /// Time each discovered node spent on its activations, from their final status events.
     pub node_seconds: NodeHistogramFamily,
+    /// Each node's series, found by name without building labels (which allocates) for
+    /// every status event.
+    node_series: std::sync::Mutex<std::collections::HashMap<String, NodeSeries>>,
+}
+
+/// Outcomes of a node's activation, in the order [`NodeSeries::outcomes`] keeps them.
+const OUTCOMES: [&str; 6] = ["ok", "failed", "timeout", "unavailable", "loop", "rejected"];
+
+/// One node's series (each shares its value with the family's).
+struct NodeSeries {
+    /// By [`OUTCOMES`] index, made on first use (an outcome never seen has no series).
+    outcomes: [Option<Counter>; OUTCOMES.len()],
+    seconds: Histogram,
 }
 
 impl Metrics {
     /// Counts one finished activation of a discovered node.
     pub fn node_finished(&self, node: &str, code: Option<u16>, elapsed_ms: Option<u64>) {
         let outcome = match code {
-            Some(200) => "ok",
-            Some(504) => "timeout",
-            Some(503) => "unavailable",
-            Some(508) => "loop",
-            Some(400..=499) => "rejected",
-            _ => "failed",
+            Some(200) => 0,
+            Some(504) => 2,
+            Some(503) => 3,
+            Some(508) => 4,
+            Some(400..=499) => 5,
+            _ => 1,
         };
-        self.node_activations
-            .get_or_create(&NodeOutcomeLabels {
-                node: node.to_string(),
-                outcome,
-            })
-            .inc();
-        if let Some(ms) = elapsed_ms {
-            self.node_seconds
+        let mut all = self
+            .node_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !all.contains_key(node) {
+            let seconds = self
+                .node_seconds
                 .get_or_create(&NodeLabels {
                     node: node.to_string(),
                 })
-                .observe(ms as f64 / 1000.0);
+                .clone();
+            all.insert(
+                node.to_string(),
+                NodeSeries {
+                    outcomes: Default::default(),
+                    seconds,
+                },
+            );
+        }
+        let Some(series) = all.get_mut(node) else {
+            return;
+        };
+        series.outcomes[outcome]
+            .get_or_insert_with(|| {
+                self.node_activations
+                    .get_or_create(&NodeOutcomeLabels {
+                        node: node.to_string(),
+                        outcome: OUTCOMES[outcome],
+                    })
+                    .clone()
+            })
+            .inc();
+        if let Some(ms) = elapsed_ms {
+            series.seconds.observe(ms as f64 / 1000.0);
         }
     }
 }
@@ -138,6 +173,7 @@ impl Default for Metrics {
             events_dropped: Counter::default(),
             node_activations: Family::default(),
             node_seconds: Family::new_with_constructor(activation_histogram),
+            node_series: Default::default(),
         };
         registry.register(
             "http_requests",

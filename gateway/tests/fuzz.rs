@@ -80,7 +80,7 @@ proptest! {
             Default::default(),
         );
         let _ = relay.accept_status(&subject, &payload);
-        if let Ok(frame) = relay.accept_status(&subject, &serde_json::to_vec(&value).unwrap()) {
+        if let Ok(Some(frame)) = relay.accept_status(&subject, &serde_json::to_vec(&value).unwrap()) {
             let text = String::from_utf8(frame.bytes.to_vec()).unwrap();
             prop_assert_eq!(text.matches('\n').count(), 4, "SSE data stays on one line: {}", text);
         }

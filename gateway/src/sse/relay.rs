@@ -49,6 +49,9 @@ struct Window {
     bytes: usize,
     capacity: usize,
     max_bytes: usize,
+    /// The durable stream is the history (ids are its sequences): with no client
+    /// connected, frames are neither rendered nor kept.
+    durable: bool,
 }
 
 /// What a relay holds at most.
@@ -80,8 +83,8 @@ impl Default for Limits {
 
 /// A status event's JSON, to be framed.
 enum Json<'a> {
-    /// Encoded by the gateway.
-    Encoded(String),
+    /// To be encoded by the gateway.
+    Encode(&'a StatusEvent),
     /// The payload as it came: one line, a complete event (`relayed_by` is added).
     AsSent(&'a [u8]),
 }
@@ -117,6 +120,7 @@ impl Relay {
                 bytes: 0,
                 capacity: limits.history.max(1),
                 max_bytes: limits.history_bytes.max(1),
+                durable: false,
             }),
             live,
             relayed_by: serde_json::Value::String(gateway_id.clone()).to_string(),
@@ -135,9 +139,12 @@ impl Relay {
         &self.gateway_id
     }
 
-    /// Receives live frames from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
-        self.live.subscribe()
+    /// Receives live frames from now on, and the id of the newest frame before them:
+    /// taken together (under the window's lock), so that no frame falls between the
+    /// two, also when frames are not kept while nobody listens.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Frame>>, u64) {
+        let window = lock(&self.window);
+        (self.live.subscribe(), window.next_id - 1)
     }
 
     /// Number of live receivers (connected SSE clients).
@@ -169,9 +176,14 @@ impl Relay {
         f(&lock(&self.last_state))
     }
 
-    /// Accepts a message received on `subject` about a known node; returns the frame,
-    /// or why it was refused.
-    pub fn accept_status(&self, subject: &str, payload: &[u8]) -> Result<Arc<Frame>, String> {
+    /// Accepts a message received on `subject` about a known node; returns the frame
+    /// (none when it was not rendered: see [`Relay::start_after`]), or why it was
+    /// refused.
+    pub fn accept_status(
+        &self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<Option<Arc<Frame>>, String> {
         self.accept_numbered(subject, payload, None, |_| true)
     }
 
@@ -184,23 +196,22 @@ impl Relay {
         payload: &[u8],
         id: Option<u64>,
         known: impl Fn(&NodeName) -> bool,
-    ) -> Result<Arc<Frame>, String> {
+    ) -> Result<Option<Arc<Frame>>, String> {
         let (event, as_sent) = self.decode(subject, payload)?;
         self.watches.note(&event);
+        let is_known = known(&event.node);
+        if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
+            self.metrics
+                .node_finished(event.node.as_str(), event.code, event.elapsed_ms);
+        }
         let data = if as_sent {
             Json::AsSent(payload)
         } else {
-            Json::Encoded(serde_json::to_string(&event).map_err(|e| e.to_string())?)
+            Json::Encode(&event)
         };
-        let node = event.node.clone();
-        let activation = event.activation_id.clone();
-        let is_known = known(&node);
-        if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
-            self.metrics
-                .node_finished(node.as_str(), event.code, event.elapsed_ms);
-        }
+        let frame = self.push(id, &event, data)?;
         lock(&self.last_state).record(event, is_known);
-        Ok(self.push(id, Some(node), activation, data))
+        Ok(frame)
     }
 
     /// Renders a message from history as the frame with id `id`, without relaying it.
@@ -217,9 +228,12 @@ impl Relay {
     }
 
     /// Continues numbering after `last` (the stream's last sequence): everything up to
-    /// it is history this gateway never held.
+    /// it is history this gateway never held. From now on the stream is the history:
+    /// while no client is connected, frames are neither rendered nor kept (a client
+    /// resuming later is replayed from the stream).
     pub fn start_after(&self, last: u64) {
         let mut window = lock(&self.window);
+        window.durable = true;
         window.next_id = window.next_id.max(last + 1);
         window.gone_upto = window.gone_upto.max(last);
     }
@@ -260,23 +274,33 @@ impl Relay {
         frame
     }
 
+    /// Numbers, renders, keeps and sends a status frame; `None` when nobody listens and
+    /// the stream keeps it (nothing rendered; the window restarts after it).
     fn push(
         &self,
         id: Option<u64>,
-        node: Option<NodeName>,
-        activation: Option<ActivationId>,
+        event: &StatusEvent,
         data: Json<'_>,
-    ) -> Arc<Frame> {
+    ) -> Result<Option<Arc<Frame>>, String> {
         let mut window = lock(&self.window);
         let id = id.unwrap_or(window.next_id);
         window.next_id = id + 1;
+        if window.durable && self.live.receiver_count() == 0 {
+            window.frames.clear();
+            window.bytes = 0;
+            window.gone_upto = id;
+            return Ok(None);
+        }
         let frame = Arc::new(Frame {
             id,
             kind: SseEvent::Status,
-            node,
-            activation,
+            node: Some(event.node.clone()),
+            activation: event.activation_id.clone(),
             bytes: match data {
-                Json::Encoded(json) => frame::status(id, &json),
+                Json::Encode(event) => {
+                    let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+                    frame::status(id, &json)
+                }
                 Json::AsSent(payload) => frame::status_relayed(id, payload, &self.relayed_by),
             },
         });
@@ -293,7 +317,7 @@ impl Relay {
         window.frames.push_back(frame.clone());
         // Sent under the lock so that live order matches id order.
         let _ = self.live.send(frame.clone());
-        frame
+        Ok(Some(frame))
     }
 }
 
@@ -472,7 +496,10 @@ mod tests {
         assert_eq!(relay.last_id(), 0);
         let event = format!(r#"{{"state":"ok","instance":"{}"}}"#, "a".repeat(100));
         for _ in 0..100 {
-            relay.accept_status("status.V", event.as_bytes()).unwrap();
+            relay
+                .accept_status("status.V", event.as_bytes())
+                .unwrap()
+                .unwrap();
         }
         let (frames, complete) = relay.since(0);
         let held: usize = frames.iter().map(|f| f.bytes.len()).sum();
@@ -514,6 +541,7 @@ mod tests {
         let relay = Relay::new("gw-1".into(), limits(8), Default::default());
         let frame = relay
             .accept_status("status.T", br#"{"state":"running","activation_id":"a1"}"#)
+            .unwrap()
             .unwrap();
         let text = std::str::from_utf8(&frame.bytes).unwrap();
         assert!(text.starts_with("id: 1\nevent: status\ndata: {"));
@@ -531,6 +559,43 @@ mod tests {
     }
 
     #[test]
+    fn backed_by_the_stream_nothing_is_rendered_or_kept_for_nobody() {
+        let relay = Relay::new("gw-1".into(), limits(8), Default::default());
+        let event = br#"{"state":"ok","activation_id":"a1"}"#;
+        let (listener, _) = relay.subscribe();
+        relay
+            .accept_numbered("status.T", event, Some(10), |_| true)
+            .unwrap();
+        relay.start_after(10);
+        // A client listens: frames are kept and sent.
+        let kept = relay.accept_numbered("status.T", event, Some(11), |_| true);
+        assert_eq!(kept.unwrap().map(|f| f.id), Some(11));
+        let (frames, complete) = relay.since(10);
+        assert!(complete && frames.len() == 1);
+        // Nobody listens: nothing is rendered, the window restarts after it, and the
+        // event still counts (latest state, ids).
+        drop(listener);
+        let dropped = relay.accept_numbered("status.T", event, Some(12), |_| true);
+        assert!(dropped.unwrap().is_none());
+        let (frames, complete) = relay.since(10);
+        assert!(
+            frames.is_empty() && !complete,
+            "resuming before it is a replay"
+        );
+        assert!(relay.since(12).1);
+        assert_eq!(relay.last_id(), 12);
+        assert_eq!(relay.with_states(|s| s.len()), 1);
+        // A client subscribing gets the newest id with its receiver: what follows is
+        // kept and sent again.
+        let (mut listener, newest) = relay.subscribe();
+        assert_eq!(newest, 12);
+        relay
+            .accept_numbered("status.T", event, Some(13), |_| true)
+            .unwrap();
+        assert_eq!(listener.try_recv().unwrap().id, 13);
+    }
+
+    #[test]
     fn a_nodes_event_is_framed_as_sent_and_anything_else_re_encoded() {
         let relay = Relay::new("gw-1".into(), limits(8), Default::default());
         let mut event = StatusEvent::new(NodeName::new("T").unwrap(), NodeState::Ok);
@@ -541,7 +606,7 @@ mod tests {
         let (decoded, as_sent) = relay.decode("status.T", &sent).unwrap();
         assert!(as_sent);
         // Byte for byte what re-encoding would write.
-        let framed = relay.accept_status("status.T", &sent).unwrap();
+        let framed = relay.accept_status("status.T", &sent).unwrap().unwrap();
         let encoded = frame::status(framed.id, &serde_json::to_string(&decoded).unwrap());
         assert_eq!(framed.bytes, encoded);
         // Hand-written, multi-line, relayed already, or padded: re-encoded, one line.
@@ -553,7 +618,7 @@ mod tests {
         ] {
             let (_, as_sent) = relay.decode("status.T", odd).unwrap();
             assert!(!as_sent, "{}", String::from_utf8_lossy(odd));
-            let framed = relay.accept_status("status.T", odd).unwrap();
+            let framed = relay.accept_status("status.T", odd).unwrap().unwrap();
             let text = std::str::from_utf8(&framed.bytes).unwrap();
             assert_eq!(text.matches('\n').count(), 4, "{text:?}");
             assert!(text.contains(r#""relayed_by":"gw-1""#) && !text.contains("forged"));

@@ -216,9 +216,8 @@ pub async fn stream(
     guard: ClientGuard,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let relay = state.relay.clone();
-    // Subscribe before reading the history, so no frame falls between the two.
-    let live = relay.subscribe();
-    let newest = relay.last_id();
+    // Subscribed with the newest id, so no frame falls between live and history.
+    let (live, newest) = relay.subscribe();
     let sse = &state.settings.sse;
     let mut session = Session {
         relay,

@@ -28,6 +28,13 @@ impl LatestStates {
     /// Records `event` as its node's latest; `known` says whether discovery knows the
     /// node. The oldest unknown node's state goes when there are too many.
     pub fn record(&mut self, event: StatusEvent, known: bool) {
+        if known && self.unknown.is_empty() {
+            // The usual case: a discovered node, no key to clone when it has a state.
+            if let Some(latest) = self.states.get_mut(&event.node) {
+                *latest = event;
+                return;
+            }
+        }
         let node = event.node.clone();
         let was_unknown = self.unknown.contains(&node);
         if known {
