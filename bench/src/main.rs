@@ -516,6 +516,10 @@ struct FanOut {
     delivered_per_second: f64,
     gateway_rss_kib_before: u64,
     gateway_rss_kib_connected: u64,
+    /// After every client left (the gateway counts none): within 2x of idle, or 30 s on.
+    gateway_rss_kib_after: u64,
+    /// Seconds from the last client gone to `gateway_rss_kib_after`.
+    returned_after_s: f64,
     gateway_kib_per_client: f64,
     gateway_cpu_seconds: f64,
     load_generator_cpu_seconds: f64,
@@ -589,6 +593,27 @@ async fn fan_out(
     let elapsed = started.elapsed();
     let gateway_cpu = gateway.cpu_seconds() - gateway_cpu;
     let own_cpu = procs::cpu_seconds("/proc/self/stat") - own_cpu;
+    // Every client has closed its connection: memory once the gateway has let go.
+    let http = reqwest::Client::new();
+    let healthz = format!("http://{addr}/healthz");
+    eventually(
+        "the gateway counts no SSE client",
+        Duration::from_secs(120),
+        || async {
+            let h: serde_json::Value = http.get(&healthz).send().await.ok()?.json().await.ok()?;
+            (h["sse_clients"].as_u64()? == 0).then_some(())
+        },
+    )
+    .await;
+    // Memory handed back to the system: the RSS once it is within 2x of idle, or after
+    // 30 s (jemalloc's background thread returns freed pages within about 10 s).
+    let left = tokio::time::Instant::now();
+    let mut after_rss = gateway.rss_kib();
+    while after_rss > 2 * before && left.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after_rss = gateway.rss_kib();
+    }
+    let returned_after_s = left.elapsed().as_secs_f64();
     let published = (ACTIVATIONS * 16) as u64;
     let delivered: u64 = seen.iter().map(|s| s.received).sum();
     let mut latencies: Vec<Duration> = seen
@@ -619,6 +644,8 @@ async fn fan_out(
         delivered_per_second: delivered as f64 / elapsed.as_secs_f64(),
         gateway_rss_kib_before: before,
         gateway_rss_kib_connected: connected_rss,
+        gateway_rss_kib_after: after_rss,
+        returned_after_s,
         gateway_kib_per_client: connected_rss.saturating_sub(before) as f64 / clients as f64,
         gateway_cpu_seconds: gateway_cpu,
         load_generator_cpu_seconds: own_cpu,
@@ -655,10 +682,10 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             r.note
         ));
     }
-    out.push_str("\n| SSE clients | connected | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| SSE clients | connected | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | gateway MiB: idle / all connected / all left (s after) | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for f in fanouts {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} / {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} ({:.0} s) | {:.2} / {:.2} | {:.2} |\n",
             f.clients,
             f.connected,
             f.events_delivered,
@@ -668,6 +695,10 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             f.p99_ms,
             f.delivered_per_second,
             f.gateway_kib_per_client,
+            f.gateway_rss_kib_before as f64 / 1024.0,
+            f.gateway_rss_kib_connected as f64 / 1024.0,
+            f.gateway_rss_kib_after as f64 / 1024.0,
+            f.returned_after_s,
             f.gateway_cpu_seconds,
             f.load_generator_cpu_seconds,
             f.gateway_cpu_us_per_delivery

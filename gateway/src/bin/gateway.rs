@@ -15,6 +15,11 @@ use mesh_core::{
 use poem::listener::{Acceptor, Listener, TcpListener};
 use schemas::NodeName;
 
+/// jemalloc with its background thread instead of the system allocator: it gives memory
+/// back once thousands of SSE clients have left (glibc's malloc kept it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The nats-mesh HTTP gateway: `POST /activate` on the bus, Server-Sent Events of every
 /// status event, topology discovered through the NATS Services API, and a live page.
 ///
