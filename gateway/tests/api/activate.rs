@@ -9,13 +9,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn activates_the_seed_topology() {
     let app = spawn_app(seed_zero_work(), |_| {}).await;
-    let response = app
-        .http
-        .post(app.url("/activate"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.activate_response(json!({})).await;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-activation-id"]
         .to_str()

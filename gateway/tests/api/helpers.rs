@@ -138,15 +138,19 @@ impl App {
 
     /// POSTs `body` to /activate; returns the status and JSON body.
     pub async fn activate(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self
-            .http
+        let r = self.activate_response(body).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// POSTs `body` to /activate; returns the whole response (for its headers).
+    pub async fn activate_response(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
             .post(self.url("/activate"))
             .json(&body)
             .send()
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
+            .unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {

@@ -498,13 +498,7 @@ async fn the_trace_context_travels_without_any_exporter() {
     mesh_core::bus::sync(&spy).await.unwrap();
 
     // No traceparent from the caller: the gateway starts a trace.
-    let r = app
-        .http
-        .post(app.url("/activate"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = app.activate_response(json!({})).await;
     assert_eq!(r.status(), 200);
     let trace = r.headers()["x-trace-id"].to_str().unwrap().to_string();
     assert_eq!(trace.len(), 32);
