@@ -8,8 +8,10 @@
 //!
 //! Run with `scripts/bench` (builds the release binaries first). `BENCH_SSE_CLIENTS`
 //! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
-//! scenarios only.
+//! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only. `BENCH_SSE_SINGLES` (default
+//! `5000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
 
+mod floor;
 mod procs;
 mod sse;
 mod stats;
@@ -36,10 +38,15 @@ async fn main() -> anyhow::Result<()> {
     // `bench --echo-responder URL`: the raw baseline's responder, in a process of its
     // own like every process under test.
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, url] = args.as_slice() {
-        if flag == "--echo-responder" {
+    match args.as_slice() {
+        [_, flag, url] if flag == "--echo-responder" => {
             return echo_responder(async_nats::connect(url).await?).await;
         }
+        // `bench --sse-floor URL PORT`: the floor of SSE fan-out (see `floor`).
+        [_, flag, url, port] if flag == "--sse-floor" => {
+            return floor::serve(url, port.parse()?).await;
+        }
+        _ => {}
     }
     // With JetStream, as `scripts/run` and compose run it: the gateway relays from the
     // status stream.
@@ -101,11 +108,13 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     // BENCH_QUICK=1: NATS scenarios only (no functions, HTTP or SSE), for a quick look.
     let quick = std::env::var_os("BENCH_QUICK").is_some();
+    // BENCH_SSE_ONLY=1: the SSE fan-outs only, for work on the relay.
+    let nats = std::env::var_os("BENCH_SSE_ONLY").is_none();
     // Each compared scenario runs ROUNDS times, each round right after a raw round trip
     // at the same concurrency: a ratio compares two measurements taken side by side.
     let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
     let mut raw_c1 = Vec::new();
-    for c in [1, 16, 64] {
+    for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("one hop (node E, zero work)", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
@@ -116,9 +125,9 @@ async fn main() -> anyhow::Result<()> {
         }
         rows.push(r.row(RawShare::RoundTrips(1)));
     }
-    let hop_c1 = rows[0].p50_ms;
-    let hop_c16 = rows[1].p50_ms;
-    let functions: &[(&str, &str)] = if quick {
+    let hop_c1 = rows.first().map_or(f64::NAN, |r| r.p50_ms);
+    let hop_c16 = rows.get(1).map_or(f64::NAN, |r| r.p50_ms);
+    let functions: &[(&str, &str)] = if quick || !nats {
         &[]
     } else {
         &[
@@ -138,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut idle_gateway_us_per_activation = f64::NAN;
-    for c in [1, 16, 64] {
+    for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("seed activation over NATS", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
@@ -154,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         }
         rows.push(r.row(RawShare::Seed));
     }
-    for c in [1, 16, 64].into_iter().filter(|_| !quick) {
+    for c in [1, 16, 64].into_iter().filter(|_| nats && !quick) {
         let mut r = Compared::new("seed activation via POST /activate", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
@@ -184,19 +193,58 @@ async fn main() -> anyhow::Result<()> {
         env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
         let fresh = Proc::start("gateway", &[], &env)?;
         wait_ready(&client, &http, &format!("http://127.0.0.1:{port}")).await;
-        fanouts.push(fan_out(&client, &fresh, port, n).await?);
+        fanouts.push(fan_out(&client, &fresh, port, n, Load::Bursts).await?);
+    }
+    // Single events spread over time (the normal case): one status event every 100 ms.
+    let singles: Vec<usize> = std::env::var("BENCH_SSE_SINGLES")
+        .unwrap_or_else(|_| {
+            if quick {
+                String::new()
+            } else {
+                "5000,10000".into()
+            }
+        })
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for n in singles {
+        let port = free_port();
+        let mut env = nats_env.clone();
+        env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
+        let fresh = Proc::start("gateway", &[], &env)?;
+        wait_ready(&client, &http, &format!("http://127.0.0.1:{port}")).await;
+        fanouts.push(fan_out(&client, &fresh, port, n, Load::Singles).await?);
+        drop(fresh);
+        // The same clients and events on the floor process, right after.
+        let port = free_port();
+        let floor = Proc::start("bench", &["--sse-floor", &url, &port.to_string()], &[])?;
+        eventually("the floor listens", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        fanouts.push(fan_out(&client, &floor, port, n, Load::Floor).await?);
     }
 
     // What carrying the trace context costs: the seed at c=64 with it (the default) and
     // with OTEL_PROPAGATORS=none, same build, rounds interleaved.
     drop(seed);
-    let propagation = propagation_cost(&client, &topology, &nats_env).await?;
+    let propagation = if nats {
+        Some(propagation_cost(&client, &topology, &nats_env).await?)
+    } else {
+        None
+    };
 
     let mut markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
     markdown.push_str(&format!(
         "\nGateway CPU per seed activation over NATS with no SSE client (its 16 status events read from the stream, decoded and counted; nothing rendered): {idle_gateway_us_per_activation:.1} µs.\n"
     ));
-    markdown.push_str(&propagation.markdown());
+    if let Some(propagation) = &propagation {
+        markdown.push_str(&propagation.markdown());
+    }
     println!("{markdown}");
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
     std::fs::create_dir_all(&artifacts)?;
@@ -500,9 +548,39 @@ async fn http_scenario(http: &reqwest::Client, base: &str, concurrency: usize) -
     .await
 }
 
+/// What a fan-out sends.
+#[derive(Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Load {
+    /// 20 seed activations, 50 ms apart: 16 events each, in bursts.
+    Bursts,
+    /// 100 single status events, published by the bench at 10 per second.
+    Singles,
+    /// The same, to the floor process instead of a gateway.
+    Floor,
+}
+
+impl Load {
+    fn events(self) -> usize {
+        match self {
+            Load::Bursts => 20 * 16,
+            Load::Singles | Load::Floor => 100,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Load::Bursts => "20 activations (bursts of 16)",
+            Load::Singles => "100 single events at 10/s",
+            Load::Floor => "the same, floor: one write per client per event, no HTTP server",
+        }
+    }
+}
+
 /// Result of one SSE fan-out run.
 #[derive(serde::Serialize)]
 struct FanOut {
+    load: Load,
     clients: usize,
     connected: usize,
     connect_failures: usize,
@@ -531,8 +609,8 @@ async fn fan_out(
     gateway: &Proc,
     port: u16,
     clients: usize,
+    load: Load,
 ) -> anyhow::Result<FanOut> {
-    const ACTIVATIONS: usize = 20;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let before = gateway.rss_kib();
     let connected = Arc::new(AtomicUsize::new(0));
@@ -572,17 +650,32 @@ async fn fan_out(
     let gateway_cpu = gateway.cpu_seconds();
     let own_cpu = procs::cpu_seconds("/proc/self/stat");
     let started = tokio::time::Instant::now();
-    expected.store(ACTIVATIONS * 16, std::sync::atomic::Ordering::Relaxed);
-    for _ in 0..ACTIVATIONS {
-        let r = call::activate(
-            client,
-            &ui,
-            &ActivationRequest::default(),
-            Duration::from_secs(10),
-        )
-        .await;
-        anyhow::ensure!(r.outcome == Outcome::Ok, "activation failed: {r:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    expected.store(load.events(), std::sync::atomic::Ordering::Relaxed);
+    match load {
+        Load::Bursts => {
+            for _ in 0..load.events() / 16 {
+                let r = call::activate(
+                    client,
+                    &ui,
+                    &ActivationRequest::default(),
+                    Duration::from_secs(10),
+                )
+                .await;
+                anyhow::ensure!(r.outcome == Outcome::Ok, "activation failed: {r:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Load::Singles | Load::Floor => {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..load.events() {
+                every.tick().await;
+                let event = schemas::StatusEvent::new(ui.clone(), schemas::NodeState::Idle);
+                client
+                    .publish("status.UI", serde_json::to_vec(&event)?.into())
+                    .await?;
+            }
+            client.flush().await?;
+        }
     }
     *deadline.lock().unwrap_or_else(|p| p.into_inner()) =
         tokio::time::Instant::now() + Duration::from_secs(30);
@@ -593,28 +686,33 @@ async fn fan_out(
     let elapsed = started.elapsed();
     let gateway_cpu = gateway.cpu_seconds() - gateway_cpu;
     let own_cpu = procs::cpu_seconds("/proc/self/stat") - own_cpu;
-    // Every client has closed its connection: memory once the gateway has let go.
-    let http = reqwest::Client::new();
-    let healthz = format!("http://{addr}/healthz");
-    eventually(
-        "the gateway counts no SSE client",
-        Duration::from_secs(120),
-        || async {
-            let h: serde_json::Value = http.get(&healthz).send().await.ok()?.json().await.ok()?;
-            (h["sse_clients"].as_u64()? == 0).then_some(())
-        },
-    )
-    .await;
-    // Memory handed back to the system: the RSS once it is within 2x of idle, or after
-    // 30 s (jemalloc's background thread returns freed pages within about 10 s).
-    let left = tokio::time::Instant::now();
+    // Every client has closed its connection: memory once the gateway has let go (the
+    // floor process keeps nothing worth measuring).
+    let mut left = tokio::time::Instant::now();
     let mut after_rss = gateway.rss_kib();
-    while after_rss > 2 * before && left.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        after_rss = gateway.rss_kib();
+    if !matches!(load, Load::Floor) {
+        let http = reqwest::Client::new();
+        let healthz = format!("http://{addr}/healthz");
+        eventually(
+            "the gateway counts no SSE client",
+            Duration::from_secs(120),
+            || async {
+                let h: serde_json::Value =
+                    http.get(&healthz).send().await.ok()?.json().await.ok()?;
+                (h["sse_clients"].as_u64()? == 0).then_some(())
+            },
+        )
+        .await;
+        left = tokio::time::Instant::now();
+        // Memory handed back to the system: the RSS once it is within 2x of idle, or
+        // after 30 s (jemalloc's background thread returns freed pages within about 10 s).
+        while after_rss > 2 * before && left.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            after_rss = gateway.rss_kib();
+        }
     }
     let returned_after_s = left.elapsed().as_secs_f64();
-    let published = (ACTIVATIONS * 16) as u64;
+    let published = load.events() as u64;
     let delivered: u64 = seen.iter().map(|s| s.received).sum();
     let mut latencies: Vec<Duration> = seen
         .iter()
@@ -627,6 +725,7 @@ async fn fan_out(
     latencies.shrink_to_fit();
     let sample = Sample::new(latencies, elapsed);
     Ok(FanOut {
+        load,
         clients,
         connected: connected.load(std::sync::atomic::Ordering::Relaxed),
         connect_failures,
@@ -682,10 +781,38 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             r.note
         ));
     }
-    out.push_str("\n| SSE clients | connected | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | gateway MiB: idle / all connected / all left (s after) | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| SSE load | clients | connected | delivered | lost | lagged | p50 ms | p99 ms | events/s delivered | gateway KiB per client | gateway MiB: idle / all connected / all left (s after) | CPU s: gateway / load generator | gateway CPU µs per delivery |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for f in fanouts {
+        let memory = if matches!(f.load, Load::Floor) {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.1} / {:.1} / {:.1} ({:.0} s)",
+                f.gateway_rss_kib_before as f64 / 1024.0,
+                f.gateway_rss_kib_connected as f64 / 1024.0,
+                f.gateway_rss_kib_after as f64 / 1024.0,
+                f.returned_after_s,
+            )
+        };
+        let per_client = if matches!(f.load, Load::Floor) {
+            "-".to_string()
+        } else {
+            format!("{:.1}", f.gateway_kib_per_client)
+        };
+        // Single events: the cost against the floor's, same clients, measured right after.
+        let floor = fanouts
+            .iter()
+            .find(|o| matches!(o.load, Load::Floor) && o.clients == f.clients)
+            .filter(|_| matches!(f.load, Load::Singles))
+            .map_or(String::new(), |o| {
+                format!(
+                    " ({:.2}x the floor)",
+                    f.gateway_cpu_us_per_delivery / o.gateway_cpu_us_per_delivery
+                )
+            });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} ({:.0} s) | {:.2} / {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {per_client} | {memory} | {:.2} / {:.2} | {:.2}{floor} |\n",
+            f.load.label(),
             f.clients,
             f.connected,
             f.events_delivered,
@@ -694,11 +821,6 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             f.p50_ms,
             f.p99_ms,
             f.delivered_per_second,
-            f.gateway_kib_per_client,
-            f.gateway_rss_kib_before as f64 / 1024.0,
-            f.gateway_rss_kib_connected as f64 / 1024.0,
-            f.gateway_rss_kib_after as f64 / 1024.0,
-            f.returned_after_s,
             f.gateway_cpu_seconds,
             f.load_generator_cpu_seconds,
             f.gateway_cpu_us_per_delivery

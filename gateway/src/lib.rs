@@ -11,6 +11,7 @@
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
 //!   metric labels, `Allow`).
 //! - [`listener`]: connection limit, request head deadline, accept back-off.
+//! - [`direct`]: connections whose first request is `GET /events`, served without hyper.
 //! - [`page`]: the live page and its assets, compiled in.
 //! - [`metrics`]: Prometheus metrics; every request also gets a span and an
 //!   `X-Trace-Id` response header.
@@ -21,6 +22,7 @@
 pub mod activations;
 pub mod api;
 mod auth;
+pub mod direct;
 pub mod discovery;
 pub mod graph;
 mod limit;
@@ -286,7 +288,7 @@ impl Gateway {
         acceptor: TcpAcceptor,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let routes = self.routes();
+        let routes = Arc::new(self.routes());
         let stop = self.state.stop.clone();
         let signal = async move {
             shutdown.await;
@@ -294,10 +296,12 @@ impl Gateway {
             stop.cancel();
         };
         let http = &self.state.settings.http;
-        // Event streams are never idle that long: they write keep-alive comments.
-        let idle = http.idle_timeout.max(self.state.settings.sse.keepalive * 2);
+        // Event streams are never idle that long: they write a keep-alive comment when
+        // a whole keep-alive interval passed without an event.
+        let idle = http.idle_timeout.max(self.state.settings.sse.keepalive * 3);
         let acceptor =
             listener::Limited::new(acceptor, http.max_connections, http.header_timeout, idle);
+        let acceptor = direct::EventsFirst::new(acceptor, routes.clone());
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;

@@ -75,6 +75,9 @@ struct Session {
     last_sent: u64,
     pending: VecDeque<Bytes>,
     keepalive: tokio::time::Interval,
+    /// Whether something was written since the last keep-alive tick (the timer is not
+    /// reset on every write: that would cost a timer update per event per client).
+    wrote: bool,
     stop: CancellationToken,
     _guard: ClientGuard,
 }
@@ -186,6 +189,7 @@ impl Session {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if !self.pending.is_empty() {
+                self.wrote = true;
                 return Some(self.take_pending());
             }
             tokio::select! {
@@ -194,13 +198,18 @@ impl Session {
                 received = self.live.recv() => match received {
                     Ok(frame) => {
                         self.send(&frame);
-                        self.keepalive.reset();
                         self.drain_ready();
                     }
                     Err(RecvError::Lagged(_)) => self.catch_up(),
                     Err(RecvError::Closed) => return None,
                 },
-                _ = self.keepalive.tick() => return Some(Bytes::from_static(frame::KEEP_ALIVE)),
+                _ = self.keepalive.tick() => {
+                    // Idle for a whole interval: a keep-alive (so at most two intervals
+                    // pass without a write).
+                    if !std::mem::take(&mut self.wrote) {
+                        return Some(Bytes::from_static(frame::KEEP_ALIVE));
+                    }
+                }
             }
         }
     }
@@ -229,6 +238,7 @@ pub async fn stream(
             tokio::time::Instant::now() + sse.keepalive,
             sse.keepalive,
         ),
+        wrote: false,
         stop: state.stop.clone(),
         _guard: guard,
     };

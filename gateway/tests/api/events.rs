@@ -229,3 +229,150 @@ async fn hand_published_status_shows_and_bad_ones_do_not() {
     );
     assert_eq!(app.state.metrics.events_refused.get(), 4);
 }
+
+/// A raw HTTP/1.1 client on one connection: what `GET /events` looks like on the wire.
+struct Wire {
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl Wire {
+    async fn connect(app: &App) -> Self {
+        let addr = app.base.trim_start_matches("http://");
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Self {
+            stream,
+            read: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, request: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until `needle` has arrived; returns everything up to and including it.
+    async fn until(&mut self, needle: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let needle = needle.as_bytes();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(at) = self.read.windows(needle.len()).position(|w| w == needle) {
+                    let taken: Vec<u8> = self.read.drain(..at + needle.len()).collect();
+                    return String::from_utf8(taken).unwrap();
+                }
+                let mut chunk = [0; 4096];
+                let n = self.stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+                self.read.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("in time")
+    }
+
+    /// Reads to the end of the connection.
+    async fn rest(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, self.stream.read_to_end(&mut rest))
+            .await
+            .expect("closed in time")
+            .unwrap();
+        self.read.extend_from_slice(&rest);
+        String::from_utf8(std::mem::take(&mut self.read)).unwrap()
+    }
+}
+
+async fn sse_clients(app: &App) -> u64 {
+    app.get_json("/healthz").await.1["sse_clients"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_first_request_for_events_streams_on_the_socket_and_a_leaving_client_is_seen_at_once() {
+    // Keep-alives far apart: the client's leaving must be seen without a write.
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.sse.keepalive = Duration::from_secs(600);
+        c.cors_origins = vec!["http://ok.example".into()];
+    })
+    .await;
+    let mut wire = Wire::connect(&app).await;
+    wire.send("GET /events?node=A HTTP/1.1\r\nHost: x\r\nOrigin: http://ok.example\r\n\r\n")
+        .await;
+    let head = wire.until("\r\n\r\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "x-content-type-options: nosniff",
+        "access-control-allow-origin: http://ok.example",
+        "connection: close",
+        "date: ",
+        "x-trace-id: ",
+    ] {
+        assert!(
+            head.contains(&format!("\r\n{line}")),
+            "no {line:?} in {head}"
+        );
+    }
+    // Close-delimited: the body is the event stream itself.
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(wire.until("\n\n").await.starts_with("retry: "));
+    wire.until("event: bus\n").await;
+    app.activate(json!({"node": "A"})).await;
+    let status = wire.until("\n\n").await;
+    let status = wire.until("\n\n").await + &status;
+    assert!(status.contains("event: status\n"), "{status}");
+    assert_eq!(sse_clients(&app).await, 1);
+
+    drop(wire);
+    eventually("the gateway sees the client leave", WAIT, || async {
+        (sse_clients(&app).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_after_another_request_on_a_kept_alive_connection_stream_too() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |_| {}).await;
+    let mut wire = Wire::connect(&app).await;
+    wire.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let head = wire.until("\r\n\r\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    wire.until("}").await;
+    // hyper's connection now: the stream comes chunked.
+    wire.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let head = wire.until("\r\n\r\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    wire.until("event: bus\n").await;
+}
+
+#[tokio::test]
+async fn a_refused_first_request_for_events_is_answered_whole_and_closed() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |_| {}).await;
+    let mut wire = Wire::connect(&app).await;
+    wire.send("GET /events?node=a.b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = wire.rest().await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}", body.len())),
+        "{head}"
+    );
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"], "bad_request", "{body}");
+    // Malformed heads still get hyper's answer, and the gateway serves on.
+    let mut wire = Wire::connect(&app).await;
+    wire.send("GET /events HTTP/1.1\r\nbad header\r\n\r\n")
+        .await;
+    assert!(wire.rest().await.starts_with("HTTP/1.1 400"));
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+}
