@@ -10,6 +10,11 @@
 //! framing per write, and a client that closes is seen at once (the socket is read while
 //! the stream is written; hyper does not read a connection while it streams a body).
 //!
+//! The stream itself is written by the connection's task until it is caught up and
+//! idle, then by the [`Hub`], which writes each event to every such client from one
+//! task per core; a client the hub cannot write to comes back to its task (see
+//! [`crate::sse::hub`]).
+//!
 //! Every other connection (and any request that is not exactly `GET /events…`) goes to
 //! hyper unchanged, with the bytes already read put back in front.
 
@@ -26,13 +31,22 @@ use futures::{Stream, StreamExt};
 use poem::{
     endpoint::BoxEndpoint,
     http::{self, header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version},
-    listener::Acceptor,
+    listener::{Acceptor, TcpAcceptor},
     web::{LocalAddr, RemoteAddr},
     Body, Endpoint, Request, RequestParts,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
     sync::mpsc,
+};
+
+use crate::{
+    listener::{Guarded, Limited},
+    sse::{
+        hub::Hub,
+        session::{Handoff, Session},
+    },
 };
 
 /// The request line's start this module answers.
@@ -44,43 +58,46 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Most headers parsed here; a request with more is left to hyper.
 const MAX_HEADERS: usize = 64;
 
-type Accepted<Io> = (Prefixed<Io>, LocalAddr, RemoteAddr, http::uri::Scheme);
+type Io = Guarded<TcpStream>;
+type Accepted = (Prefixed<Io>, LocalAddr, RemoteAddr, http::uri::Scheme);
+
+/// What answers and writes event streams.
+#[derive(Clone)]
+pub struct Streams {
+    /// Every route (the events operation among them).
+    pub endpoint: Arc<BoxEndpoint<'static>>,
+    /// Writes the streams that keep up.
+    pub hub: Arc<Hub>,
+    /// A write that waits longer than this ends the stream.
+    pub idle: Duration,
+}
 
 /// An acceptor that serves `GET /events` connections itself and yields every other one
 /// (see the module documentation).
-pub struct EventsFirst<Io> {
-    rx: mpsc::Receiver<io::Result<Accepted<Io>>>,
+pub struct EventsFirst {
+    rx: mpsc::Receiver<io::Result<Accepted>>,
     local: Vec<LocalAddr>,
 }
 
-impl<Io> EventsFirst<Io>
-where
-    Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    /// Accepts from `inner` in a task of its own; `endpoint` answers the event streams.
+impl EventsFirst {
+    /// Accepts from `inner` in a task of its own; `streams` answers the event streams.
     /// The task ends when this acceptor is dropped.
-    pub fn new<A>(inner: A, endpoint: Arc<BoxEndpoint<'static>>) -> Self
-    where
-        A: Acceptor<Io = Io> + 'static,
-    {
+    pub fn new(inner: Limited<TcpAcceptor>, streams: Streams) -> Self {
         let local = inner.local_addr();
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(inner, endpoint, tx));
+        tokio::spawn(accept_loop(inner, streams, tx));
         Self { rx, local }
     }
 }
 
-impl<Io> Acceptor for EventsFirst<Io>
-where
-    Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+impl Acceptor for EventsFirst {
     type Io = Prefixed<Io>;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
         self.local.clone()
     }
 
-    async fn accept(&mut self) -> io::Result<Accepted<Io>> {
+    async fn accept(&mut self) -> io::Result<Accepted> {
         match self.rx.recv().await {
             Some(accepted) => accepted,
             None => Err(io::Error::other("the accepting task ended")),
@@ -88,14 +105,11 @@ where
     }
 }
 
-async fn accept_loop<A>(
-    mut inner: A,
-    endpoint: Arc<BoxEndpoint<'static>>,
-    tx: mpsc::Sender<io::Result<Accepted<A::Io>>>,
-) where
-    A: Acceptor,
-    A::Io: Unpin,
-{
+async fn accept_loop(
+    mut inner: Limited<TcpAcceptor>,
+    streams: Streams,
+    tx: mpsc::Sender<io::Result<Accepted>>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = tx.closed() => return,
@@ -110,12 +124,12 @@ async fn accept_loop<A>(
                 continue;
             }
         };
-        let (tx, endpoint) = (tx.clone(), endpoint.clone());
+        let (tx, streams) = (tx.clone(), streams.clone());
         tokio::spawn(async move {
             match sniff(io).await {
                 Sniffed::Events(io, parts) => {
                     let parts = RequestParts::from((*parts, local, remote, scheme));
-                    serve(io, Request::from_parts(parts, Body::empty()), &endpoint).await;
+                    serve(io, Request::from_parts(parts, Body::empty()), &streams).await;
                 }
                 Sniffed::Other(io) => {
                     let _ = tx.send(Ok((io, local, remote, scheme))).await;
@@ -209,59 +223,134 @@ fn parts(request: &httparse::Request<'_, '_>) -> Option<Box<http::request::Parts
     Some(Box::new(builder.body(()).ok()?.into_parts().0))
 }
 
-/// Answers `request` with `endpoint`: an event stream is written as it comes until the
-/// stream ends or the client leaves; any other answer is written whole. Then the
+/// Answers `request` with the endpoint: an event stream is written as it comes until
+/// the stream ends or the client leaves; any other answer is written whole. Then the
 /// connection is closed.
-async fn serve<Io>(mut io: Io, request: Request, endpoint: &BoxEndpoint<'static>)
-where
-    Io: AsyncRead + AsyncWrite + Unpin,
-{
-    let response = endpoint.get_response(request).await;
+async fn serve(io: Io, mut request: Request, streams: &Streams) {
+    let handoff = Handoff::default();
+    request.extensions_mut().insert(handoff.clone());
+    let response = streams.endpoint.get_response(request).await;
     let streaming = response.status() == StatusCode::OK
         && response
             .content_type()
             .is_some_and(|t| t.starts_with("text/event-stream"));
     let (parts, body) = response.into_parts();
+    let (socket, _permit) = io.into_parts();
+    let socket = Arc::new(socket);
     if streaming {
         let head = head(parts.status, &parts.headers, None);
-        if io.write_all(&head).await.is_ok() {
-            pump(&mut io, pin!(body.into_bytes_stream())).await;
+        if write_all(&socket, &head, streams.idle).await.is_ok() {
+            match handoff.take() {
+                Some(session) => drive(session, &socket, streams).await,
+                // Not the events operation's stream (a route in front answered).
+                None => pump(&socket, pin!(body.into_bytes_stream()), streams.idle).await,
+            }
         }
     } else {
         // Refusals (400, 401, 403, 503): a small JSON body.
         let body = body.into_bytes().await.unwrap_or_default();
         let head = head(parts.status, &parts.headers, Some(body.len()));
         let _ = async {
-            io.write_all(&head).await?;
-            io.write_all(&body).await
+            write_all(&socket, &head, streams.idle).await?;
+            write_all(&socket, &body, streams.idle).await
         }
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    // Closed when the last holder (this task, or a hub shard) lets go of it.
 }
 
-/// Writes `body`'s chunks to `io` until the body ends, a write fails, or the client
-/// closes its side (what it sends meanwhile is read and dropped).
-async fn pump<Io, S>(io: &mut Io, mut body: Pin<&mut S>)
+/// Writes `session`'s stream to `socket`: this task writes until the stream is caught
+/// up and idle, then the hub does, until it hands the stream back; until the stream
+/// ends, the client leaves or a write fails.
+async fn drive(mut session: Session, socket: &Arc<TcpStream>, streams: &Streams) {
+    loop {
+        let (filter, position) = loop {
+            if let Some(parked) = session.park() {
+                break parked;
+            }
+            let chunk = tokio::select! {
+                chunk = session.next_chunk() => chunk,
+                _ = closed(socket) => return,
+            };
+            let Some(chunk) = chunk else { return };
+            if write_all(socket, &chunk, streams.idle).await.is_err() {
+                return;
+            }
+        };
+        let Some((membership, back)) = streams.hub.join(socket.clone(), filter, position) else {
+            return;
+        };
+        let returned = tokio::select! {
+            returned = back => returned,
+            _ = closed(socket) => {
+                membership.leave();
+                return;
+            }
+            _ = session.stopping().cancelled() => return,
+        };
+        let Ok(returned) = returned else { return };
+        if returned.failed
+            || write_all(socket, &returned.unsent, streams.idle)
+                .await
+                .is_err()
+        {
+            return;
+        }
+        session.resume(returned.position);
+    }
+}
+
+/// Writes `body`'s chunks to `socket` until the body ends, a write fails, or the client
+/// closes its side.
+async fn pump<S>(socket: &TcpStream, mut body: Pin<&mut S>, idle: Duration)
 where
-    Io: AsyncRead + AsyncWrite + Unpin,
     S: Stream<Item = io::Result<Bytes>>,
 {
-    let mut scratch = [0u8; 64];
     loop {
         let chunk = tokio::select! {
             biased;
             chunk = body.next() => chunk,
-            read = io.read(&mut scratch) => match read {
-                Ok(n) if n > 0 => continue,
-                _ => return,
-            },
+            _ = closed(socket) => return,
         };
         match chunk {
-            Some(Ok(chunk)) if io.write_all(&chunk).await.is_ok() => {}
+            Some(Ok(chunk)) if write_all(socket, &chunk, idle).await.is_ok() => {}
             _ => return,
         }
     }
+}
+
+/// Completes when the client has closed its side (or the socket failed); what it sends
+/// meanwhile is read and dropped.
+async fn closed(socket: &TcpStream) {
+    let mut scratch = [0u8; 64];
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        match socket.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes all of `bytes`; fails when the socket does, or when it takes nothing for
+/// `idle`.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8], idle: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(idle, socket.writable())
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client too slow"))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A response head: status line, `date`, the response's headers, the body's length
@@ -368,6 +457,8 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Prefixed<Io> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     fn decided(head: &str) -> &'static str {

@@ -36,11 +36,7 @@ pub mod settings;
 pub mod sse;
 mod streams;
 
-use std::{
-    future::Future,
-    sync::{atomic::AtomicUsize, Arc},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::{connection::State as Connection, Client};
 use poem::{
@@ -65,8 +61,6 @@ pub struct State {
     pub relay: Arc<Relay>,
     /// The discovered graph.
     pub view: Arc<graph::GraphView>,
-    /// SSE clients connected now.
-    pub sse_clients: AtomicUsize,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The durable history, when the server has JetStream.
@@ -87,7 +81,7 @@ impl State {
 
     /// SSE clients connected now.
     pub fn sse_clients(&self) -> usize {
-        self.sse_clients.load(std::sync::atomic::Ordering::Relaxed)
+        self.relay.clients()
     }
 
     /// The graph with each node's latest state.
@@ -171,7 +165,6 @@ impl Gateway {
             client: client.clone(),
             relay: relay.clone(),
             view: view.clone(),
-            sse_clients: AtomicUsize::new(0),
             metrics,
             history,
             kept,
@@ -301,7 +294,19 @@ impl Gateway {
         let idle = http.idle_timeout.max(self.state.settings.sse.keepalive * 3);
         let acceptor =
             listener::Limited::new(acceptor, http.max_connections, http.header_timeout, idle);
-        let acceptor = direct::EventsFirst::new(acceptor, routes.clone());
+        let sse = &self.state.settings.sse;
+        let hub = sse::hub::Hub::start(
+            self.state.relay.clone(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sse.keepalive,
+            self.state.stop.clone(),
+        );
+        let streams = direct::Streams {
+            endpoint: routes.clone(),
+            hub,
+            idle,
+        };
+        let acceptor = direct::EventsFirst::new(acceptor, streams);
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;

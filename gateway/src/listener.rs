@@ -138,6 +138,11 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// The connection and its place under the limit (kept as long as the connection).
+    pub fn into_parts(self) -> (T, OwnedSemaphorePermit) {
+        (self.inner, self._permit)
+    }
+
     /// Looks for the blank line ending the head in `read`; ends the head deadline there.
     fn scan(&mut self, read: &[u8]) {
         let mut window = Vec::with_capacity(3 + read.len().min(64 * 1024));

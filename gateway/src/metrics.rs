@@ -82,6 +82,9 @@ pub struct Metrics {
     pub events_refused: Counter,
     /// Events a lagging SSE client missed because history no longer held them.
     pub events_dropped: Counter,
+    /// Times the hub handed a stream back to its own task: a client that could not take
+    /// an event at once (a slow client), or one the hub could not catch up.
+    pub sse_handed_back: Counter,
     /// Activations of each discovered node by outcome, from their final status events
     /// (every activation of the node, whoever started it).
     pub node_activations: Family<NodeOutcomeLabels, Counter>,
@@ -171,6 +174,7 @@ impl Default for Metrics {
             events_relayed: Counter::default(),
             events_refused: Counter::default(),
             events_dropped: Counter::default(),
+            sse_handed_back: Counter::default(),
             node_activations: Family::default(),
             node_seconds: Family::new_with_constructor(activation_histogram),
             node_series: Default::default(),
@@ -219,6 +223,11 @@ impl Default for Metrics {
             "events_dropped",
             "Events lagging SSE clients missed",
             metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "sse_handed_back",
+            "Times the hub handed an SSE stream back to its own task (a client that could not take an event at once)",
+            metrics.sse_handed_back.clone(),
         );
         root.register(
             "mesh_node_activations",

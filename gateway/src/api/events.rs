@@ -72,10 +72,11 @@ impl EventsApi {
         /// Resume after this event id (sent by EventSource on reconnection).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
+        request: &poem::Request,
     ) -> EventsResponse {
         let state = &self.0;
         let max = state.settings.sse.max_clients;
-        let Some(guard) = ClientGuard::take(state.clone(), max) else {
+        let Some(guard) = ClientGuard::take(state.relay.clone(), max) else {
             return EventsResponse::TooManyClients(Json(ApiError::new(
                 "too_many_clients",
                 format!("this gateway already serves {max} event streams; retry later or use another gateway"),
@@ -86,11 +87,15 @@ impl EventsApi {
             activation: activation.0,
         };
         let resume = last_event_id.0.and_then(|id| id.trim().parse::<u64>().ok());
-        let stream = session::stream(state, filter, resume, guard).await;
-        EventsResponse::Stream(
-            Binary(Body::from_bytes_stream(stream)),
-            "no-cache".into(),
-            "no".into(),
-        )
+        let session = session::open(state, filter, resume, guard).await;
+        // On a connection served without hyper, the stream is written by the connection.
+        let body = match request.extensions().get::<session::Handoff>() {
+            Some(handoff) => {
+                handoff.put(session);
+                Body::empty()
+            }
+            None => Body::from_bytes_stream(session.into_stream()),
+        };
+        EventsResponse::Stream(Binary(body), "no-cache".into(), "no".into())
     }
 }

@@ -9,7 +9,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use bytes::Bytes;
@@ -26,8 +29,9 @@ use crate::metrics::Metrics;
 /// One event, rendered once and shared by every client.
 #[derive(Debug)]
 pub struct Frame {
-    /// Sequence number, the SSE `id:`, for status events; 0 for live-only control
-    /// events (topology, bus), which carry no `id:` and are not retained.
+    /// Sequence number, the SSE `id:`, for status events. For live-only control
+    /// events (topology, bus), which carry no `id:` and are not retained, their own
+    /// sequence ([`Relay::controls_after`]), 0 for one not relayed.
     pub id: u64,
     /// The kind of event.
     pub kind: SseEvent,
@@ -89,10 +93,31 @@ enum Json<'a> {
     AsSent(&'a [u8]),
 }
 
+/// The control events sent so far: how many, and the latest of each kind.
+#[derive(Default)]
+struct Controls {
+    sent: u64,
+    topology: Option<Arc<Frame>>,
+    bus: Option<Arc<Frame>>,
+}
+
+/// Live frames from a point on, and where that point is.
+pub struct Subscription {
+    /// Every frame sent from now on.
+    pub live: broadcast::Receiver<Arc<Frame>>,
+    /// Id of the newest status frame before them.
+    pub newest: u64,
+    /// Sequence of the newest control frame before them.
+    pub controls: u64,
+}
+
 /// Shared state of the relay.
 pub struct Relay {
     window: Mutex<Window>,
+    controls: Mutex<Controls>,
     live: broadcast::Sender<Arc<Frame>>,
+    /// Connected SSE clients (their sessions, whoever writes them).
+    clients: AtomicUsize,
     gateway_id: String,
     /// The gateway id as a JSON string, for `relayed_by`.
     relayed_by: String,
@@ -122,7 +147,9 @@ impl Relay {
                 max_bytes: limits.history_bytes.max(1),
                 durable: false,
             }),
+            controls: Mutex::default(),
             live,
+            clients: AtomicUsize::new(0),
             relayed_by: serde_json::Value::String(gateway_id.clone()).to_string(),
             gateway_id,
             max_event_bytes: limits.max_event_bytes,
@@ -139,17 +166,55 @@ impl Relay {
         &self.gateway_id
     }
 
-    /// Receives live frames from now on, and the id of the newest frame before them:
-    /// taken together (under the window's lock), so that no frame falls between the
-    /// two, also when frames are not kept while nobody listens.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Frame>>, u64) {
+    /// Receives live frames from now on, with the newest status and control frames
+    /// before them: taken together (under the window's and the controls' locks), so
+    /// that no frame falls between, also when frames are not kept while nobody listens.
+    pub fn subscribe(&self) -> Subscription {
         let window = lock(&self.window);
-        (self.live.subscribe(), window.next_id - 1)
+        let controls = lock(&self.controls);
+        Subscription {
+            live: self.live.subscribe(),
+            newest: window.next_id - 1,
+            controls: controls.sent,
+        }
     }
 
-    /// Number of live receivers (connected SSE clients).
+    /// Runs `f` while no control frame is sent, with the sequence of the newest one.
+    pub fn between_controls<R>(&self, f: impl FnOnce(u64) -> R) -> R {
+        let controls = lock(&self.controls);
+        f(controls.sent)
+    }
+
+    /// The latest control frame of each kind, when sent after sequence `after`: what a
+    /// client that missed some needs to be current again.
+    pub fn controls_after(&self, after: u64) -> Vec<Arc<Frame>> {
+        let controls = lock(&self.controls);
+        [&controls.topology, &controls.bus]
+            .into_iter()
+            .flatten()
+            .filter(|f| f.id > after)
+            .cloned()
+            .collect()
+    }
+
+    /// Counts a connected client; `false` (nothing counted) when `max` are.
+    pub fn add_client(&self, max: usize) -> bool {
+        let before = self.clients.fetch_add(1, Ordering::SeqCst);
+        if before >= max {
+            self.clients.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Counts a client gone.
+    pub fn remove_client(&self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Connected SSE clients.
     pub fn clients(&self) -> usize {
-        self.live.receiver_count()
+        self.clients.load(Ordering::Relaxed)
     }
 
     /// Retained frames with an id above `after`, oldest first, and whether the window
@@ -263,13 +328,21 @@ impl Relay {
     /// Sends a live-only control event (`bytes` rendered by [`frame`]) to connected
     /// clients.
     pub fn push_control(&self, kind: SseEvent, bytes: Bytes) -> Arc<Frame> {
+        let mut controls = lock(&self.controls);
+        controls.sent += 1;
         let frame = Arc::new(Frame {
-            id: 0,
+            id: controls.sent,
             kind,
             node: None,
             activation: None,
             bytes,
         });
+        match kind {
+            SseEvent::Topology => controls.topology = Some(frame.clone()),
+            SseEvent::Bus => controls.bus = Some(frame.clone()),
+            _ => {}
+        }
+        // Sent under the lock: a client between controls has seen them all.
         let _ = self.live.send(frame.clone());
         frame
     }
@@ -285,7 +358,7 @@ impl Relay {
         let mut window = lock(&self.window);
         let id = id.unwrap_or(window.next_id);
         window.next_id = id + 1;
-        if window.durable && self.live.receiver_count() == 0 {
+        if window.durable && self.clients() == 0 {
             window.frames.clear();
             window.bytes = 0;
             window.gone_upto = id;
@@ -562,7 +635,7 @@ mod tests {
     fn backed_by_the_stream_nothing_is_rendered_or_kept_for_nobody() {
         let relay = Relay::new("gw-1".into(), limits(8), Default::default());
         let event = br#"{"state":"ok","activation_id":"a1"}"#;
-        let (listener, _) = relay.subscribe();
+        assert!(relay.add_client(1));
         relay
             .accept_numbered("status.T", event, Some(10), |_| true)
             .unwrap();
@@ -574,7 +647,7 @@ mod tests {
         assert!(complete && frames.len() == 1);
         // Nobody listens: nothing is rendered, the window restarts after it, and the
         // event still counts (latest state, ids).
-        drop(listener);
+        relay.remove_client();
         let dropped = relay.accept_numbered("status.T", event, Some(12), |_| true);
         assert!(dropped.unwrap().is_none());
         let (frames, complete) = relay.since(10);
@@ -587,12 +660,14 @@ mod tests {
         assert_eq!(relay.with_states(|s| s.len()), 1);
         // A client subscribing gets the newest id with its receiver: what follows is
         // kept and sent again.
-        let (mut listener, newest) = relay.subscribe();
-        assert_eq!(newest, 12);
+        let mut listener = relay.subscribe();
+        assert!(relay.add_client(1));
+        assert!(!relay.add_client(1), "one at most");
+        assert_eq!(listener.newest, 12);
         relay
             .accept_numbered("status.T", event, Some(13), |_| true)
             .unwrap();
-        assert_eq!(listener.try_recv().unwrap().id, 13);
+        assert_eq!(listener.live.try_recv().unwrap().id, 13);
     }
 
     #[test]

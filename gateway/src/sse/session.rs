@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     frame,
     history::History,
+    hub::Position,
     relay::{Frame, Relay},
 };
 use crate::State;
@@ -28,23 +29,18 @@ use crate::State;
 const MAX_BATCH: usize = 256;
 
 /// Counts a connected client while it lives.
-pub struct ClientGuard(Arc<State>);
+pub struct ClientGuard(Arc<Relay>);
 
 impl ClientGuard {
     /// Takes a client slot, or `None` when `max` clients are connected.
-    pub fn take(state: Arc<State>, max: usize) -> Option<Self> {
-        let before = state.sse_clients.fetch_add(1, Ordering::SeqCst);
-        if before >= max {
-            state.sse_clients.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Self(state))
+    pub fn take(relay: Arc<Relay>, max: usize) -> Option<Self> {
+        relay.add_client(max).then_some(Self(relay))
     }
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.sse_clients.fetch_sub(1, Ordering::SeqCst);
+        self.0.remove_client();
     }
 }
 
@@ -57,7 +53,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, frame: &Frame) -> bool {
+    /// Whether `frame` is for this client.
+    pub fn matches(&self, frame: &Frame) -> bool {
         if frame.kind != SseEvent::Status {
             return true;
         }
@@ -68,11 +65,15 @@ impl Filter {
     }
 }
 
-struct Session {
+/// One client's stream.
+pub struct Session {
     relay: Arc<Relay>,
-    live: broadcast::Receiver<Arc<Frame>>,
-    filter: Filter,
+    /// The live frames; none while the hub writes the stream.
+    live: Option<broadcast::Receiver<Arc<Frame>>>,
+    filter: Arc<Filter>,
     last_sent: u64,
+    /// Sequence of the last control frame sent.
+    controls: u64,
     pending: VecDeque<Bytes>,
     keepalive: tokio::time::Interval,
     /// Whether something was written since the last keep-alive tick (the timer is not
@@ -98,7 +99,8 @@ impl Session {
     /// leaves in one write instead of one write (and one wake-up) per event.
     fn drain_ready(&mut self) {
         for _ in 0..MAX_BATCH {
-            match self.live.try_recv() {
+            let Some(live) = &mut self.live else { return };
+            match live.try_recv() {
                 Ok(frame) => self.send(&frame),
                 Err(TryRecvError::Lagged(_)) => self.catch_up(),
                 Err(_) => break,
@@ -176,7 +178,10 @@ impl Session {
     fn send(&mut self, frame: &Frame) {
         if frame.kind != SseEvent::Status {
             // Control events are live only: no id, no history, no filter.
-            self.pending.push_back(frame.bytes.clone());
+            if frame.id > self.controls {
+                self.controls = frame.id;
+                self.pending.push_back(frame.bytes.clone());
+            }
         } else if frame.id > self.last_sent {
             self.last_sent = frame.id;
             if self.filter.matches(frame) {
@@ -186,16 +191,17 @@ impl Session {
     }
 
     /// The next chunk to write, or `None` when the stream ends (the gateway stops).
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if !self.pending.is_empty() {
                 self.wrote = true;
                 return Some(self.take_pending());
             }
+            let live = self.live.as_mut()?;
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return None,
-                received = self.live.recv() => match received {
+                received = live.recv() => match received {
                     Ok(frame) => {
                         self.send(&frame);
                         self.drain_ready();
@@ -215,24 +221,102 @@ impl Session {
     }
 }
 
-/// The byte stream of one client: the retry hint, the topology and bus state, what it
-/// missed since `resume` (its `Last-Event-ID`), then live events until the client leaves
-/// or the gateway stops.
-pub async fn stream(
+impl Session {
+    /// When nothing is pending and no frame waits: leaves the live channel and returns
+    /// where the stream stands, for the hub to go on from there. `None` otherwise.
+    pub fn park(&mut self) -> Option<(Arc<Filter>, Position)> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        // Control frames are sent under the lock this holds: with an empty channel,
+        // every one up to `sent` has been taken.
+        let relay = self.relay.clone();
+        relay.between_controls(|sent| {
+            if !self.live.as_ref()?.is_empty() {
+                return None;
+            }
+            self.live = None;
+            self.controls = self.controls.max(sent);
+            Some((
+                self.filter.clone(),
+                Position {
+                    last_sent: self.last_sent,
+                    controls: self.controls,
+                },
+            ))
+        })
+    }
+
+    /// Takes the stream back from the hub at `position`: live again, with what was
+    /// missed meanwhile (the latest topology and bus, status frames from the window).
+    pub fn resume(&mut self, position: Position) {
+        let subscription = self.relay.subscribe();
+        self.last_sent = position.last_sent;
+        self.controls = position.controls;
+        for frame in self.relay.controls_after(position.controls) {
+            if frame.id <= subscription.controls {
+                self.pending.push_back(frame.bytes.clone());
+            }
+        }
+        self.controls = self.controls.max(subscription.controls);
+        self.live = Some(subscription.live);
+        self.catch_up();
+    }
+
+    /// Whether the gateway is stopping.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The stream as bytes, written by whoever polls it.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::unfold(self, |mut session| async move {
+            let chunk = session.next_chunk().await?;
+            Some((Ok(chunk), session))
+        })
+    }
+}
+
+/// A slot for the session of a request whose connection is served without hyper
+/// ([`crate::direct`]): put in the request's extensions, the events operation leaves its
+/// session there instead of in the response body.
+#[derive(Clone, Default)]
+pub struct Handoff(Arc<std::sync::Mutex<Option<Session>>>);
+
+impl Handoff {
+    /// Leaves `session` here.
+    pub fn put(&self, session: Session) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+    }
+
+    /// The session left here, if any.
+    pub fn take(&self) -> Option<Session> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// One client's stream: the retry hint, the topology and bus state, what it missed
+/// since `resume` (its `Last-Event-ID`), then live events until the client leaves or
+/// the gateway stops.
+pub async fn open(
     state: &Arc<State>,
     filter: Filter,
     resume: Option<u64>,
     guard: ClientGuard,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+) -> Session {
     let relay = state.relay.clone();
     // Subscribed with the newest id, so no frame falls between live and history.
-    let (live, newest) = relay.subscribe();
+    let subscription = relay.subscribe();
+    let newest = subscription.newest;
     let sse = &state.settings.sse;
     let mut session = Session {
         relay,
-        live,
-        filter,
+        live: Some(subscription.live),
+        filter: Arc::new(filter),
         last_sent: newest,
+        controls: subscription.controls,
         pending: VecDeque::new(),
         keepalive: tokio::time::interval_at(
             tokio::time::Instant::now() + sse.keepalive,
@@ -271,8 +355,5 @@ pub async fn stream(
         },
         None => {}
     }
-    futures::stream::unfold(session, |mut session| async move {
-        let chunk = session.next_chunk().await?;
-        Some((Ok(chunk), session))
-    })
+    session
 }

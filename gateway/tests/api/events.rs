@@ -376,3 +376,64 @@ async fn a_refused_first_request_for_events_is_answered_whole_and_closed() {
     assert!(wire.rest().await.starts_with("HTTP/1.1 400"));
     assert_eq!(app.get_json("/healthz").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_client_too_slow_for_the_hub_gets_every_event_in_order_once_it_reads_again() {
+    const EVENTS: u64 = 5000;
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.sse.history = 10_000;
+        c.sse.history_bytes = 64 << 20;
+    })
+    .await;
+    // A tiny receive window: the gateway's writes stall long before the last event.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut wire = Wire {
+        stream: socket.connect(addr).await.unwrap(),
+        read: Vec::new(),
+    };
+    let mut fast = app.sse("", None).await;
+    wire.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    wire.until("event: bus\n").await;
+    wire.until("\n\n").await;
+    let handed_back = app.state.metrics.sse_handed_back.get();
+    // Events of about 1 KiB each, published while the slow client reads nothing.
+    let padding = "x".repeat(1000);
+    for _ in 0..EVENTS {
+        let event = json!({"state": "running", "instance": padding});
+        app.nats
+            .publish("status.A", event.to_string().into())
+            .await
+            .unwrap();
+    }
+    app.nats.flush().await.unwrap();
+    let first = fast.next_of("status", WAIT).await.unwrap();
+    let first: u64 = first.id.unwrap().parse().unwrap();
+    eventually("the relay took every event", WAIT, || async {
+        (app.state.relay.last_id() >= first + EVENTS - 1).then_some(())
+    })
+    .await;
+    assert!(
+        app.state.metrics.sse_handed_back.get() > handed_back,
+        "the hub could not write it all, and handed the stream back"
+    );
+    // Reading again: every event, once, in order, none reported lost.
+    let mut expected = first;
+    while expected < first + EVENTS {
+        let frame = wire.until("\n\n").await;
+        assert!(!frame.contains("event: lagged"), "{frame}");
+        if let Some(id) = frame.strip_prefix("id: ") {
+            let id: u64 = id.lines().next().unwrap().parse().unwrap();
+            assert_eq!(id, expected, "{frame}");
+            expected += 1;
+        }
+    }
+    // And the fast client, written by the hub meanwhile, had them all too.
+    let mut fast_expected = first + 1;
+    while fast_expected < first + EVENTS {
+        let frame = fast.next_of("status", WAIT).await.unwrap();
+        assert_eq!(frame.id.unwrap().parse::<u64>().unwrap(), fast_expected);
+        fast_expected += 1;
+    }
+}

@@ -1,0 +1,406 @@
+//! Event streams that keep up, written from one place.
+//!
+//! A client whose stream is caught up and idle joins the hub. One task per shard (one
+//! shard per core) receives each batch of frames once and writes it to every member's
+//! socket with one non-blocking `write` (or `writev`) per member: no task is woken and
+//! nothing is copied per client. A member whose socket cannot take the whole batch at
+//! once (a slow client), or that the hub cannot catch up from the window, is handed
+//! back to its own task with what it did not get; that task writes it, catches up like
+//! any session and joins again once it is idle. The hub also writes the keep-alive
+//! comments of its members.
+
+use std::{
+    io::{self, IoSlice},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use schemas::sse::SseEvent;
+use tokio::{
+    net::TcpStream,
+    sync::{
+        broadcast::error::{RecvError, TryRecvError},
+        mpsc, oneshot,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    frame,
+    relay::{Frame, Relay, Subscription},
+    session::Filter,
+};
+
+/// Most frames written to a member in one call.
+const MAX_BATCH: usize = 256;
+
+/// Where a client's stream stands: what it has been sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Id of the last status frame sent or skipped (filtered out).
+    pub last_sent: u64,
+    /// Sequence of the last control frame sent.
+    pub controls: u64,
+}
+
+/// A client handed back by the hub.
+#[derive(Debug)]
+pub struct Returned {
+    /// Where its stream stands.
+    pub position: Position,
+    /// Bytes it was owed and has not been sent: to be written first.
+    pub unsent: Bytes,
+    /// Its socket failed: the stream is over.
+    pub failed: bool,
+}
+
+/// A client in the hub.
+struct Member {
+    key: u64,
+    socket: Arc<TcpStream>,
+    filter: Arc<Filter>,
+    position: Position,
+    /// Whether something was written since the last keep-alive tick.
+    wrote: bool,
+    back: oneshot::Sender<Returned>,
+}
+
+enum Command {
+    Join(Member),
+    Leave(u64),
+}
+
+/// The hub: its shards' command channels.
+pub struct Hub {
+    shards: Vec<mpsc::UnboundedSender<Command>>,
+    next: AtomicUsize,
+}
+
+/// A client's place in the hub, to leave it.
+pub struct Membership {
+    shard: mpsc::UnboundedSender<Command>,
+    key: u64,
+}
+
+impl Membership {
+    /// Leaves the hub (the client is gone); nothing is handed back.
+    pub fn leave(self) {
+        let _ = self.shard.send(Command::Leave(self.key));
+    }
+}
+
+impl Hub {
+    /// Starts `shards` shard tasks on `relay`'s frames, writing a keep-alive to members
+    /// idle for `keepalive`, until `stop`.
+    pub fn start(
+        relay: Arc<Relay>,
+        shards: usize,
+        keepalive: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                // Subscribed now: a member never joins a shard behind its own stream.
+                let subscription = relay.subscribe();
+                tokio::spawn(run_shard(
+                    relay.clone(),
+                    subscription,
+                    rx,
+                    keepalive,
+                    stop.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Arc::new(Self {
+            shards,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Hands a client to the hub: its socket, its filter and where its stream stands.
+    /// The receiver gets it back when the hub cannot write to it; `None` when the hub
+    /// has stopped.
+    pub fn join(
+        &self,
+        socket: Arc<TcpStream>,
+        filter: Arc<Filter>,
+        position: Position,
+    ) -> Option<(Membership, oneshot::Receiver<Returned>)> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let shard = &self.shards[n % self.shards.len()];
+        let (back, returned) = oneshot::channel();
+        let key = n as u64;
+        let member = Member {
+            key,
+            socket,
+            filter,
+            position,
+            wrote: false,
+            back,
+        };
+        shard.send(Command::Join(member)).ok()?;
+        Some((
+            Membership {
+                shard: shard.clone(),
+                key,
+            },
+            returned,
+        ))
+    }
+}
+
+async fn run_shard(
+    relay: Arc<Relay>,
+    subscription: Subscription,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    keepalive: Duration,
+    stop: CancellationToken,
+) {
+    let mut live = subscription.live;
+    let mut shard = Shard {
+        relay,
+        members: Vec::new(),
+        seen: Position {
+            last_sent: subscription.newest,
+            controls: subscription.controls,
+        },
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            command = commands.recv() => match command {
+                Some(Command::Join(member)) => shard.join(member),
+                Some(Command::Leave(key)) => shard.leave(key),
+                None => return,
+            },
+            received = live.recv() => match received {
+                Ok(frame) => {
+                    batch.push(frame);
+                    let mut lagged = false;
+                    while batch.len() < MAX_BATCH {
+                        match live.try_recv() {
+                            Ok(frame) => batch.push(frame),
+                            Err(TryRecvError::Lagged(_)) => {
+                                lagged = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    shard.deliver(&batch);
+                    batch.clear();
+                    if lagged {
+                        shard.hand_back_all();
+                    }
+                }
+                // Frames this shard never saw: every member catches up on its own.
+                Err(RecvError::Lagged(_)) => shard.hand_back_all(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = ticks.tick() => shard.keep_alive(),
+        }
+    }
+}
+
+struct Shard {
+    relay: Arc<Relay>,
+    members: Vec<Member>,
+    /// The newest status and control frames this shard has delivered.
+    seen: Position,
+}
+
+impl Shard {
+    /// Takes a member in, first sending it what it missed between leaving its own
+    /// stream and this shard's position (or handing it back when the window no longer
+    /// has it).
+    fn join(&mut self, mut member: Member) {
+        let mut missed: Vec<Arc<Frame>> = self
+            .relay
+            .controls_after(member.position.controls)
+            .into_iter()
+            .filter(|f| f.id <= self.seen.controls)
+            .collect();
+        if member.position.last_sent < self.seen.last_sent {
+            let (frames, complete) = self.relay.since(member.position.last_sent);
+            // Much to catch up on: its own task does it, a chunk at a time.
+            if !complete || frames.len() > MAX_BATCH {
+                return hand_back(&self.relay, member, Bytes::new(), false);
+            }
+            missed.extend(frames.into_iter().filter(|f| f.id <= self.seen.last_sent));
+        }
+        match send(&mut member, &missed) {
+            Sent::All => self.members.push(member),
+            Sent::Part(unsent) => hand_back(&self.relay, member, unsent, false),
+            Sent::Failed => hand_back(&self.relay, member, Bytes::new(), true),
+        }
+    }
+
+    fn leave(&mut self, key: u64) {
+        if let Some(i) = self.members.iter().position(|m| m.key == key) {
+            self.members.swap_remove(i);
+        }
+    }
+
+    /// Writes `batch` to every member; hands back those that could not take it whole.
+    fn deliver(&mut self, batch: &[Arc<Frame>]) {
+        for frame in batch {
+            if frame.kind == SseEvent::Status {
+                self.seen.last_sent = self.seen.last_sent.max(frame.id);
+            } else {
+                self.seen.controls = self.seen.controls.max(frame.id);
+            }
+        }
+        let mut i = 0;
+        while i < self.members.len() {
+            match send(&mut self.members[i], batch) {
+                Sent::All => i += 1,
+                Sent::Part(unsent) => {
+                    hand_back(&self.relay, self.members.swap_remove(i), unsent, false)
+                }
+                Sent::Failed => {
+                    hand_back(&self.relay, self.members.swap_remove(i), Bytes::new(), true)
+                }
+            }
+        }
+    }
+
+    /// A keep-alive to each member that was sent nothing for a whole interval.
+    fn keep_alive(&mut self) {
+        let mut i = 0;
+        while i < self.members.len() {
+            let member = &mut self.members[i];
+            if member.back.is_closed() {
+                // Its task is gone without leaving (it ended at shutdown).
+                self.members.swap_remove(i);
+                continue;
+            }
+            if std::mem::take(&mut member.wrote) {
+                i += 1;
+                continue;
+            }
+            match write(&member.socket, &[IoSlice::new(frame::KEEP_ALIVE)]) {
+                Ok(n) if n == frame::KEEP_ALIVE.len() => i += 1,
+                Ok(n) => hand_back(
+                    &self.relay,
+                    self.members.swap_remove(i),
+                    Bytes::from_static(&frame::KEEP_ALIVE[n..]),
+                    false,
+                ),
+                // Not writable: its own task waits, and writes the next keep-alive.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => hand_back(
+                    &self.relay,
+                    self.members.swap_remove(i),
+                    Bytes::new(),
+                    false,
+                ),
+                Err(_) => hand_back(&self.relay, self.members.swap_remove(i), Bytes::new(), true),
+            }
+        }
+    }
+
+    fn hand_back_all(&mut self) {
+        for member in self.members.drain(..) {
+            hand_back(&self.relay, member, Bytes::new(), false);
+        }
+    }
+}
+
+fn hand_back(relay: &Relay, member: Member, unsent: Bytes, failed: bool) {
+    relay.metrics.sse_handed_back.inc();
+    let _ = member.back.send(Returned {
+        position: member.position,
+        unsent,
+        failed,
+    });
+}
+
+enum Sent {
+    All,
+    /// Some bytes (these) were not written.
+    Part(Bytes),
+    Failed,
+}
+
+/// Writes to `member` the frames of `batch` it has not had and its filter passes, in
+/// one call; moves its position past every frame of the batch.
+fn send(member: &mut Member, batch: &[Arc<Frame>]) -> Sent {
+    let mut parts: Vec<IoSlice<'_>> = Vec::new();
+    for frame in batch {
+        if frame.kind == SseEvent::Status {
+            if frame.id <= member.position.last_sent {
+                continue;
+            }
+            member.position.last_sent = frame.id;
+            if !member.filter.matches(frame) {
+                continue;
+            }
+        } else {
+            if frame.id <= member.position.controls {
+                continue;
+            }
+            member.position.controls = frame.id;
+        }
+        parts.push(IoSlice::new(&frame.bytes));
+    }
+    if parts.is_empty() {
+        return Sent::All;
+    }
+    member.wrote = true;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    match write(&member.socket, &parts) {
+        Ok(n) if n == total => Sent::All,
+        Ok(n) => Sent::Part(rest(&parts, n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Part(rest(&parts, 0)),
+        Err(_) => Sent::Failed,
+    }
+}
+
+/// One non-blocking write of `parts`.
+fn write(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    match parts {
+        [one] => socket.try_write(one),
+        _ => socket.try_write_vectored(parts),
+    }
+}
+
+/// What follows the first `written` bytes of `parts`.
+fn rest(parts: &[IoSlice<'_>], mut written: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    for part in parts {
+        if written >= part.len() {
+            written -= part.len();
+            continue;
+        }
+        out.extend_from_slice(&part[written..]);
+        written = 0;
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_short_write_left_is_kept_in_order() {
+        let parts = [
+            IoSlice::new(b"abc"),
+            IoSlice::new(b"de"),
+            IoSlice::new(b"f"),
+        ];
+        assert_eq!(rest(&parts, 0), Bytes::from_static(b"abcdef"));
+        assert_eq!(rest(&parts, 2), Bytes::from_static(b"cdef"));
+        assert_eq!(rest(&parts, 3), Bytes::from_static(b"def"));
+        assert_eq!(rest(&parts, 5), Bytes::from_static(b"f"));
+        assert_eq!(rest(&parts, 6), Bytes::new());
+    }
+}
