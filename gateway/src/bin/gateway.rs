@@ -70,7 +70,7 @@ struct Config {
           value_parser = clap::value_parser!(u64).range(100..))]
     header_timeout_ms: u64,
     /// A connection with nothing read or written this long is closed, in milliseconds
-    /// (at least twice the SSE keep-alive interval).
+    /// (at least three times the SSE keep-alive interval).
     #[arg(long, env = "MESH_GATEWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     idle_timeout_ms: u64,
