@@ -35,7 +35,8 @@ fn main() {
         started.elapsed().as_nanos() as f64 / EVENTS as f64
     };
     let mut sequence = 0;
-    let mut run_durable = |payload: &[u8]| {
+    let as_sent_bytes = bytes::Bytes::from(as_sent.clone());
+    let mut run_durable = |payload: &bytes::Bytes| {
         let started = Instant::now();
         for _ in 0..EVENTS {
             sequence += 1;
@@ -49,7 +50,7 @@ fn main() {
     for _ in 0..5 {
         sent.push(run(&as_sent));
         encoded.push(run(&padded));
-        streamed.push(run_durable(&as_sent));
+        streamed.push(run_durable(&as_sent_bytes));
     }
     for v in [&mut sent, &mut encoded, &mut streamed] {
         v.sort_by(f64::total_cmp);

@@ -50,6 +50,11 @@ pub struct Watches {
 }
 
 impl Watches {
+    /// Whether any activation is watched (else [`Watches::note`] does nothing).
+    pub fn watching(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
     /// Notes `event` when its activation is watched (costs an atomic load otherwise).
     pub fn note(&self, event: &StatusEvent) {
         if self.count.load(Ordering::Relaxed) == 0 {

@@ -64,7 +64,7 @@ impl GraphView {
     }
 
     /// Whether discovery has seen `node` serving.
-    pub fn serving(&self, node: &NodeName) -> bool {
+    pub fn serving(&self, node: &str) -> bool {
         self.read()
             .get(node)
             .is_some_and(|d| !d.instances.is_empty())
@@ -148,9 +148,9 @@ impl GraphView {
                 kind: found.kind,
                 endpoints: found.endpoints.into_iter().collect(),
                 stats: stats.get(&name).cloned(),
-                state: state.map(|s| s.state),
-                color: state.and_then(|s| s.color.clone()),
-                last_at: state.map(|s| s.at.clone()),
+                state: state.as_ref().map(|s| s.state),
+                color: state.as_ref().and_then(|s| s.color.clone()),
+                last_at: state.map(|s| s.at),
                 name,
             });
         }
@@ -229,19 +229,19 @@ mod tests {
         assert_eq!(t.edges.len(), 2);
         assert!(view.knows(&name("B")));
         assert!(!view.knows(&name("C")));
-        assert!(view.serving(&name("A")));
-        assert!(!view.serving(&name("B")));
+        assert!(view.serving("A"));
+        assert!(!view.serving("B"));
 
         // One round without A (a late answer) keeps it; two in a row remove it.
         assert!(!view.replace(BTreeMap::new()));
-        assert!(view.serving(&name("A")));
+        assert!(view.serving("A"));
         assert!(view.replace(BTreeMap::new()));
-        assert!(!view.serving(&name("A")));
+        assert!(!view.serving("A"));
         // Back again, and a round where it answers resets the count.
         assert!(view.replace(found.clone()));
         assert!(!view.replace(BTreeMap::new()));
         assert!(!view.replace(found.clone()));
         assert!(!view.replace(BTreeMap::new()));
-        assert!(view.serving(&name("A")));
+        assert!(view.serving("A"));
     }
 }

@@ -81,16 +81,20 @@ pub struct ColorError {
 }
 
 impl Color {
-    /// Validates and normalises `text`.
-    pub fn new(text: impl AsRef<str>) -> Result<Self, ColorError> {
-        let text = text.as_ref();
-        let valid = match text.strip_prefix('#') {
+    /// Whether `text` is a valid colour (what [`Color::new`] accepts).
+    pub fn is_valid(text: &str) -> bool {
+        match text.strip_prefix('#') {
             Some(hex) => {
                 matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit())
             }
             None => NAMED_COLORS.contains(&text),
-        };
-        if valid {
+        }
+    }
+
+    /// Validates and normalises `text`.
+    pub fn new(text: impl AsRef<str>) -> Result<Self, ColorError> {
+        let text = text.as_ref();
+        if Self::is_valid(text) {
             Ok(Self(text.to_ascii_lowercase()))
         } else {
             Err(ColorError {

@@ -39,6 +39,15 @@ pub enum NameError {
 }
 
 impl NodeName {
+    /// Whether `name` is valid (what [`NodeName::new`] accepts), without building one.
+    pub fn is_valid(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
     /// Validates `name`.
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
@@ -108,6 +117,14 @@ impl JsonSchema for NodeName {
             "pattern": NAME_PATTERN,
             "description": "A node name: 1 to 64 of A-Z, a-z, 0-9, '_' and '-'."
         })
+    }
+}
+
+/// Maps keyed by node name can be looked up with a `&str` (a name hashes and compares
+/// as its text).
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

@@ -1,5 +1,7 @@
 //! The status event a node publishes on `status.<node>`.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{activation::ActivationId, subject, Color, NodeName};
@@ -92,7 +94,100 @@ struct LenientStatus {
     rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A complete status event read in place: its text borrowed from the payload (`node`
+/// and `at` copied only where the JSON escapes them; an optional text with an escape
+/// is not read in place at all), validated as [`StatusEvent`] is. What a relay needs
+/// of each event, without building one.
+#[derive(Debug, Deserialize)]
+pub struct StatusEventRef<'a> {
+    /// See [`StatusEvent::node`].
+    #[serde(borrow)]
+    pub node: Cow<'a, str>,
+    /// See [`StatusEvent::state`].
+    pub state: NodeState,
+    /// See [`StatusEvent::color`].
+    #[serde(borrow, default)]
+    pub color: Option<&'a str>,
+    /// See [`StatusEvent::code`].
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// See [`StatusEvent::activation_id`].
+    #[serde(borrow, default)]
+    pub activation_id: Option<&'a str>,
+    /// See [`StatusEvent::instance`].
+    #[serde(borrow, default)]
+    pub instance: Option<&'a str>,
+    /// See [`StatusEvent::elapsed_ms`].
+    #[serde(default)]
+    pub elapsed_ms: Option<u64>,
+    /// See [`StatusEvent::result_bytes`].
+    #[serde(default)]
+    pub result_bytes: Option<u64>,
+    /// See [`StatusEvent::trace_id`].
+    #[serde(borrow, default)]
+    pub trace_id: Option<&'a str>,
+    /// See [`StatusEvent::at`].
+    #[serde(borrow)]
+    pub at: Cow<'a, str>,
+    /// See [`StatusEvent::relayed_by`].
+    #[serde(borrow, default)]
+    pub relayed_by: Option<&'a str>,
+}
+
+impl StatusEventRef<'_> {
+    /// The event as an owned [`StatusEvent`].
+    pub fn to_owned_event(&self) -> StatusEvent {
+        // Validated when read: the conversions cannot fail.
+        let name = |s: &str| NodeName::new(s).unwrap_or_else(|_| unreachable!("validated"));
+        StatusEvent {
+            node: name(&self.node),
+            state: self.state,
+            color: self
+                .color
+                .map(|c| Color::new(c).unwrap_or_else(|_| unreachable!("validated"))),
+            code: self.code,
+            activation_id: self
+                .activation_id
+                .map(|a| ActivationId::new(a).unwrap_or_else(|_| unreachable!("validated"))),
+            instance: self.instance.map(str::to_string),
+            elapsed_ms: self.elapsed_ms,
+            result_bytes: self.result_bytes,
+            trace_id: self.trace_id.map(str::to_string),
+            at: self.at.to_string(),
+            relayed_by: self.relayed_by.map(str::to_string),
+        }
+    }
+}
+
 impl StatusEvent {
+    /// Reads a complete event received on `subject` in place (see [`StatusEventRef`]).
+    /// What it accepts, [`StatusEvent::decode_as_sent`] reads as sent, to the same
+    /// event. Anything else (a hand-written event missing `node` or `at`, an invalid
+    /// one, an optional text with an escape) is an error: `decode_as_sent` decides.
+    pub fn read_complete<'a>(
+        subject: &str,
+        payload: &'a [u8],
+    ) -> Result<StatusEventRef<'a>, StatusDecodeError> {
+        let node = subject::node_name_of_status(subject)
+            .ok_or_else(|| StatusDecodeError::Subject(subject.chars().take(80).collect()))?;
+        let event: StatusEventRef<'a> = serde_json::from_slice(payload)?;
+        let invalid = |what: &str| {
+            Err(StatusDecodeError::Json(serde::de::Error::custom(format!(
+                "invalid {what}"
+            ))))
+        };
+        if event.node != node {
+            return invalid("node: not the subject's");
+        }
+        if !event.color.is_none_or(Color::is_valid) {
+            return invalid("color");
+        }
+        if !event.activation_id.is_none_or(NodeName::is_valid) {
+            return invalid("activation_id");
+        }
+        Ok(event)
+    }
+
     /// A new event for `node` in `state`, stamped now.
     pub fn new(node: NodeName, state: NodeState) -> Self {
         Self {
@@ -175,6 +270,63 @@ mod tests {
         assert_eq!(e.node.as_str(), "V");
         assert_eq!(e.state, NodeState::Manual);
         assert!(!e.at.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Read in place or decoded: the same events accepted as sent, the same fields.
+        #[test]
+        fn read_in_place_accepts_what_decoding_accepts_as_sent(
+            subject in proptest::sample::select(vec!["status.V", "status.V", "status.V", "status.W", "status.v-1", "status.a.b", "status", "other.V"]),
+            fields in proptest::collection::vec((0usize..11, 0usize..10), 0..5),
+            spaced in proptest::bool::ANY,
+            complete in proptest::bool::ANY,
+        ) {
+            const NAMES: [&str; 11] = ["node", "state", "color", "code", "activation_id",
+                "instance", "elapsed_ms", "result_bytes", "trace_id", "at", "relayed_by"];
+            const VALUES: [&str; 10] = ["\"V\"", "\"ok\"", "\"#FF00ff\"", "200", "null",
+                "\"a\\u0041-1\"", "\"red;x\"", "-1", "\"2026-12-01T10:00:00Z\"", "{}"];
+            // Half of them start as a complete event, for the rest to vary.
+            let mut body = String::from(if complete {
+                "{\"node\":\"V\",\"state\":\"ok\",\"at\":\"x\""
+            } else {
+                "{"
+            });
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 || complete {
+                    body.push(',');
+                }
+                if spaced {
+                    body.push(' ');
+                }
+                body.push_str(&format!("\"{}\":{}", NAMES[*name], VALUES[*value]));
+            }
+            body.push('}');
+            let read = StatusEvent::read_complete(subject, body.as_bytes())
+                .ok()
+                .map(|e| e.to_owned_event());
+            let decoded = StatusEvent::decode_as_sent(subject, body.as_bytes())
+                .ok()
+                .filter(|(_, as_sent)| *as_sent)
+                .map(|(e, _)| e);
+            // Read in place: only what decoding reads as sent, to the same event.
+            if read.is_some() {
+                proptest::prop_assert_eq!(read, decoded, "{}", body);
+            }
+        }
+    }
+
+    #[test]
+    fn read_in_place_borrows_and_validates() {
+        let mut e = StatusEvent::new(NodeName::new("V").unwrap(), NodeState::Ok);
+        e.code = Some(200);
+        e.color = Some(Color::new("#ff00ff").unwrap());
+        e.activation_id = Some(ActivationId::new("a1").unwrap());
+        let bytes = serde_json::to_vec(&e).unwrap();
+        let read = StatusEvent::read_complete("status.V", &bytes).unwrap();
+        assert!(matches!(read.at, Cow::Borrowed(_)));
+        assert_eq!(read.to_owned_event(), e);
+        assert!(StatusEvent::read_complete("status.W", &bytes).is_err());
+        assert!(StatusEvent::read_complete("status.V", br#"{"state":"ok"}"#).is_err());
     }
 
     #[test]

@@ -23,10 +23,15 @@ pub fn status(node: &NodeName) -> String {
 
 /// The node named by a `status.<node>` subject, when it is one.
 pub fn node_of_status(subject: &str) -> Option<NodeName> {
+    node_name_of_status(subject).and_then(|name| NodeName::new(name).ok())
+}
+
+/// As [`node_of_status`], the name borrowed from `subject`.
+pub fn node_name_of_status(subject: &str) -> Option<&str> {
     subject
         .strip_prefix(STATUS_PREFIX)?
         .strip_prefix('.')
-        .and_then(|rest| NodeName::new(rest).ok())
+        .filter(|name| NodeName::is_valid(name))
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub struct History {
 /// One message read back from the stream.
 pub struct Stored {
     /// Its subject.
-    pub subject: String,
+    pub subject: async_nats::Subject,
     /// Its payload.
     pub payload: bytes::Bytes,
     /// Its stream sequence.
@@ -157,6 +157,28 @@ impl History {
     }
 }
 
+/// The delivery (consumer) and stream sequences of a message from its JetStream reply
+/// subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
+/// or the newer form with a domain and an account hash after `ACK` (and a token at the
+/// end).
+fn sequences(reply: &str) -> Option<(u64, u64)> {
+    let mut tokens = [""; 12];
+    let mut count = 0;
+    for token in reply.split('.') {
+        *tokens.get_mut(count)? = token;
+        count += 1;
+    }
+    if tokens[..2] != ["$JS", "ACK"] {
+        return None;
+    }
+    let (stream, consumer) = match count {
+        9 => (tokens[5], tokens[6]),
+        11 | 12 => (tokens[7], tokens[8]),
+        _ => return None,
+    };
+    Some((consumer.parse().ok()?, stream.parse().ok()?))
+}
+
 /// Idle heartbeat of a [`Follow`]'s consumer: two missed tell that it was lost.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -179,8 +201,11 @@ const INACTIVE: Duration = Duration::from_secs(10);
 pub struct Follow {
     subscriber: async_nats::Subscriber,
     client: Client,
-    context: jetstream::Context,
     delivered: u64,
+    /// When something last came from the consumer (a message or a heartbeat).
+    last_seen: tokio::time::Instant,
+    /// Wakes to check `last_seen`: moved when it fires, not on every message.
+    silence: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Follow {
@@ -207,32 +232,41 @@ impl Follow {
         tokio::time::timeout(CREATE_TIMEOUT, stream.create_consumer(config))
             .await
             .map_err(|_| "the consumer was not made in time")??;
+        let now = tokio::time::Instant::now();
         Ok(Self {
             subscriber,
             client: client.clone(),
-            context: jetstream::new(client.clone()),
             delivered: 0,
+            last_seen: now,
+            silence: Box::pin(tokio::time::sleep_until(now + HEARTBEAT * 2)),
         })
     }
 
     /// The next stored message; an error when the consumer failed (see [`Follow`]).
     pub async fn next(&mut self) -> Result<Stored, async_nats::Error> {
         loop {
-            let message = tokio::time::timeout(HEARTBEAT * 2, self.subscriber.next())
-                .await
-                .map_err(|_| "missed two idle heartbeats: the consumer is gone")?
-                .ok_or("the subscription ended")?;
+            let message = tokio::select! {
+                biased;
+                message = self.subscriber.next() => message.ok_or("the subscription ended")?,
+                _ = self.silence.as_mut() => {
+                    let due = self.last_seen + HEARTBEAT * 2;
+                    if tokio::time::Instant::now() >= due {
+                        return Err("missed two idle heartbeats: the consumer is gone".into());
+                    }
+                    self.silence.as_mut().reset(due);
+                    continue;
+                }
+            };
+            self.last_seen = tokio::time::Instant::now();
             if message.status.is_some() {
                 self.control(&message).await?;
                 continue;
             }
-            let message = jetstream::Message {
-                message,
-                context: self.context.clone(),
-            };
             let (delivered, sequence) = message
-                .info()
-                .map(|i| (i.consumer_sequence, i.stream_sequence))?;
+                .reply
+                .as_deref()
+                .and_then(sequences)
+                .ok_or("a message without a JetStream reply subject")?;
             let message_id = super::relay::message_id(message.headers.as_ref()).map(String::from);
             if delivered != self.delivered + 1 {
                 return Err(format!(
@@ -242,9 +276,8 @@ impl Follow {
                 .into());
             }
             self.delivered = delivered;
-            let message = message.message;
             return Ok(Stored {
-                subject: message.subject.to_string(),
+                subject: message.subject,
                 payload: message.payload,
                 sequence,
                 message_id,
@@ -281,5 +314,31 @@ impl Follow {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_are_read_from_both_forms_of_reply_subject() {
+        assert_eq!(
+            sequences("$JS.ACK.MESH_STATUS.c1.1.42.7.1733000000000000000.0"),
+            Some((7, 42))
+        );
+        assert_eq!(
+            sequences("$JS.ACK.hub.ACC.MESH_STATUS.c1.1.42.7.1733000000000000000.0.r4nd"),
+            Some((7, 42))
+        );
+        for bad in [
+            "",
+            "$JS.ACK",
+            "_INBOX.x",
+            "$JS.ACK.S.c.1.x.7.0.0",
+            "$JS.NAK.S.c.1.42.7.0.0",
+        ] {
+            assert_eq!(sequences(bad), None, "{bad}");
+        }
     }
 }

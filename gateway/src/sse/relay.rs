@@ -85,6 +85,22 @@ impl Default for Limits {
     }
 }
 
+/// Which node and activation a status event is about.
+#[derive(Clone, Copy)]
+struct About<'a> {
+    node: &'a str,
+    activation: Option<&'a str>,
+}
+
+/// Whether `payload` is one line holding one JSON object (from `{` to `}`): what a
+/// frame's `data:` line can carry as it is.
+fn one_line_object(payload: &[u8]) -> bool {
+    payload.first() == Some(&b'{')
+        && payload.last() == Some(&b'}')
+        && !payload.contains(&b'\n')
+        && !payload.contains(&b'\r')
+}
+
 /// A status event's JSON, to be framed.
 enum Json<'a> {
     /// To be encoded by the gateway.
@@ -249,39 +265,68 @@ impl Relay {
         subject: &str,
         payload: &[u8],
     ) -> Result<Option<Arc<Frame>>, String> {
-        self.accept_numbered(subject, payload, None, |_| true)
+        self.accept_numbered(subject, &Bytes::copy_from_slice(payload), None, |_| true)
     }
 
     /// Accepts a message that has its own sequence number `id` (its stream sequence),
     /// or the next local number when `None`; `known` says whether discovery knows a
     /// node (the states of unknown ones are bounded).
+    ///
+    /// A node's event (complete, one line, relayed by no one) is read in place and
+    /// framed and kept as it came; anything else is decoded, completed and re-encoded.
     pub fn accept_numbered(
         &self,
         subject: &str,
-        payload: &[u8],
+        payload: &Bytes,
         id: Option<u64>,
-        known: impl Fn(&NodeName) -> bool,
+        known: impl Fn(&str) -> bool,
     ) -> Result<Option<Arc<Frame>>, String> {
-        let (event, as_sent) = self.decode(subject, payload)?;
+        if payload.len() > self.max_event_bytes {
+            return Err(format!(
+                "{} bytes, over the {}-byte limit of a status event",
+                payload.len(),
+                self.max_event_bytes
+            ));
+        }
+        if let Ok(event) = StatusEvent::read_complete(subject, payload) {
+            if event.relayed_by.is_none() && one_line_object(payload) {
+                if self.watches.watching() {
+                    self.watches.note(&event.to_owned_event());
+                }
+                let is_known = known(&event.node);
+                if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
+                    self.metrics
+                        .node_finished(&event.node, event.code, event.elapsed_ms);
+                }
+                let about = About {
+                    node: &event.node,
+                    activation: event.activation_id,
+                };
+                let frame = self.push(id, about, Json::AsSent(payload))?;
+                lock(&self.last_state).record(&event.node, payload.clone(), is_known);
+                return Ok(frame);
+            }
+        }
+        let event = self.decode(subject, payload)?;
         self.watches.note(&event);
-        let is_known = known(&event.node);
+        let is_known = known(event.node.as_str());
         if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
             self.metrics
                 .node_finished(event.node.as_str(), event.code, event.elapsed_ms);
         }
-        let data = if as_sent {
-            Json::AsSent(payload)
-        } else {
-            Json::Encode(&event)
+        let about = About {
+            node: event.node.as_str(),
+            activation: event.activation_id.as_ref().map(|a| a.as_str()),
         };
-        let frame = self.push(id, &event, data)?;
-        lock(&self.last_state).record(event, is_known);
+        let frame = self.push(id, about, Json::Encode(&event))?;
+        let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        lock(&self.last_state).record(event.node.as_str(), json.into(), is_known);
         Ok(frame)
     }
 
     /// Renders a message from history as the frame with id `id`, without relaying it.
     pub fn replayed(&self, subject: &str, payload: &[u8], id: u64) -> Result<Frame, String> {
-        let (event, _) = self.decode(subject, payload)?;
+        let event = self.decode(subject, payload)?;
         let data = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         Ok(Frame {
             id,
@@ -303,8 +348,9 @@ impl Relay {
         window.gone_upto = window.gone_upto.max(last);
     }
 
-    /// The event, and whether its payload can be framed as it came.
-    fn decode(&self, subject: &str, payload: &[u8]) -> Result<(StatusEvent, bool), String> {
+    /// The event, decoded (leniently: a hand-written one is completed), relayed by
+    /// this gateway.
+    fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
         if payload.len() > self.max_event_bytes {
             return Err(format!(
                 "{} bytes, over the {}-byte limit of a status event",
@@ -312,17 +358,9 @@ impl Relay {
                 self.max_event_bytes
             ));
         }
-        let (mut event, complete) =
-            StatusEvent::decode_as_sent(subject, payload).map_err(|e| e.to_string())?;
-        // Framed as it came (plus `relayed_by`) when it is one line of a complete event
-        // that names no relay: what nodes publish. Anything else is re-encoded.
-        let as_sent = complete
-            && event.relayed_by.is_none()
-            && payload.first() == Some(&b'{')
-            && payload.last() == Some(&b'}')
-            && !payload.iter().any(|b| matches!(b, b'\n' | b'\r'));
+        let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
         event.relayed_by = Some(self.gateway_id.clone());
-        Ok((event, as_sent))
+        Ok(event)
     }
 
     /// Sends a live-only control event (`bytes` rendered by [`frame`]) to connected
@@ -352,7 +390,7 @@ impl Relay {
     fn push(
         &self,
         id: Option<u64>,
-        event: &StatusEvent,
+        about: About<'_>,
         data: Json<'_>,
     ) -> Result<Option<Arc<Frame>>, String> {
         let mut window = lock(&self.window);
@@ -367,8 +405,12 @@ impl Relay {
         let frame = Arc::new(Frame {
             id,
             kind: SseEvent::Status,
-            node: Some(event.node.clone()),
-            activation: event.activation_id.clone(),
+            node: Some(NodeName::new(about.node).map_err(|e| e.to_string())?),
+            activation: about
+                .activation
+                .map(ActivationId::new)
+                .transpose()
+                .map_err(|e| e.to_string())?,
             bytes: match data {
                 Json::Encode(event) => {
                     let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
@@ -480,8 +522,8 @@ const RECONSUME_PAUSE: std::time::Duration = std::time::Duration::from_millis(50
 /// From the stream, the relay follows from the sequence after the last it relayed;
 /// when the consumer fails (its server was lost: two idle heartbeats missed, a message
 /// skipped), it follows anew from there, so nothing stored is skipped or repeated.
-pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&NodeName) -> bool) {
-    let relay_one = |subject: &str, payload: &[u8], sequence: Option<u64>| match relay
+pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&str) -> bool) {
+    let relay_one = |subject: &str, payload: &Bytes, sequence: Option<u64>| match relay
         .accept_numbered(subject, payload, sequence, |node| {
             let is_known = known(node);
             if !is_known {
@@ -634,7 +676,7 @@ mod tests {
     #[test]
     fn backed_by_the_stream_nothing_is_rendered_or_kept_for_nobody() {
         let relay = Relay::new("gw-1".into(), limits(8), Default::default());
-        let event = br#"{"state":"ok","activation_id":"a1"}"#;
+        let event = &Bytes::from_static(br#"{"state":"ok","activation_id":"a1"}"#);
         assert!(relay.add_client(1));
         relay
             .accept_numbered("status.T", event, Some(10), |_| true)
@@ -678,8 +720,8 @@ mod tests {
         event.activation_id = Some(ActivationId::new("a1").unwrap());
         event.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
         let sent = serde_json::to_vec(&event).unwrap();
-        let (decoded, as_sent) = relay.decode("status.T", &sent).unwrap();
-        assert!(as_sent);
+        assert!(one_line_object(&sent));
+        let decoded = relay.decode("status.T", &sent).unwrap();
         // Byte for byte what re-encoding would write.
         let framed = relay.accept_status("status.T", &sent).unwrap().unwrap();
         let encoded = frame::status(framed.id, &serde_json::to_string(&decoded).unwrap());
@@ -691,8 +733,6 @@ mod tests {
             br#"{"node":"T","state":"ok","at":"x","relayed_by":"gw-forged"}"#,
             br#"{"node":"T","state":"ok","at":"x"} "#,
         ] {
-            let (_, as_sent) = relay.decode("status.T", odd).unwrap();
-            assert!(!as_sent, "{}", String::from_utf8_lossy(odd));
             let framed = relay.accept_status("status.T", odd).unwrap().unwrap();
             let text = std::str::from_utf8(&framed.bytes).unwrap();
             assert_eq!(text.matches('\n').count(), 4, "{text:?}");

@@ -4,11 +4,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
 use schemas::{NodeName, StatusEvent};
 
-/// Latest states, by node.
+/// Latest states, by node: each kept as the JSON of a complete status event, decoded
+/// only when asked for (events come far more often than anyone looks).
 pub struct LatestStates {
-    states: HashMap<NodeName, StatusEvent>,
+    states: HashMap<NodeName, Bytes>,
     /// Nodes discovery did not know when they published, oldest first; at most
     /// `unknown_capacity` of them keep a state.
     unknown: VecDeque<NodeName>,
@@ -25,17 +27,20 @@ impl LatestStates {
         }
     }
 
-    /// Records `event` as its node's latest; `known` says whether discovery knows the
-    /// node. The oldest unknown node's state goes when there are too many.
-    pub fn record(&mut self, event: StatusEvent, known: bool) {
+    /// Records `event` (the JSON of a complete status event about `node`, a valid
+    /// name) as the node's latest; `known` says whether discovery knows the node. The
+    /// oldest unknown node's state goes when there are too many.
+    pub fn record(&mut self, node: &str, event: Bytes, known: bool) {
         if known && self.unknown.is_empty() {
-            // The usual case: a discovered node, no key to clone when it has a state.
-            if let Some(latest) = self.states.get_mut(&event.node) {
+            // The usual case: a discovered node, nothing to allocate when it has a state.
+            if let Some(latest) = self.states.get_mut(node) {
                 *latest = event;
                 return;
             }
         }
-        let node = event.node.clone();
+        let Ok(node) = NodeName::new(node) else {
+            return;
+        };
         let was_unknown = self.unknown.contains(&node);
         if known {
             if was_unknown {
@@ -53,8 +58,8 @@ impl LatestStates {
     }
 
     /// The latest state of `node`.
-    pub fn get(&self, node: &NodeName) -> Option<&StatusEvent> {
-        self.states.get(node)
+    pub fn get(&self, node: &NodeName) -> Option<StatusEvent> {
+        serde_json::from_slice(self.states.get(node)?).ok()
     }
 
     /// Number of nodes with a state.
@@ -72,9 +77,8 @@ impl LatestStates {
 mod tests {
     use super::*;
 
-    fn event(node: &str) -> StatusEvent {
-        let json = format!(r#"{{"node":"{node}","state":"ok","at":"t"}}"#);
-        serde_json::from_str(&json).unwrap()
+    fn event(node: &str) -> Bytes {
+        format!(r#"{{"node":"{node}","state":"ok","at":"t"}}"#).into()
     }
 
     fn name(n: &str) -> NodeName {
@@ -84,12 +88,16 @@ mod tests {
     #[test]
     fn unknown_nodes_are_bounded_and_known_ones_stay() {
         let mut states = LatestStates::new(3);
-        states.record(event("UI"), true);
+        states.record("UI", event("UI"), true);
         for i in 0..1000 {
-            states.record(event(&format!("rand{i}")), false);
+            states.record(&format!("rand{i}"), event(&format!("rand{i}")), false);
         }
         assert_eq!(states.len(), 4, "UI and the three newest unknown");
-        assert!(states.get(&name("UI")).is_some());
+        assert_eq!(
+            states.get(&name("UI")).map(|e| e.node),
+            Some(name("UI")),
+            "decoded when asked for"
+        );
         assert!(states.get(&name("rand999")).is_some());
         assert!(states.get(&name("rand996")).is_none());
     }
@@ -97,10 +105,10 @@ mod tests {
     #[test]
     fn a_node_discovered_later_is_no_longer_evicted() {
         let mut states = LatestStates::new(2);
-        states.record(event("LATE"), false);
-        states.record(event("LATE"), true);
+        states.record("LATE", event("LATE"), false);
+        states.record("LATE", event("LATE"), true);
         for i in 0..10 {
-            states.record(event(&format!("x{i}")), false);
+            states.record(&format!("x{i}"), event(&format!("x{i}")), false);
         }
         assert!(states.get(&name("LATE")).is_some());
         assert_eq!(states.len(), 3);
@@ -109,9 +117,9 @@ mod tests {
     #[test]
     fn a_known_node_publishing_again_keeps_its_place() {
         let mut states = LatestStates::new(2);
-        states.record(event("A"), false);
-        states.record(event("A"), false);
-        states.record(event("B"), false);
+        states.record("A", event("A"), false);
+        states.record("A", event("A"), false);
+        states.record("B", event("B"), false);
         assert_eq!(states.len(), 2, "A is counted once");
     }
 }
