@@ -172,48 +172,15 @@ async fn main() -> anyhow::Result<()> {
         rows.push(r.row(RawShare::Seed));
     }
 
-    let sizes: Vec<usize> = std::env::var("BENCH_SSE_CLIENTS")
-        .unwrap_or_else(|_| {
-            if quick {
-                String::new()
-            } else {
-                "1000,10000".into()
-            }
-        })
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let default_sizes = |sizes: &'static str| if quick { "" } else { sizes };
     let mut fanouts = Vec::new();
-    for n in sizes {
-        // A fresh gateway per fan-out: its memory is measured from its own idle start,
-        // not after the load above.
-        let port = free_port();
-        let mut env = nats_env.clone();
-        env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}")));
-        env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
-        let fresh = Proc::start("gateway", &[], &env)?;
-        wait_ready(&client, &http, &format!("http://127.0.0.1:{port}")).await;
+    for n in sizes("BENCH_SSE_CLIENTS", default_sizes("1000,10000")) {
+        let (fresh, port) = fresh_gateway(&client, &http, &nats_env).await?;
         fanouts.push(fan_out(&client, &fresh, port, n, Load::Bursts).await?);
     }
     // Single events spread over time (the normal case): one status event every 100 ms.
-    let singles: Vec<usize> = std::env::var("BENCH_SSE_SINGLES")
-        .unwrap_or_else(|_| {
-            if quick {
-                String::new()
-            } else {
-                "5000,10000".into()
-            }
-        })
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    for n in singles {
-        let port = free_port();
-        let mut env = nats_env.clone();
-        env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}")));
-        env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
-        let fresh = Proc::start("gateway", &[], &env)?;
-        wait_ready(&client, &http, &format!("http://127.0.0.1:{port}")).await;
+    for n in sizes("BENCH_SSE_SINGLES", default_sizes("5000,10000")) {
+        let (fresh, port) = fresh_gateway(&client, &http, &nats_env).await?;
         fanouts.push(fan_out(&client, &fresh, port, n, Load::Singles).await?);
         drop(fresh);
         // The same clients and events on the floor process, right after.
@@ -264,6 +231,32 @@ async fn main() -> anyhow::Result<()> {
     drop((hop, exec_echo, exec_python, gateway));
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// The fan-out sizes in the environment variable `var` (a comma-separated list), else
+/// `default`.
+fn sizes(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// A gateway of its own for a fan-out, ready: its memory is measured from its own idle
+/// start, not after the load before it.
+async fn fresh_gateway(
+    client: &Client,
+    http: &reqwest::Client,
+    nats_env: &[(&str, String)],
+) -> anyhow::Result<(Proc, u16)> {
+    let port = free_port();
+    let mut env = nats_env.to_vec();
+    env.push(("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("MESH_SSE_MAX_CLIENTS", "30000".into()));
+    let gateway = Proc::start("gateway", &[], &env)?;
+    wait_ready(client, http, &format!("http://127.0.0.1:{port}")).await;
+    Ok((gateway, port))
 }
 
 /// Rounds of each side of an interleaved comparison.

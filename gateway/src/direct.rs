@@ -16,13 +16,13 @@
 //! [`crate::sse::hub`]).
 //!
 //! Every other connection (and any request that is not exactly `GET /events…`) goes to
-//! hyper unchanged, with the bytes already read put back in front.
+//! hyper unchanged, with the bytes already read put back in front
+//! ([`Guarded::put_back`]).
 
 use std::{
     io,
     pin::{pin, Pin},
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
@@ -36,7 +36,7 @@ use poem::{
     Body, Endpoint, Request, RequestParts,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt},
     net::TcpStream,
     sync::mpsc,
 };
@@ -59,7 +59,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
 type Io = Guarded<TcpStream>;
-type Accepted = (Prefixed<Io>, LocalAddr, RemoteAddr, http::uri::Scheme);
+type Accepted = (Io, LocalAddr, RemoteAddr, http::uri::Scheme);
 
 /// What answers and writes event streams.
 #[derive(Clone)]
@@ -91,7 +91,7 @@ impl EventsFirst {
 }
 
 impl Acceptor for EventsFirst {
-    type Io = Prefixed<Io>;
+    type Io = Io;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
         self.local.clone()
@@ -131,7 +131,8 @@ async fn accept_loop(
                     let parts = RequestParts::from((*parts, local, remote, scheme));
                     serve(io, Request::from_parts(parts, Body::empty()), &streams).await;
                 }
-                Sniffed::Other(io) => {
+                Sniffed::Other(mut io, read) => {
+                    io.put_back(read);
                     let _ = tx.send(Ok((io, local, remote, scheme))).await;
                 }
                 Sniffed::Gone => {}
@@ -145,7 +146,7 @@ enum Sniffed<Io> {
     /// `GET /events`, with its head.
     Events(Io, Box<http::request::Parts>),
     /// Anything else: for hyper, with what was read.
-    Other(Prefixed<Io>),
+    Other(Io, Vec<u8>),
     /// Closed (or failed, or timed out) before sending anything.
     Gone,
 }
@@ -166,15 +167,13 @@ async fn sniff<Io: AsyncRead + Unpin>(mut io: Io) -> Sniffed<Io> {
         }
         match io.read_buf(&mut read).await {
             Ok(0) | Err(_) if read.is_empty() => return Sniffed::Gone,
-            Ok(0) | Err(_) => return Sniffed::Other(Prefixed::new(io, read)),
+            Ok(0) | Err(_) => return Sniffed::Other(io, read),
             Ok(_) => {}
         }
         match decide(&read) {
             Decision::Events(parts) => return Sniffed::Events(io, parts),
-            Decision::Other => return Sniffed::Other(Prefixed::new(io, read)),
-            Decision::More if read.len() >= MAX_HEAD => {
-                return Sniffed::Other(Prefixed::new(io, read))
-            }
+            Decision::Other => return Sniffed::Other(io, read),
+            Decision::More if read.len() >= MAX_HEAD => return Sniffed::Other(io, read),
             Decision::More => {}
         }
     }
@@ -386,79 +385,8 @@ fn head(status: StatusCode, headers: &HeaderMap, content_length: Option<usize>) 
     out
 }
 
-/// A connection with the bytes already read from it put back in front.
-pub struct Prefixed<Io> {
-    inner: Io,
-    prefix: Vec<u8>,
-    at: usize,
-}
-
-impl<Io> Prefixed<Io> {
-    fn new(inner: Io, prefix: Vec<u8>) -> Self {
-        Self {
-            inner,
-            prefix,
-            at: 0,
-        }
-    }
-}
-
-impl<Io: AsyncRead + Unpin> AsyncRead for Prefixed<Io> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.at < this.prefix.len() {
-            let rest = &this.prefix[this.at..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<Io: AsyncWrite + Unpin> AsyncWrite for Prefixed<Io> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
-
     use super::*;
 
     fn decided(head: &str) -> &'static str {
@@ -521,16 +449,5 @@ mod tests {
             String::from_utf8(head(StatusCode::SERVICE_UNAVAILABLE, &headers, Some(12))).unwrap();
         assert!(sized.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(sized.contains("\r\ncontent-length: 12\r\n"));
-    }
-
-    #[tokio::test]
-    async fn what_was_read_is_read_again_first() {
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b" world").await.unwrap();
-        drop(client);
-        let mut io = Prefixed::new(server, b"hello".to_vec());
-        let mut all = String::new();
-        io.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
     }
 }

@@ -118,6 +118,8 @@ pub struct Guarded<T> {
     last_activity: Instant,
     /// The last bytes read, to find the end of the head across reads.
     tail: [u8; 3],
+    /// Bytes read already and put back: read again first.
+    unread: Vec<u8>,
 }
 
 impl<T> Guarded<T> {
@@ -135,7 +137,15 @@ impl<T> Guarded<T> {
             idle,
             last_activity: Instant::now(),
             tail: [0; 3],
+            unread: Vec::new(),
         }
+    }
+
+    /// Puts `read` (bytes read from the connection) back in front: the next reads
+    /// return them first.
+    pub fn put_back(&mut self, mut read: Vec<u8>) {
+        read.append(&mut self.unread);
+        self.unread = read;
     }
 
     /// The connection and its place under the limit (kept as long as the connection).
@@ -192,6 +202,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            if this.unread.is_empty() {
+                this.unread = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -294,6 +313,25 @@ mod tests {
         let e = g.read(&mut buf).await.unwrap_err();
         assert_eq!(e.to_string(), "connection idle too long");
         assert_eq!(started.elapsed().as_secs(), 8);
+    }
+
+    #[tokio::test]
+    async fn bytes_put_back_are_read_again_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b" world").await.unwrap();
+        drop(client);
+        let mut io = Guarded::new(
+            server,
+            permit,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        io.put_back(b"hello".to_vec());
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
     }
 
     #[tokio::test]
