@@ -47,6 +47,23 @@ pub struct Position {
     pub controls: u64,
 }
 
+impl Position {
+    /// Moves past `frame`; whether it is new here (neither sent nor skipped before).
+    /// Status and control frames are numbered apart.
+    pub fn advance(&mut self, frame: &Frame) -> bool {
+        let at = if frame.kind == SseEvent::Status {
+            &mut self.last_sent
+        } else {
+            &mut self.controls
+        };
+        if frame.id <= *at {
+            return false;
+        }
+        *at = frame.id;
+        true
+    }
+}
+
 /// A client handed back by the hub.
 #[derive(Debug)]
 pub struct Returned {
@@ -223,12 +240,9 @@ impl Shard {
     /// stream and this shard's position (or handing it back when the window no longer
     /// has it).
     fn join(&mut self, mut member: Member) {
-        let mut missed: Vec<Arc<Frame>> = self
+        let mut missed = self
             .relay
-            .controls_after(member.position.controls)
-            .into_iter()
-            .filter(|f| f.id <= self.seen.controls)
-            .collect();
+            .controls_between(member.position.controls, self.seen.controls);
         if member.position.last_sent < self.seen.last_sent {
             let (frames, complete) = self.relay.since(member.position.last_sent);
             // Much to catch up on: its own task does it, a chunk at a time.
@@ -253,11 +267,7 @@ impl Shard {
     /// Writes `batch` to every member; hands back those that could not take it whole.
     fn deliver(&mut self, batch: &[Arc<Frame>]) {
         for frame in batch {
-            if frame.kind == SseEvent::Status {
-                self.seen.last_sent = self.seen.last_sent.max(frame.id);
-            } else {
-                self.seen.controls = self.seen.controls.max(frame.id);
-            }
+            self.seen.advance(frame);
         }
         let mut i = 0;
         while i < self.members.len() {
@@ -335,21 +345,9 @@ enum Sent {
 fn send(member: &mut Member, batch: &[Arc<Frame>]) -> Sent {
     let mut parts: Vec<IoSlice<'_>> = Vec::new();
     for frame in batch {
-        if frame.kind == SseEvent::Status {
-            if frame.id <= member.position.last_sent {
-                continue;
-            }
-            member.position.last_sent = frame.id;
-            if !member.filter.matches(frame) {
-                continue;
-            }
-        } else {
-            if frame.id <= member.position.controls {
-                continue;
-            }
-            member.position.controls = frame.id;
+        if member.position.advance(frame) && member.filter.matches(frame) {
+            parts.push(IoSlice::new(&frame.bytes));
         }
-        parts.push(IoSlice::new(&frame.bytes));
     }
     if parts.is_empty() {
         return Sent::All;

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 pub struct Frame {
     /// Sequence number, the SSE `id:`, for status events. For live-only control
     /// events (topology, bus), which carry no `id:` and are not retained, their own
-    /// sequence ([`Relay::controls_after`]), 0 for one not relayed.
+    /// sequence ([`Relay::controls_between`]), 0 for one not relayed.
     pub id: u64,
     /// The kind of event.
     pub kind: SseEvent,
@@ -85,11 +85,14 @@ impl Default for Limits {
     }
 }
 
-/// Which node and activation a status event is about.
+/// What the relay needs of a status event besides its JSON.
 #[derive(Clone, Copy)]
 struct About<'a> {
     node: &'a str,
     activation: Option<&'a str>,
+    state: NodeState,
+    code: Option<u16>,
+    elapsed_ms: Option<u64>,
 }
 
 /// Whether `payload` is one line holding one JSON object (from `{` to `}`): what a
@@ -201,14 +204,15 @@ impl Relay {
         f(controls.sent)
     }
 
-    /// The latest control frame of each kind, when sent after sequence `after`: what a
-    /// client that missed some needs to be current again.
-    pub fn controls_after(&self, after: u64) -> Vec<Arc<Frame>> {
+    /// The latest control frame of each kind, when its sequence is after `after` and
+    /// up to `upto`: what a client that missed some needs to be current again (those
+    /// after `upto` still come through its live channel).
+    pub fn controls_between(&self, after: u64, upto: u64) -> Vec<Arc<Frame>> {
         let controls = lock(&self.controls);
         [&controls.topology, &controls.bus]
             .into_iter()
             .flatten()
-            .filter(|f| f.id > after)
+            .filter(|f| f.id > after && f.id <= upto)
             .cloned()
             .collect()
     }
@@ -281,46 +285,53 @@ impl Relay {
         id: Option<u64>,
         known: impl Fn(&str) -> bool,
     ) -> Result<Option<Arc<Frame>>, String> {
-        if payload.len() > self.max_event_bytes {
-            return Err(format!(
-                "{} bytes, over the {}-byte limit of a status event",
-                payload.len(),
-                self.max_event_bytes
-            ));
-        }
+        self.check_size(payload)?;
         if let Ok(event) = StatusEvent::read_complete(subject, payload) {
             if event.relayed_by.is_none() && one_line_object(payload) {
                 if self.watches.watching() {
                     self.watches.note(&event.to_owned_event());
                 }
-                let is_known = known(&event.node);
-                if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
-                    self.metrics
-                        .node_finished(&event.node, event.code, event.elapsed_ms);
-                }
                 let about = About {
                     node: &event.node,
                     activation: event.activation_id,
+                    state: event.state,
+                    code: event.code,
+                    elapsed_ms: event.elapsed_ms,
                 };
-                let frame = self.push(id, about, Json::AsSent(payload))?;
-                lock(&self.last_state).record(&event.node, payload.clone(), is_known);
-                return Ok(frame);
+                return self.relay(id, about, Json::AsSent(payload), payload.clone(), known);
             }
         }
         let event = self.decode(subject, payload)?;
         self.watches.note(&event);
-        let is_known = known(event.node.as_str());
-        if is_known && matches!(event.state, NodeState::Ok | NodeState::Failed) {
-            self.metrics
-                .node_finished(event.node.as_str(), event.code, event.elapsed_ms);
-        }
         let about = About {
             node: event.node.as_str(),
             activation: event.activation_id.as_ref().map(|a| a.as_str()),
+            state: event.state,
+            code: event.code,
+            elapsed_ms: event.elapsed_ms,
         };
-        let frame = self.push(id, about, Json::Encode(&event))?;
-        let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-        lock(&self.last_state).record(event.node.as_str(), json.into(), is_known);
+        let latest = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        self.relay(id, about, Json::Encode(&event), latest.into(), known)
+    }
+
+    /// What every accepted event goes through: its node's metrics, then numbered,
+    /// framed, kept and sent ([`Relay::push`]), and `latest` (its JSON) kept as the
+    /// node's latest state.
+    fn relay(
+        &self,
+        id: Option<u64>,
+        about: About<'_>,
+        data: Json<'_>,
+        latest: Bytes,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<Option<Arc<Frame>>, String> {
+        let is_known = known(about.node);
+        if is_known && matches!(about.state, NodeState::Ok | NodeState::Failed) {
+            self.metrics
+                .node_finished(about.node, about.code, about.elapsed_ms);
+        }
+        let frame = self.push(id, about, data)?;
+        lock(&self.last_state).record(about.node, latest, is_known);
         Ok(frame)
     }
 
@@ -348,9 +359,8 @@ impl Relay {
         window.gone_upto = window.gone_upto.max(last);
     }
 
-    /// The event, decoded (leniently: a hand-written one is completed), relayed by
-    /// this gateway.
-    fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
+    /// Refuses a payload over the size limit of a status event.
+    fn check_size(&self, payload: &[u8]) -> Result<(), String> {
         if payload.len() > self.max_event_bytes {
             return Err(format!(
                 "{} bytes, over the {}-byte limit of a status event",
@@ -358,6 +368,13 @@ impl Relay {
                 self.max_event_bytes
             ));
         }
+        Ok(())
+    }
+
+    /// The event, decoded (leniently: a hand-written one is completed), relayed by
+    /// this gateway.
+    fn decode(&self, subject: &str, payload: &[u8]) -> Result<StatusEvent, String> {
+        self.check_size(payload)?;
         let mut event = StatusEvent::decode(subject, payload).map_err(|e| e.to_string())?;
         event.relayed_by = Some(self.gateway_id.clone());
         Ok(event)

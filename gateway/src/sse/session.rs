@@ -71,9 +71,8 @@ pub struct Session {
     /// The live frames; none while the hub writes the stream.
     live: Option<broadcast::Receiver<Arc<Frame>>>,
     filter: Arc<Filter>,
-    last_sent: u64,
-    /// Sequence of the last control frame sent.
-    controls: u64,
+    /// What has been sent (or skipped by the filter).
+    position: Position,
     pending: VecDeque<Bytes>,
     keepalive: tokio::time::Interval,
     /// Whether something was written since the last keep-alive tick (the timer is not
@@ -86,7 +85,7 @@ pub struct Session {
 impl Session {
     /// Queues retained frames after `last_sent`; says so when some are gone.
     fn catch_up(&mut self) {
-        let (frames, complete) = self.relay.since(self.last_sent);
+        let (frames, complete) = self.relay.since(self.position.last_sent);
         if !complete {
             self.report_gap(frames.first().map_or(self.relay.last_id() + 1, |f| f.id));
         }
@@ -124,9 +123,10 @@ impl Session {
     /// Tells the client that the events between what it has and `first_kept` are gone,
     /// and counts them as dropped.
     fn report_gap(&mut self, first_kept: u64) {
-        let missed = first_kept.saturating_sub(self.last_sent + 1);
+        let missed = first_kept.saturating_sub(self.position.last_sent + 1);
         self.relay.metrics.events_dropped.inc_by(missed);
-        self.pending.push_back(frame::lagged(self.last_sent));
+        self.pending
+            .push_back(frame::lagged(self.position.last_sent));
     }
 
     /// Catches up from the in-memory window and, for what the window no longer holds,
@@ -134,9 +134,9 @@ impl Session {
     /// more is missing than one replay sends (the client resumes from its new last id
     /// to get the rest).
     async fn replay(&mut self, history: &History, newest: u64) {
-        let (frames, complete) = self.relay.since(self.last_sent);
+        let (frames, complete) = self.relay.since(self.position.last_sent);
         if !complete {
-            let from = self.last_sent + 1;
+            let from = self.position.last_sent + 1;
             let until = frames.first().map_or(newest, |f| f.id - 1);
             let stored = history.replay(from, until).await;
             if from <= until {
@@ -176,17 +176,9 @@ impl Session {
     }
 
     fn send(&mut self, frame: &Frame) {
-        if frame.kind != SseEvent::Status {
-            // Control events are live only: no id, no history, no filter.
-            if frame.id > self.controls {
-                self.controls = frame.id;
-                self.pending.push_back(frame.bytes.clone());
-            }
-        } else if frame.id > self.last_sent {
-            self.last_sent = frame.id;
-            if self.filter.matches(frame) {
-                self.pending.push_back(frame.bytes.clone());
-            }
+        // Control events are live only (no history) and pass every filter.
+        if self.position.advance(frame) && self.filter.matches(frame) {
+            self.pending.push_back(frame.bytes.clone());
         }
     }
 
@@ -236,14 +228,8 @@ impl Session {
                 return None;
             }
             self.live = None;
-            self.controls = self.controls.max(sent);
-            Some((
-                self.filter.clone(),
-                Position {
-                    last_sent: self.last_sent,
-                    controls: self.controls,
-                },
-            ))
+            self.position.controls = self.position.controls.max(sent);
+            Some((self.filter.clone(), self.position))
         })
     }
 
@@ -251,14 +237,16 @@ impl Session {
     /// missed meanwhile (the latest topology and bus, status frames from the window).
     pub fn resume(&mut self, position: Position) {
         let subscription = self.relay.subscribe();
-        self.last_sent = position.last_sent;
-        self.controls = position.controls;
-        for frame in self.relay.controls_after(position.controls) {
-            if frame.id <= subscription.controls {
-                self.pending.push_back(frame.bytes.clone());
-            }
+        for frame in self
+            .relay
+            .controls_between(position.controls, subscription.controls)
+        {
+            self.pending.push_back(frame.bytes.clone());
         }
-        self.controls = self.controls.max(subscription.controls);
+        self.position = Position {
+            last_sent: position.last_sent,
+            controls: position.controls.max(subscription.controls),
+        };
         self.live = Some(subscription.live);
         self.catch_up();
     }
@@ -315,8 +303,10 @@ pub async fn open(
         relay,
         live: Some(subscription.live),
         filter: Arc::new(filter),
-        last_sent: newest,
-        controls: subscription.controls,
+        position: Position {
+            last_sent: newest,
+            controls: subscription.controls,
+        },
         pending: VecDeque::new(),
         keepalive: tokio::time::interval_at(
             tokio::time::Instant::now() + sse.keepalive,
@@ -339,7 +329,7 @@ pub async fn open(
         .push_back(frame::bus(state.bus_connected(), state.relay.gateway_id()));
     match resume {
         Some(id) if id <= newest => {
-            session.last_sent = id;
+            session.position.last_sent = id;
             match &state.history {
                 Some(history) => session.replay(history, newest).await,
                 None => session.catch_up(),
@@ -350,7 +340,7 @@ pub async fn open(
         // this one) is skipped to, not reported. Past the stream's end, or without the
         // stream (this gateway restarted, or the id is another's), it is a gap.
         Some(id) => match &state.history {
-            Some(history) if id <= history.last_sequence().await => session.last_sent = id,
+            Some(history) if id <= history.last_sequence().await => session.position.last_sent = id,
             _ => session.pending.push_back(frame::lagged(id)),
         },
         None => {}
