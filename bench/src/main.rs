@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     // with OTEL_PROPAGATORS=none, same build, rounds interleaved.
     drop(seed);
     let propagation = if nats {
-        Some(propagation_cost(&client, &topology, &nats_env).await?)
+        Some(propagation_cost(&client, &server, &topology, &nats_env).await?)
     } else {
         None
     };
@@ -263,12 +263,18 @@ async fn fresh_gateway(
 
 /// Rounds of each side of an interleaved comparison.
 const ROUNDS: usize = 5;
+/// Rounds of each side of the trace context's cost: a few per cent, on a noisy machine.
+const PROPAGATION_ROUNDS: usize = 9;
 
-/// Seed activations per second at c=64 with and without the trace context.
+/// Seed activations per second at c=64 with and without the trace context, and the
+/// CPU each activation cost the seed process and the NATS server (µs): on 2 shared
+/// cores, what bounds the throughput, and less noisy than it.
 #[derive(serde::Serialize)]
 struct Propagation {
     on_per_second: Vec<f64>,
     off_per_second: Vec<f64>,
+    on_cpu_us: Vec<f64>,
+    off_cpu_us: Vec<f64>,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -284,13 +290,16 @@ fn min(values: &[f64]) -> f64 {
 impl Propagation {
     fn markdown(&self) -> String {
         let (on, off) = (median(&self.on_per_second), median(&self.off_per_second));
+        let (on_cpu, off_cpu) = (median(&self.on_cpu_us), median(&self.off_cpu_us));
         format!(
-            "\nTrace context always on (span-less, nothing exported): seed activations over NATS at c=64, {ROUNDS} interleaved rounds each: \
+            "\nTrace context always on (span-less, nothing exported): seed activations over NATS at c=64, {PROPAGATION_ROUNDS} interleaved rounds each: \
              with it median {on:.0}/s (min {:.0}), with `OTEL_PROPAGATORS=none` median {off:.0}/s (min {:.0}): \
-             it costs {:.1}% of throughput.\n",
+             it costs {:.1}% of throughput. CPU per activation (seed process and NATS server): \
+             {on_cpu:.1} µs with it, {off_cpu:.1} µs without: {:+.1}%.\n",
             min(&self.on_per_second),
             min(&self.off_per_second),
-            100.0 * (1.0 - on / off)
+            100.0 * (1.0 - on / off),
+            100.0 * (on_cpu / off_cpu - 1.0)
         )
     }
 }
@@ -298,15 +307,19 @@ impl Propagation {
 /// The seed at c=64, propagation on and off in turn, a fresh seed process each round.
 async fn propagation_cost(
     client: &Client,
+    server: &NatsServer,
     topology: &std::path::Path,
     nats_env: &[(&str, String)],
 ) -> anyhow::Result<Propagation> {
     let mut result = Propagation {
         on_per_second: Vec::new(),
         off_per_second: Vec::new(),
+        on_cpu_us: Vec::new(),
+        off_cpu_us: Vec::new(),
     };
     let file = topology.display().to_string();
-    for _ in 0..ROUNDS {
+    let server_stat = format!("/proc/{}/stat", server.pid().unwrap_or(0));
+    for _ in 0..PROPAGATION_ROUNDS {
         for on in [true, false] {
             let mut env = nats_env.to_vec();
             if !on {
@@ -314,11 +327,16 @@ async fn propagation_cost(
             }
             let seed = Proc::start("handlers", &["--topology", &file, "--fail-rate", "0"], &env)?;
             wait_for_node(client, "UI").await;
+            let cpu = || seed.cpu_seconds() + procs::cpu_seconds(&server_stat);
+            let before = cpu();
             let rate = nats_scenario(client, "UI", 64, true, REQUESTS).await.rate();
+            let cpu_us = (cpu() - before) * 1e6 / REQUESTS as f64;
             if on {
                 result.on_per_second.push(rate);
+                result.on_cpu_us.push(cpu_us);
             } else {
                 result.off_per_second.push(rate);
+                result.off_cpu_us.push(cpu_us);
             }
             drop(seed);
             // The next process starts once this one's subscriptions are gone.

@@ -64,11 +64,14 @@ pub async fn observe<E: Endpoint>(
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HttpHeaders(req.headers()))
-        });
-        let _ = span.set_parent(parent);
-        mesh_core::trace_context::record_ids(&span);
+        // A disabled span (nothing exported or logged) has no parent to set.
+        if !span.is_disabled() {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&HttpHeaders(req.headers()))
+            });
+            let _ = span.set_parent(parent);
+            mesh_core::trace_context::record_ids(&span);
+        }
         let host = req
             .headers()
             .get(poem::http::header::HOST)

@@ -319,10 +319,14 @@ async fn serve(node: &Node, mut request: service::Request) {
         &subject,
         Some(subject::QUEUE_GROUP),
     );
-    let _ = span.set_parent(mesh_core::trace_context::extract(
-        request.message.headers.as_ref(),
-    ));
-    mesh_core::trace_context::record_ids(&span);
+    // A disabled span (nothing exported or logged) has no parent to set: the context
+    // is not even read then (the span-less one below is).
+    if !span.is_disabled() {
+        let _ = span.set_parent(mesh_core::trace_context::extract(
+            request.message.headers.as_ref(),
+        ));
+        mesh_core::trace_context::record_ids(&span);
+    }
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
             // Spans not exported: the caller's trace context (or a new one) goes on

@@ -40,6 +40,11 @@ impl NatsServer {
         Self::start_with(&[])
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a server with JetStream on (storage in a temporary directory).
     pub fn start_jetstream() -> Self {
         Self::start_with(&["-js"])
