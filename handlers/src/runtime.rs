@@ -257,8 +257,10 @@ async fn accept(
         let node = node.clone();
         let refusals = refusals.clone();
         match limit.clone().try_acquire_owned() {
+            // Boxed: the task then holds a pointer, not the whole activation's state,
+            // which spawning and finishing the task would copy several times.
             Ok(permit) => tracker.spawn(async move {
-                serve(&node, request).await;
+                Box::pin(serve(&node, request)).await;
                 drop(permit);
             }),
             Err(_) => tracker.spawn(async move {
