@@ -97,6 +97,17 @@ pub fn extract(headers: Option<&HeaderMap>) -> Context {
     }
 }
 
+/// Makes `span` a child of the context `parent` reads (a caller's, from its headers) and
+/// records its ids ([`record_ids`]). Nothing, not even the read, for a disabled span
+/// (nothing exported or logged): it has no parent to set.
+pub fn continue_in(span: &tracing::Span, parent: impl FnOnce() -> Context) {
+    if span.is_disabled() {
+        return;
+    }
+    let _ = span.set_parent(parent());
+    record_ids(span);
+}
+
 /// The trace id of `span` as 32 hex digits, when it belongs to a trace.
 /// Records the span's OpenTelemetry ids in its `trace_id` and `span_id` fields (declared
 /// `Empty` by the span), so that JSON log lines inside it carry them; nothing when the

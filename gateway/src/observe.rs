@@ -10,7 +10,6 @@ use std::sync::Arc;
 use opentelemetry::propagation::Extractor;
 use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use mesh_core::{span_attrs, trace_context::Lite};
 
@@ -64,14 +63,11 @@ pub async fn observe<E: Endpoint>(
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        // A disabled span (nothing exported or logged) has no parent to set.
-        if !span.is_disabled() {
-            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        mesh_core::trace_context::continue_in(&span, || {
+            opentelemetry::global::get_text_map_propagator(|p| {
                 p.extract(&HttpHeaders(req.headers()))
-            });
-            let _ = span.set_parent(parent);
-            mesh_core::trace_context::record_ids(&span);
-        }
+            })
+        });
         let host = req
             .headers()
             .get(poem::http::header::HOST)

@@ -17,7 +17,6 @@ use schemas::{code, service::NodeMeta, subject, ActivationRequest, NodeName};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{node::Node, topology::Work, NodeSpec, VERSION};
 
@@ -321,14 +320,9 @@ async fn serve(node: &Node, mut request: service::Request) {
         &subject,
         Some(subject::QUEUE_GROUP),
     );
-    // A disabled span (nothing exported or logged) has no parent to set: the context
-    // is not even read then (the span-less one below is).
-    if !span.is_disabled() {
-        let _ = span.set_parent(mesh_core::trace_context::extract(
-            request.message.headers.as_ref(),
-        ));
-        mesh_core::trace_context::record_ids(&span);
-    }
+    mesh_core::trace_context::continue_in(&span, || {
+        mesh_core::trace_context::extract(request.message.headers.as_ref())
+    });
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
             // Spans not exported: the caller's trace context (or a new one) goes on
