@@ -64,16 +64,17 @@ pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
 }
 
 /// Headers for a request sent inside `span`: its exported context, else the current
-/// [`Lite`] context one hop further; `None` when neither (propagation off).
+/// [`Lite`] context (whose span id, the hop's, is the request's parent id); `None` when
+/// neither (propagation off).
 pub fn request_headers(span: &tracing::Span) -> Option<HeaderMap> {
-    headers_for(span).or_else(|| CURRENT.try_with(|c| c.child().headers()).ok())
+    headers_for(span).or_else(|| CURRENT.try_with(Lite::headers).ok())
 }
 
 /// The `traceparent` to hand a function run inside `span`.
 pub fn traceparent_for(span: &tracing::Span) -> Option<String> {
     match headers_for(span) {
         Some(headers) => headers.get("traceparent").map(|v| v.as_str().to_string()),
-        None => CURRENT.try_with(|c| c.child().traceparent()).ok(),
+        None => CURRENT.try_with(Lite::traceparent).ok(),
     }
 }
 
@@ -155,17 +156,20 @@ pub fn propagating() -> bool {
 /// gateway continues a caller's `traceparent` (or starts a trace), and every hop passes
 /// the trace on with a span id of its own, so that `X-Trace-Id`, the status events'
 /// `trace_id` and every NATS request agree, whether or not anything is exported. Costs a
-/// random number and a 55-byte header per hop; no span is built.
+/// random number, one formatted `traceparent` and a 55-byte header per hop; no span is
+/// built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lite {
     /// The trace id (never 0).
     pub trace_id: u128,
-    /// The trace id as 32 hex digits (made once per trace per process).
-    trace_hex: Arc<str>,
     /// This hop's span id (never 0).
     pub span_id: u64,
     /// The trace flags (`01`: sampled).
     pub flags: u8,
+    /// This context as a version-00 `traceparent`, formatted once: the requests of the
+    /// hop carry it as it is (the hop's span id is their parent id), and its trace id is
+    /// the status events' `trace_id`.
+    traceparent: Arc<str>,
     /// The caller's `tracestate`, passed on unchanged.
     pub state: Option<Arc<str>>,
     /// The caller's `baggage`, passed on unchanged.
@@ -175,12 +179,18 @@ pub struct Lite {
 /// Longest `tracestate` or `baggage` passed on (the W3C limits are 512 and 8192 bytes).
 const MAX_PASSED: usize = 8192;
 
+/// Length of a version-00 `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`.
+const TRACEPARENT_LEN: usize = 55;
+/// Where the trace id and the parent (span) id sit in a `traceparent`.
+const TRACE_HEX: std::ops::Range<usize> = 3..35;
+const SPAN_HEX: std::ops::Range<usize> = 36..52;
+
+const TRACEPARENT: async_nats::HeaderName = async_nats::HeaderName::from_static("traceparent");
+const TRACESTATE: async_nats::HeaderName = async_nats::HeaderName::from_static("tracestate");
+const BAGGAGE_HEADER: async_nats::HeaderName = async_nats::HeaderName::from_static("baggage");
+
 tokio::task_local! {
     static CURRENT: Lite;
-}
-
-fn hex32(id: u128) -> Arc<str> {
-    Arc::from(format!("{id:032x}"))
 }
 
 fn nonzero_u64() -> u64 {
@@ -192,42 +202,69 @@ fn nonzero_u64() -> u64 {
     }
 }
 
+/// The bytes `hex` (lowercase hex digits only, as W3C requires) stands for.
+fn lower_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    if hex.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    const_hex::decode_to_array(hex).ok()
+}
+
+/// `00-<trace>-<span>-<flags>`.
+fn format_traceparent(trace_id: u128, span_id: u64, flags: u8) -> Arc<str> {
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // The slices have exactly twice the input's length: encoding cannot fail.
+    let _ = const_hex::encode_to_slice(trace_id.to_be_bytes(), &mut out[TRACE_HEX]);
+    let _ = const_hex::encode_to_slice(span_id.to_be_bytes(), &mut out[SPAN_HEX]);
+    let _ = const_hex::encode_to_slice([flags], &mut out[53..]);
+    Arc::from(std::str::from_utf8(&out).unwrap_or_default())
+}
+
 impl Lite {
+    fn new(
+        trace_id: u128,
+        span_id: u64,
+        flags: u8,
+        state: Option<Arc<str>>,
+        baggage: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            traceparent: format_traceparent(trace_id, span_id, flags),
+            state,
+            baggage,
+        }
+    }
+
     /// A new trace (sampled, so that a later hop that exports records it).
     pub fn fresh() -> Self {
         let trace_id = u128::from(nonzero_u64()) << 64 | u128::from(rand::random::<u64>());
-        Self {
-            trace_id,
-            trace_hex: hex32(trace_id),
-            span_id: nonzero_u64(),
-            flags: 1,
-            state: None,
-            baggage: None,
-        }
+        Self::new(trace_id, nonzero_u64(), 1, None, None)
     }
 
     /// The trace a `traceparent` (with its `tracestate` and `baggage`) names, or `None`
     /// when it is not a valid W3C trace context.
     pub fn parse(traceparent: &str, state: Option<&str>, baggage: Option<&str>) -> Option<Self> {
-        let t = traceparent.trim();
-        let b = t.as_bytes();
-        // ASCII only: the fields below are cut at byte offsets.
-        if !t.is_ascii() || b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
+        let b = traceparent.trim().as_bytes();
+        // A later version may add fields after the flags; version 00 may not.
+        if b.len() < TRACEPARENT_LEN || (b.len() > TRACEPARENT_LEN && b[TRACEPARENT_LEN] != b'-') {
             return None;
         }
-        let hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-        let (version, trace, parent, flags) = (&t[0..2], &t[3..35], &t[36..52], &t[53..55]);
         if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        if !(hex(version) && hex(trace) && hex(parent) && hex(flags)) || version == "ff" {
+        let [version] = lower_hex::<1>(&b[0..2])?;
+        if version == 0xff || (version == 0 && b.len() != TRACEPARENT_LEN) {
             return None;
         }
-        if version == "00" && b.len() != 55 {
+        let trace_id = u128::from_be_bytes(lower_hex(&b[TRACE_HEX])?);
+        let span_id = u64::from_be_bytes(lower_hex(&b[SPAN_HEX])?);
+        let [flags] = lower_hex::<1>(&b[53..55])?;
+        if trace_id == 0 || span_id == 0 {
             return None;
         }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
-        let span_id = u64::from_str_radix(parent, 16).ok().filter(|s| *s != 0)?;
         let passed = |v: Option<&str>| {
             v.map(str::trim)
                 .filter(|v| {
@@ -237,53 +274,73 @@ impl Lite {
                 })
                 .map(Arc::from)
         };
-        Some(Self {
-            trace_id,
-            trace_hex: Arc::from(trace),
-            span_id,
-            flags: u8::from_str_radix(flags, 16).ok()?,
-            state: passed(state),
-            baggage: passed(baggage.filter(|_| BAGGAGE.load(Ordering::Relaxed))),
-        })
+        let (state, baggage) = (
+            passed(state),
+            passed(baggage.filter(|_| BAGGAGE.load(Ordering::Relaxed))),
+        );
+        if b.len() == TRACEPARENT_LEN && version == 0 {
+            // Already as this context is written: kept, not formatted again.
+            let traceparent = Arc::from(std::str::from_utf8(b).ok()?);
+            return Some(Self {
+                trace_id,
+                span_id,
+                flags,
+                traceparent,
+                state,
+                baggage,
+            });
+        }
+        Some(Self::new(trace_id, span_id, flags, state, baggage))
     }
 
-    /// The context a message's headers carry, if any.
+    /// The context a message's headers carry, if any (read in one pass over them: no
+    /// header name is built or hashed).
     pub fn from_headers(headers: Option<&HeaderMap>) -> Option<Self> {
-        let headers = headers?;
-        let get = |name: &str| headers.get(name).map(|v| v.as_str());
-        Self::parse(get("traceparent")?, get("tracestate"), get("baggage"))
+        let (mut traceparent, mut state, mut baggage) = (None, None, None);
+        for (name, values) in headers?.iter() {
+            let value = values.first().map(|v| v.as_str());
+            match name.as_ref() {
+                "traceparent" => traceparent = value,
+                "tracestate" => state = value,
+                "baggage" => baggage = value,
+                _ => {}
+            }
+        }
+        Self::parse(traceparent?, state, baggage)
     }
 
     /// The same trace, one hop further: a new span id.
     pub fn child(&self) -> Self {
+        let span_id = nonzero_u64();
+        let mut traceparent = [0u8; TRACEPARENT_LEN];
+        traceparent.copy_from_slice(self.traceparent.as_bytes());
+        let _ = const_hex::encode_to_slice(span_id.to_be_bytes(), &mut traceparent[SPAN_HEX]);
         Self {
-            span_id: nonzero_u64(),
+            span_id,
+            traceparent: Arc::from(std::str::from_utf8(&traceparent).unwrap_or_default()),
             ..self.clone()
         }
     }
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        self.trace_hex.to_string()
+        self.traceparent[TRACE_HEX].to_string()
     }
 
-    /// The `traceparent` header value.
+    /// The `traceparent` header value (version 00, this hop's span id as parent id).
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        self.traceparent.to_string()
     }
 
-    /// Headers carrying this context.
+    /// Headers carrying this context: the requests a hop sends name it as their parent.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert("traceparent", self.traceparent().as_str());
+        headers.insert(TRACEPARENT, self.traceparent());
         if let Some(state) = &self.state {
-            headers.insert("tracestate", &**state);
+            headers.insert(TRACESTATE, state.to_string());
         }
         if let Some(baggage) = &self.baggage {
-            headers.insert("baggage", &**baggage);
+            headers.insert(BAGGAGE_HEADER, baggage.to_string());
         }
         headers
     }
@@ -296,7 +353,7 @@ impl Lite {
 
     /// The current context's trace id (inside [`Lite::scope`]), as 32 hex digits.
     pub fn current_trace_id() -> Option<String> {
-        CURRENT.try_with(|c| c.trace_hex.to_string()).ok()
+        CURRENT.try_with(Lite::trace_id_hex).ok()
     }
 }
 
@@ -361,10 +418,33 @@ mod tests {
     }
 
     #[test]
+    fn the_context_is_read_among_other_headers_and_written_as_version_00() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", "x");
+        h.insert(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later",
+        );
+        h.insert("tracestate", "k=v");
+        let c = Lite::from_headers(Some(&h)).unwrap();
+        assert_eq!(
+            c.traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(c.state.as_deref(), Some("k=v"));
+        assert_eq!(c.span_id, 0x00f0_67aa_0ba9_02b7);
+        let mut other = HeaderMap::new();
+        other.insert("Traceparent-Not", c.traceparent().as_str());
+        assert_eq!(Lite::from_headers(Some(&other)), None);
+    }
+
+    #[test]
     fn fresh_traces_differ_and_are_sampled() {
         let (a, b) = (Lite::fresh(), Lite::fresh());
         assert_ne!(a.trace_id, b.trace_id);
         assert_eq!(a.flags, 1);
         assert_eq!(a.traceparent().len(), 55);
+        assert_eq!(Lite::parse(&a.traceparent(), None, None), Some(a.clone()));
+        assert_eq!(a.trace_id_hex(), format!("{:032x}", a.trace_id));
     }
 }
