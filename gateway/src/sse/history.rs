@@ -162,13 +162,15 @@ impl History {
 /// or the newer form with a domain and an account hash after `ACK` (and a token at the
 /// end).
 fn sequences(reply: &str) -> Option<(u64, u64)> {
-    let mut tokens = [""; 12];
+    // Split by bytes: `str::split` looks for each '.' with a fresh search, which cost
+    // more than the rest of reading a status event.
+    let mut tokens: [&[u8]; 12] = [&[]; 12];
     let mut count = 0;
-    for token in reply.split('.') {
+    for token in reply.as_bytes().split(|b| *b == b'.') {
         *tokens.get_mut(count)? = token;
         count += 1;
     }
-    if tokens[..2] != ["$JS", "ACK"] {
+    if tokens[..2] != [b"$JS".as_slice(), b"ACK"] {
         return None;
     }
     let (stream, consumer) = match count {
@@ -176,7 +178,19 @@ fn sequences(reply: &str) -> Option<(u64, u64)> {
         11 | 12 => (tokens[7], tokens[8]),
         _ => return None,
     };
-    Some((consumer.parse().ok()?, stream.parse().ok()?))
+    Some((decimal(consumer)?, decimal(stream)?))
+}
+
+/// A sequence number written in decimal digits (nothing else).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// Idle heartbeat of a [`Follow`]'s consumer: two missed tell that it was lost.
@@ -337,6 +351,10 @@ mod tests {
             "_INBOX.x",
             "$JS.ACK.S.c.1.x.7.0.0",
             "$JS.NAK.S.c.1.42.7.0.0",
+            "$JS.ACK.S.c.1..7.0.0",
+            "$JS.ACK.S.c.1.+42.7.0.0",
+            "$JS.ACK.S.c.1.42.99999999999999999999.0.0",
+            "$JS.ACK.S.c.1.42.7.0.0.too.many.tokens.here",
         ] {
             assert_eq!(sequences(bad), None, "{bad}");
         }

@@ -100,8 +100,7 @@ struct About<'a> {
 fn one_line_object(payload: &[u8]) -> bool {
     payload.first() == Some(&b'{')
         && payload.last() == Some(&b'}')
-        && !payload.contains(&b'\n')
-        && !payload.contains(&b'\r')
+        && memchr::memchr2(b'\n', b'\r', payload).is_none()
 }
 
 /// A status event's JSON, to be framed.
