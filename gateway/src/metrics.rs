@@ -91,8 +91,10 @@ pub struct Metrics {
     /// Time each discovered node spent on its activations, from their final status events.
     pub node_seconds: NodeHistogramFamily,
     /// Each node's series, found by name without building labels (which allocates) for
-    /// every status event.
-    node_series: std::sync::Mutex<std::collections::HashMap<String, NodeSeries>>,
+    /// every status event (hashed with foldhash: only discovered nodes are counted).
+    node_series: std::sync::Mutex<
+        std::collections::HashMap<String, NodeSeries, foldhash::fast::RandomState>,
+    >,
 }
 
 /// Outcomes of a node's activation, in the order [`NodeSeries::outcomes`] keeps them.

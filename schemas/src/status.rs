@@ -170,12 +170,17 @@ impl StatusEvent {
     ) -> Result<StatusEventRef<'a>, StatusDecodeError> {
         let node = subject::node_name_of_status(subject)
             .ok_or_else(|| StatusDecodeError::Subject(subject.chars().take(80).collect()))?;
-        let event: StatusEventRef<'a> = serde_json::from_slice(payload)?;
         let invalid = |what: &str| {
             Err(StatusDecodeError::Json(serde::de::Error::custom(format!(
                 "invalid {what}"
             ))))
         };
+        // Checked as a whole once (fast for ASCII), so that no text read from it is
+        // checked again, one by one.
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return invalid("UTF-8");
+        };
+        let event: StatusEventRef<'a> = serde_json::from_str(text)?;
         if event.node != node {
             return invalid("node: not the subject's");
         }

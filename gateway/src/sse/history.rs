@@ -162,23 +162,25 @@ impl History {
 /// or the newer form with a domain and an account hash after `ACK` (and a token at the
 /// end).
 fn sequences(reply: &str) -> Option<(u64, u64)> {
-    // Split by bytes: `str::split` looks for each '.' with a fresh search, which cost
-    // more than the rest of reading a status event.
-    let mut tokens: [&[u8]; 12] = [&[]; 12];
-    let mut count = 0;
-    for token in reply.as_bytes().split(|b| *b == b'.') {
-        *tokens.get_mut(count)? = token;
-        count += 1;
-    }
-    if tokens[..2] != [b"$JS".as_slice(), b"ACK"] {
+    // Read from the end with memchr: the sequences are the 3rd and 4th tokens from the
+    // end in both forms (5th and 4th with the newer form's last token), and the
+    // tokens before them are names without dots. Looking for each '.' afresh
+    // (`str::split`) cost more than the rest of reading a status event.
+    let b = reply.as_bytes();
+    if !b.starts_with(b"$JS.ACK.") {
         return None;
     }
-    let (stream, consumer) = match count {
-        9 => (tokens[5], tokens[6]),
-        11 | 12 => (tokens[7], tokens[8]),
+    let skip = match memchr::memchr_iter(b'.', b).count() + 1 {
+        9 | 11 => 0,
+        12 => 1,
         _ => return None,
     };
-    Some((decimal(consumer)?, decimal(stream)?))
+    let mut dots = memchr::memrchr_iter(b'.', b).skip(skip + 1);
+    let (after_consumer, after_stream, before_stream) = (dots.next()?, dots.next()?, dots.next()?);
+    Some((
+        decimal(&b[after_stream + 1..after_consumer])?,
+        decimal(&b[before_stream + 1..after_stream])?,
+    ))
 }
 
 /// A sequence number written in decimal digits (nothing else).

@@ -10,7 +10,9 @@ use schemas::{NodeName, StatusEvent};
 /// Latest states, by node: each kept as the JSON of a complete status event, decoded
 /// only when asked for (events come far more often than anyone looks).
 pub struct LatestStates {
-    states: HashMap<NodeName, Bytes>,
+    /// Looked up for every event: hashed with foldhash (the names are not secret, and
+    /// how many there are is bounded).
+    states: HashMap<NodeName, Bytes, foldhash::fast::RandomState>,
     /// Nodes discovery did not know when they published, oldest first; at most
     /// `unknown_capacity` of them keep a state.
     unknown: VecDeque<NodeName>,
@@ -21,7 +23,7 @@ impl LatestStates {
     /// An empty map keeping at most `unknown_capacity` states of unknown nodes.
     pub fn new(unknown_capacity: usize) -> Self {
         Self {
-            states: HashMap::new(),
+            states: HashMap::default(),
             unknown: VecDeque::new(),
             unknown_capacity: unknown_capacity.max(1),
         }
