@@ -10,6 +10,10 @@
 //! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
 //! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only. `BENCH_SSE_SINGLES` (default
 //! `5000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
+//!
+//! `bench --drive NATS_URL NODE CONCURRENCY COUNT` runs COUNT activations of NODE and
+//! prints how many per second: a load for side-by-side comparisons of builds outside
+//! the bench (each activation must succeed).
 
 mod floor;
 mod procs;
@@ -45,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
         // `bench --sse-floor URL PORT`: the floor of SSE fan-out (see `floor`).
         [_, flag, url, port] if flag == "--sse-floor" => {
             return floor::serve(url, port.parse()?).await;
+        }
+        [_, flag, url, node, c, n] if flag == "--drive" => {
+            let client = async_nats::connect(url).await?;
+            let s = nats_scenario(&client, node, c.parse()?, true, n.parse()?).await;
+            println!("{}", s.rate());
+            return Ok(());
         }
         _ => {}
     }
@@ -146,23 +156,41 @@ async fn main() -> anyhow::Result<()> {
             rows.push(s.row(what, c, note));
         }
     }
-    let mut idle_gateway_us_per_activation = f64::NAN;
+    let mut idle_gateway_us = Vec::new();
     for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("seed activation over NATS", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
+            let relayed_before = events_relayed(&http, &base_url).await;
             let gateway_cpu = gateway.cpu_seconds();
             let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
             if c == 64 {
                 // Every activation's 16 events reach the gateway, with no SSE client to
-                // send them to (100 warm-up activations included); the last round's.
-                idle_gateway_us_per_activation =
-                    (gateway.cpu_seconds() - gateway_cpu) * 1e6 / (REQUESTS + 100) as f64;
+                // send them to: its CPU once it relayed them all, per activation (the
+                // 100 warm-up ones included; each worker runs its share rounded up).
+                let activations = REQUESTS.div_ceil(c) * c + 100;
+                let events = 16 * activations;
+                eventually(
+                    "the gateway relays every event",
+                    Duration::from_secs(60),
+                    || async {
+                        (events_relayed(&http, &base_url).await >= relayed_before + events as u64)
+                            .then_some(())
+                    },
+                )
+                .await;
+                idle_gateway_us
+                    .push((gateway.cpu_seconds() - gateway_cpu) * 1e6 / activations as f64);
             }
             r.add(&base, &s);
         }
         rows.push(r.row(RawShare::Seed));
     }
+    let idle_gateway_us_per_activation = if idle_gateway_us.is_empty() {
+        f64::NAN
+    } else {
+        median(&idle_gateway_us)
+    };
     for c in [1, 16, 64].into_iter().filter(|_| nats && !quick) {
         let mut r = Compared::new("seed activation via POST /activate", c);
         for _ in 0..ROUNDS {
@@ -208,7 +236,8 @@ async fn main() -> anyhow::Result<()> {
     let mut markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
     if nats {
         markdown.push_str(&format!(
-            "\nGateway CPU per seed activation over NATS with no SSE client (its 16 status events read from the stream, checked, counted and kept as they came; nothing rendered): {idle_gateway_us_per_activation:.1} µs.\n"
+            "\nGateway CPU per seed activation over NATS with no SSE client (its 16 status events read from the stream, checked, counted and kept as they came; nothing rendered), at c=64, median of {ROUNDS} rounds: {idle_gateway_us_per_activation:.1} µs (min {:.1}).\n",
+            min(&idle_gateway_us)
         ));
     }
     if let Some(propagation) = &propagation {
@@ -227,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_node_rss_kib": idle_node_kib,
             "idle_gateway_rss_kib": idle_gateway_kib,
             "propagation": propagation,
-            "idle_gateway_us_per_activation": idle_gateway_us_per_activation,
+            "idle_gateway_us_per_activation": idle_gateway_us,
         }))?,
     )?;
     drop((hop, exec_echo, exec_python, gateway));
@@ -264,7 +293,7 @@ async fn fresh_gateway(
 /// Rounds of each side of an interleaved comparison.
 const ROUNDS: usize = 5;
 /// Rounds of each side of the trace context's cost: a few per cent, on a noisy machine.
-const PROPAGATION_ROUNDS: usize = 9;
+const PROPAGATION_ROUNDS: usize = 15;
 
 /// Seed activations per second at c=64 with and without the trace context, and the
 /// CPU each activation cost the seed process and the NATS server (µs): on 2 shared
@@ -291,15 +320,19 @@ impl Propagation {
     fn markdown(&self) -> String {
         let (on, off) = (median(&self.on_per_second), median(&self.off_per_second));
         let (on_cpu, off_cpu) = (median(&self.on_cpu_us), median(&self.off_cpu_us));
+        // Each round's two sides ran one after the other: their ratios are what drift
+        // on a shared machine disturbs least.
+        let paired =
+            |a: &[f64], b: &[f64]| median(&a.iter().zip(b).map(|(a, b)| a / b).collect::<Vec<_>>());
         format!(
             "\nTrace context always on (span-less, nothing exported): seed activations over NATS at c=64, {PROPAGATION_ROUNDS} interleaved rounds each: \
              with it median {on:.0}/s (min {:.0}), with `OTEL_PROPAGATORS=none` median {off:.0}/s (min {:.0}): \
-             it costs {:.1}% of throughput. CPU per activation (seed process and NATS server): \
-             {on_cpu:.1} µs with it, {off_cpu:.1} µs without: {:+.1}%.\n",
+             it costs {:.1}% of throughput (median of the rounds' ratios). CPU per activation (seed process and NATS server): \
+             {on_cpu:.1} µs with it, {off_cpu:.1} µs without: {:+.1}% (median of the rounds' ratios).\n",
             min(&self.on_per_second),
             min(&self.off_per_second),
-            100.0 * (1.0 - on / off),
-            100.0 * (on_cpu / off_cpu - 1.0)
+            100.0 * (1.0 - paired(&self.on_per_second, &self.off_per_second)),
+            100.0 * (paired(&self.on_cpu_us, &self.off_cpu_us) - 1.0)
         )
     }
 }
@@ -344,6 +377,19 @@ async fn propagation_cost(
         }
     }
     Ok(result)
+}
+
+/// The gateway's count of relayed status events (from `GET /metrics`); 0 when it cannot
+/// be read.
+async fn events_relayed(http: &reqwest::Client, base: &str) -> u64 {
+    let Ok(response) = http.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("mesh_gateway_events_relayed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Waits until nothing serves `node`.
