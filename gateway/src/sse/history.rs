@@ -162,10 +162,10 @@ impl History {
 /// or the newer form with a domain and an account hash after `ACK` (and a token at the
 /// end).
 fn sequences(reply: &str) -> Option<(u64, u64)> {
-    // Read from the end with memchr: the sequences are the 3rd and 4th tokens from the
-    // end in both forms (5th and 4th with the newer form's last token), and the
-    // tokens before them are names without dots. Looking for each '.' afresh
-    // (`str::split`) cost more than the rest of reading a status event.
+    // Read from the end with memchr: the consumer and stream sequences are the 3rd and
+    // 4th tokens from the end in both forms (4th and 5th when the newer form ends with
+    // its extra token). Looking for each '.' afresh (`str::split`) cost more than the
+    // rest of reading a status event.
     let b = reply.as_bytes();
     if !b.starts_with(b"$JS.ACK.") {
         return None;
@@ -175,11 +175,13 @@ fn sequences(reply: &str) -> Option<(u64, u64)> {
         12 => 1,
         _ => return None,
     };
+    // The dots around the two sequences, from the end: after the consumer's, between
+    // the two, before the stream's.
     let mut dots = memchr::memrchr_iter(b'.', b).skip(skip + 1);
-    let (after_consumer, after_stream, before_stream) = (dots.next()?, dots.next()?, dots.next()?);
+    let (after, between, before) = (dots.next()?, dots.next()?, dots.next()?);
     Some((
-        decimal(&b[after_stream + 1..after_consumer])?,
-        decimal(&b[before_stream + 1..after_stream])?,
+        decimal(&b[between + 1..after])?,
+        decimal(&b[before + 1..between])?,
     ))
 }
 
