@@ -221,27 +221,18 @@ fn format_traceparent(trace_id: u128, span_id: u64, flags: u8) -> Arc<str> {
 }
 
 impl Lite {
-    fn new(
-        trace_id: u128,
-        span_id: u64,
-        flags: u8,
-        state: Option<Arc<str>>,
-        baggage: Option<Arc<str>>,
-    ) -> Self {
-        Self {
-            trace_id,
-            span_id,
-            flags,
-            traceparent: format_traceparent(trace_id, span_id, flags),
-            state,
-            baggage,
-        }
-    }
-
     /// A new trace (sampled, so that a later hop that exports records it).
     pub fn fresh() -> Self {
         let trace_id = u128::from(nonzero_u64()) << 64 | u128::from(rand::random::<u64>());
-        Self::new(trace_id, nonzero_u64(), 1, None, None)
+        let span_id = nonzero_u64();
+        Self {
+            trace_id,
+            span_id,
+            flags: 1,
+            traceparent: format_traceparent(trace_id, span_id, 1),
+            state: None,
+            baggage: None,
+        }
     }
 
     /// The trace a `traceparent` (with its `tracestate` and `baggage`) names, or `None`
@@ -274,23 +265,21 @@ impl Lite {
                 })
                 .map(Arc::from)
         };
-        let (state, baggage) = (
-            passed(state),
-            passed(baggage.filter(|_| BAGGAGE.load(Ordering::Relaxed))),
-        );
-        if b.len() == TRACEPARENT_LEN && version == 0 {
-            // Already as this context is written: kept, not formatted again.
-            let traceparent = Arc::from(std::str::from_utf8(b).ok()?);
-            return Some(Self {
-                trace_id,
-                span_id,
-                flags,
-                traceparent,
-                state,
-                baggage,
-            });
-        }
-        Some(Self::new(trace_id, span_id, flags, state, baggage))
+        // A version-00 one is already as this context is written: kept, not formatted
+        // again (a later version's is written as version 00).
+        let traceparent = if version == 0 {
+            Arc::from(std::str::from_utf8(b).ok()?)
+        } else {
+            format_traceparent(trace_id, span_id, flags)
+        };
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+            traceparent,
+            state: passed(state),
+            baggage: passed(baggage.filter(|_| BAGGAGE.load(Ordering::Relaxed))),
+        })
     }
 
     /// The context a message's headers carry, if any (read in one pass over them: no
@@ -312,12 +301,9 @@ impl Lite {
     /// The same trace, one hop further: a new span id.
     pub fn child(&self) -> Self {
         let span_id = nonzero_u64();
-        let mut traceparent = [0u8; TRACEPARENT_LEN];
-        traceparent.copy_from_slice(self.traceparent.as_bytes());
-        let _ = const_hex::encode_to_slice(span_id.to_be_bytes(), &mut traceparent[SPAN_HEX]);
         Self {
             span_id,
-            traceparent: Arc::from(std::str::from_utf8(&traceparent).unwrap_or_default()),
+            traceparent: format_traceparent(self.trace_id, span_id, self.flags),
             ..self.clone()
         }
     }
