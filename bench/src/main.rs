@@ -312,6 +312,12 @@ fn median(values: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median of the ratios `a[i] / b[i]` of rounds run side by side: what drift on a
+/// shared machine disturbs least.
+fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(&a.iter().zip(b).map(|(a, b)| a / b).collect::<Vec<_>>())
+}
+
 fn min(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -320,10 +326,6 @@ impl Propagation {
     fn markdown(&self) -> String {
         let (on, off) = (median(&self.on_per_second), median(&self.off_per_second));
         let (on_cpu, off_cpu) = (median(&self.on_cpu_us), median(&self.off_cpu_us));
-        // Each round's two sides ran one after the other: their ratios are what drift
-        // on a shared machine disturbs least.
-        let paired =
-            |a: &[f64], b: &[f64]| median(&a.iter().zip(b).map(|(a, b)| a / b).collect::<Vec<_>>());
         format!(
             "\nTrace context always on (span-less, nothing exported): seed activations over NATS at c=64, {PROPAGATION_ROUNDS} interleaved rounds each: \
              with it median {on:.0}/s (min {:.0}), with `OTEL_PROPAGATORS=none` median {off:.0}/s (min {:.0}): \
@@ -331,8 +333,8 @@ impl Propagation {
              {on_cpu:.1} µs with it, {off_cpu:.1} µs without: {:+.1}% (median of the rounds' ratios).\n",
             min(&self.on_per_second),
             min(&self.off_per_second),
-            100.0 * (1.0 - paired(&self.on_per_second, &self.off_per_second)),
-            100.0 * (paired(&self.on_cpu_us, &self.off_cpu_us) - 1.0)
+            100.0 * (1.0 - median_ratio(&self.on_per_second, &self.off_per_second)),
+            100.0 * (median_ratio(&self.on_cpu_us, &self.off_cpu_us) - 1.0)
         )
     }
 }
@@ -473,13 +475,7 @@ impl Compared {
             RawShare::RoundTrips(n) => n as f64,
             RawShare::Seed => 5.0,
         };
-        let latency_ratio = median(
-            &col(|r| r.2)
-                .iter()
-                .zip(col(|r| r.0))
-                .map(|(s, raw)| s / (trips * raw))
-                .collect::<Vec<_>>(),
-        );
+        let latency_ratio = median_ratio(&p50, &col(|r| r.0)) / trips;
         let mut note = format!(
             "{latency_ratio:.2}x {} raw p50 at c={} (median of {} side-by-side rounds; raw p50 {:.3} ms)",
             if trips == 1.0 { "the".to_string() } else { format!("{trips:.0}") },
@@ -489,13 +485,8 @@ impl Compared {
         );
         // At c=64 both are bound by throughput, not latency: the share means something.
         if matches!(share, RawShare::Seed) && self.concurrency >= 64 {
-            let of_bound = median(
-                &col(|r| r.4)
-                    .iter()
-                    .zip(col(|r| r.1))
-                    .map(|(s, raw)| s / (raw / 16.0))
-                    .collect::<Vec<_>>(),
-            );
+            // The bound is raw/16: 32 messages against 2.
+            let of_bound = 16.0 * median_ratio(&rate, &col(|r| r.1));
             note.push_str(&format!(
                 "; throughput {:.0}% of its bound (raw/16: 32 messages against 2)",
                 100.0 * of_bound
