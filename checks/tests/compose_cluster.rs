@@ -229,7 +229,7 @@ async fn cluster_loses_a_server_and_nothing_stops() {
                 _ => vec![],
             };
             panic!(
-                "gateway A's reader lacks events of successful activations: {missing:#?}; id gaps {gaps:?}; lagged {}",
+                "gateway A's reader does not have the 16 events of each successful activation, once: {missing:#?}; id gaps {gaps:?}; lagged {}",
                 seen_a.lagged
             );
         }

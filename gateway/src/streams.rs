@@ -8,17 +8,62 @@ use async_nats::jetstream::{self, stream};
 
 use crate::settings::StreamSettings;
 
-/// How long the server may take to answer.
+/// How long the server may take to answer one request.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many times the stream is asked for while JetStream does not answer yet (a cluster
+/// still electing its leaders), and the pause between two asks: about 30 s in all.
+const OPEN_ATTEMPTS: u32 = 10;
+const OPEN_PAUSE: Duration = Duration::from_millis(500);
 
 /// The stream of `settings` on `subjects`, made from `base` (whose name, subjects and
-/// limits are set here), or why there is none: no JetStream, or no answer.
+/// limits are set here), or why there is none: no JetStream, or no answer. While
+/// JetStream does not answer, or answers that it is not available yet, it is asked
+/// again (for about 30 s): a gateway started with a cluster that is still electing
+/// its leaders relays from the stream, as the other gateways do, not live.
 pub async fn open(
     context: &jetstream::Context,
     settings: &StreamSettings,
     subjects: &str,
     base: stream::Config,
 ) -> Result<stream::Stream, String> {
+    let mut attempt = 1;
+    loop {
+        match open_once(context, settings, subjects, base.clone()).await {
+            Err(Failure::NotYet(cause)) if attempt < OPEN_ATTEMPTS => {
+                tracing::warn!(stream = %settings.name, %cause, attempt, "JetStream not ready; asking again");
+                attempt += 1;
+                tokio::time::sleep(OPEN_PAUSE).await;
+            }
+            Err(Failure::NotYet(cause) | Failure::Final(cause)) => return Err(cause),
+            Ok(stream) => return Ok(stream),
+        }
+    }
+}
+
+/// Why a stream could not be opened.
+enum Failure {
+    /// JetStream did not answer, or is not available yet: worth asking again.
+    NotYet(String),
+    /// Anything else (no JetStream at all, a stream that cannot be made).
+    Final(String),
+}
+
+/// Whether a JetStream error says to ask again later (`503`: no leader yet, say).
+fn not_yet(e: &async_nats::jetstream::context::CreateStreamError) -> bool {
+    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+    match e.kind() {
+        Kind::TimedOut => true,
+        Kind::JetStream(e) => e.code() == 503,
+        _ => false,
+    }
+}
+
+async fn open_once(
+    context: &jetstream::Context,
+    settings: &StreamSettings,
+    subjects: &str,
+    base: stream::Config,
+) -> Result<stream::Stream, Failure> {
     let wanted = stream::Config {
         name: settings.name.clone(),
         subjects: vec![subjects.to_string()],
@@ -33,8 +78,9 @@ pub async fn open(
     let stream =
         match tokio::time::timeout(OPEN_TIMEOUT, context.get_or_create_stream(wanted)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("JetStream did not answer".into()),
+            Ok(Err(e)) if not_yet(&e) => return Err(Failure::NotYet(e.to_string())),
+            Ok(Err(e)) => return Err(Failure::Final(e.to_string())),
+            Err(_) => return Err(Failure::NotYet("JetStream did not answer".into())),
         };
     // The stream as the server has it (made now, or long ago with other limits).
     let had = &stream.cached_info().config;

@@ -256,18 +256,31 @@ pub fn free_port() -> u16 {
 
 /// Starts `n` servers routed into one cluster on loopback. Clients may connect to any.
 pub fn start_cluster(n: usize) -> Vec<NatsServer> {
-    cluster_of(n, |_| Vec::new())
+    start_all(&cluster_args(n, |_| Vec::new()))
 }
 
 /// Starts `n` servers with JetStream, named `s0`, `s1`, ..., routed into one cluster
 /// on loopback (a JetStream cluster: streams may have up to `n` replicas).
 pub fn start_jetstream_cluster(n: usize) -> Vec<NatsServer> {
-    cluster_of(n, |i| {
+    start_all(&jetstream_cluster_args(n))
+}
+
+/// The command-line arguments of each of `n` servers of a JetStream cluster (as
+/// [`start_jetstream_cluster`] starts them), for a test that starts them one by one.
+pub fn jetstream_cluster_args(n: usize) -> Vec<Vec<String>> {
+    cluster_args(n, |i| {
         vec!["-js".into(), "--server_name".into(), format!("s{i}")]
     })
 }
 
-fn cluster_of(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<NatsServer> {
+/// A server started with each of `args`.
+pub fn start_all(args: &[Vec<String>]) -> Vec<NatsServer> {
+    args.iter()
+        .map(|a| NatsServer::start_with(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect()
+}
+
+fn cluster_args(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<Vec<String>> {
     let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     (0..n)
         .map(|i| {
@@ -288,8 +301,7 @@ fn cluster_of(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<NatsServer>
                 routes,
             ];
             args.extend(extra(i));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            NatsServer::start_with(&args)
+            args
         })
         .collect()
 }

@@ -488,10 +488,11 @@ pub enum Source {
 /// Message ids remembered to drop repeats.
 const DEDUP_CAPACITY: usize = 65_536;
 
-/// The `Nats-Msg-Id` of recently relayed stream messages and the sequence each was first
-/// stored at. A node that publishes with acknowledgements retries with the same id, and
-/// while a clustered stream's new leader is slow to commit, a retry can be stored twice:
-/// only the first is relayed or replayed.
+/// The `Nats-Msg-Id` of recently relayed messages and the sequence each was first stored
+/// at (live, its arrival). A node that publishes with acknowledgements retries with the
+/// same id: while a clustered stream's new leader is slow to commit, a retry can be
+/// stored twice, and a live subscription gets every attempt. Only the first is relayed
+/// or replayed.
 #[derive(Default)]
 pub struct Dedup {
     first: std::collections::HashMap<String, u64>,
@@ -557,7 +558,18 @@ pub async fn run(source: Source, relay: Arc<Relay>, known: impl Fn(&str) -> bool
     };
     let history = match source {
         Source::Live(mut subscriber) => {
+            // Numbered by arrival: an id seen at another arrival is a node's retry (with
+            // acknowledgements on, every attempt reaches core subscribers, even when the
+            // stream stored it once).
+            let mut arrival = 0u64;
             while let Some(m) = subscriber.next().await {
+                arrival += 1;
+                if let Some(id) = message_id(m.headers.as_ref()) {
+                    if lock(&relay.dedup).repeats(id, arrival) {
+                        tracing::debug!(id, "repeated status event dropped");
+                        continue;
+                    }
+                }
                 relay_one(&m.subject, &m.payload, None);
             }
             return;

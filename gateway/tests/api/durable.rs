@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -88,6 +89,75 @@ async fn without_jetstream_the_gateway_relays_live() {
     let (status, _) = app.activate(json!({"node": "A"})).await;
     assert_eq!(status, 200);
     assert_eq!(sse.statuses(2, WAIT).await.len(), 2);
+}
+
+#[tokio::test]
+async fn live_a_retried_event_is_relayed_once() {
+    // A node publishing with acknowledgements retries with the same `Nats-Msg-Id`, and
+    // a live gateway's subscription gets every attempt: only the first is relayed.
+    let app = spawn_app(vec![], |_| {}).await;
+    assert!(app.state.history.is_none());
+    let mut sse = app.sse("", None).await;
+    for (id, state) in [
+        ("a", "running"),
+        ("a", "running"),
+        ("b", "ok"),
+        ("a", "running"),
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        let body = json!({"node": "Q", "state": state, "at": "2026-01-01T00:00:00Z"});
+        app.nats
+            .publish_with_headers("status.Q", headers, body.to_string().into())
+            .await
+            .unwrap();
+    }
+    // Without an id, the same event twice is two events.
+    for _ in 0..2 {
+        let body = json!({"node": "Q", "state": "failed", "at": "2026-01-01T00:00:01Z"});
+        app.nats
+            .publish("status.Q", body.to_string().into())
+            .await
+            .unwrap();
+    }
+    let states: Vec<String> = sse
+        .statuses(4, WAIT)
+        .await
+        .iter()
+        .map(|f| f.json()["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["running", "ok", "failed", "failed"]);
+}
+
+#[tokio::test]
+async fn a_gateway_started_before_its_cluster_has_jetstream_relays_from_the_stream() {
+    // One server of three: JetStream cannot answer until the others are up. The gateway
+    // asks again (it does not settle for relaying live), and the peers start only once
+    // it has asked twice.
+    let args = testsupport::jetstream_cluster_args(3);
+    let first = testsupport::start_all(&args[..1]);
+    let url = first[0].url();
+    let watcher = async_nats::connect(&url).await.unwrap();
+    let mut asks = watcher
+        .subscribe("$JS.API.STREAM.INFO.MESH_STATUS")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let starting = tokio::spawn(async move { Gw::start(&url, |_| {}).await });
+    for ask in 1..=2 {
+        tokio::time::timeout(Duration::from_secs(30), asks.next())
+            .await
+            .unwrap_or_else(|_| panic!("the gateway asked for the stream {} time(s)", ask - 1));
+    }
+    let _rest = testsupport::start_all(&args[1..]);
+    let gateway = tokio::time::timeout(Duration::from_secs(60), starting)
+        .await
+        .expect("the gateway started once the cluster had JetStream")
+        .unwrap();
+    assert!(
+        gateway.state.history.is_some(),
+        "the gateway relays from the stream"
+    );
 }
 
 #[tokio::test]
