@@ -138,13 +138,17 @@ impl Gateway {
         );
         let view = Arc::new(graph::GraphView::new(settings.entry_node.clone()));
         let stop = CancellationToken::new();
-        let history = History::open(
-            &client,
-            settings.stream.as_ref(),
-            settings.sse.max_event_bytes,
-            settings.sse.replay,
-        )
-        .await;
+        // Both streams at once: while a cluster elects its leaders, each may be asked
+        // for again for a while (see `streams::open`), and neither waits for the other.
+        let (history, kept) = tokio::join!(
+            History::open(
+                &client,
+                settings.stream.as_ref(),
+                settings.sse.max_event_bytes,
+                settings.sse.replay,
+            ),
+            activations::Kept::open(&client, settings.activations.as_ref()),
+        );
         if let Some(h) = &history {
             relay.start_after(h.last_sequence().await);
         }
@@ -158,7 +162,7 @@ impl Gateway {
             tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
         }
         let config_store = mesh_core::live_config::open(&client).await;
-        let kept = Arc::new(activations::Kept::open(&client, settings.activations.as_ref()).await);
+        let kept = Arc::new(kept);
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
             settings,
