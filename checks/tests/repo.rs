@@ -1,5 +1,5 @@
-//! The repository checked against the binaries: the README documents every option of
-//! both; `compose.yaml` is valid (`docker-compose config`), every service runs one of
+//! The repository checked against the binaries: `docs/configuration.md` documents every
+//! option of both, with the default each binary's `--help` gives; `compose.yaml` is valid (`docker-compose config`), every service runs one of
 //! our binaries with env vars that binary accepts, the eight seed nodes are there once
 //! each; the Dockerfile copies paths that exist and every workspace member.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -58,9 +58,51 @@ fn env_vars_of(help: &str) -> Vec<String> {
         .collect()
 }
 
+/// The configuration page's tables: each row's variable (first column, in backticks) and
+/// its documented default (third column), for rows that name a variable.
+fn documented_options(page: &str) -> Vec<(String, String)> {
+    page.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // "", variable, flag, default, meaning, ""
+            let var = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((var.to_string(), cells.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+/// The `[default: …]` clap shows for the option whose env var is `var`, if any.
+fn help_default(help: &str, var: &str) -> Option<String> {
+    // An option's block starts at its flag line (indented less than its text).
+    let mut blocks = vec![String::new()];
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with('-') && indent < 8 {
+            blocks.push(String::new());
+        }
+        let block = blocks.last_mut()?;
+        block.push_str(line);
+        block.push('\n');
+    }
+    let block = blocks
+        .iter()
+        .find(|b| b.contains(&format!("[env: {var}=")) || b.contains(&format!("[env: {var}]")))?;
+    // clap's own `[default: …]` stands on a line of its own; one written in the text
+    // (for a default clap cannot show) counts when it is a number.
+    let own = block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[default: ")?.strip_suffix(']'));
+    let written = || {
+        let text = block.split_once("[default: ")?.1.split(']').next()?;
+        text.parse::<f64>().is_ok().then_some(text)
+    };
+    Some(own.or_else(written)?.split(']').next()?.to_string())
+}
+
 #[test]
-fn readme_documents_every_option_of_both_binaries() {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+fn the_configuration_page_documents_every_option_with_its_default() {
+    let page = std::fs::read_to_string(format!("{ROOT}/docs/configuration.md")).unwrap();
+    let documented = documented_options(&page);
     for binary in ["handlers", "gateway"] {
         let help = help_of(binary);
         let vars = env_vars_of(&help);
@@ -76,12 +118,44 @@ fn readme_documents_every_option_of_both_binaries() {
                 !var.ends_with("_SECS"),
                 "{binary}: {var}: durations are _MS"
             );
-            assert!(
-                readme.contains(&format!("`{var}`")),
-                "README does not document {var} ({binary})"
-            );
+            let Some((_, doc_default)) = documented.iter().find(|(v, _)| *v == var) else {
+                panic!("docs/configuration.md has no row for {var} ({binary})");
+            };
+            // The page may say more ("3600000 (1 h)"), never something else.
+            let doc_default = doc_default.replace('`', "");
+            match help_default(&help, &var) {
+                Some(default) => assert!(
+                    doc_default == default || doc_default.starts_with(&format!("{default} ")),
+                    "{var} ({binary}): --help says the default is {default:?}, \
+                     docs/configuration.md says {doc_default:?}"
+                ),
+                None => assert!(
+                    doc_default.parse::<f64>().is_err(),
+                    "{var} ({binary}): docs/configuration.md gives the default \
+                     {doc_default:?}, --help gives none"
+                ),
+            }
         }
     }
+}
+
+#[test]
+fn the_checks_read_the_configuration_tables() {
+    let rows = documented_options(
+        "| `MESH_A` | `--a` | 5000 | x |\n| `MESH_B` | `--b` | `UI` | y |\n| not | a | row |",
+    );
+    assert_eq!(
+        rows,
+        [
+            ("MESH_A".into(), "5000".into()),
+            ("MESH_B".into(), "`UI`".into())
+        ]
+    );
+    let help = "  -a, --a <A>\n          x\n          [env: MESH_X=]\n          [default: 1]\n      --b <B>\n          y\n          \n          [env: MESH_A=]\n          [default: 5000]\n      --c <C>\n          [default: the limit] in text\n          [env: MESH_C=]\n      --d <D>\n          work [default: 0].\n          [env: MESH_D=]\n";
+    assert_eq!(help_default(help, "MESH_A").as_deref(), Some("5000"));
+    assert_eq!(help_default(help, "MESH_X").as_deref(), Some("1"));
+    assert_eq!(help_default(help, "MESH_C"), None, "not a number");
+    assert_eq!(help_default(help, "MESH_D").as_deref(), Some("0"));
 }
 
 /// `--help` of a workspace binary, from the target directory this test runs from

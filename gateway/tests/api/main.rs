@@ -3,10 +3,8 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod activate;
-mod attack;
 mod browser;
 mod durable;
-mod env_names;
 mod events;
 mod faults;
 mod helpers;
@@ -14,7 +12,6 @@ mod inspector;
 mod live_config;
 mod load;
 mod permissions;
-mod runner;
 mod schemathesis;
 mod shutdown;
 mod spec;

@@ -3,7 +3,7 @@
 //! the start, half-open connections and invented methods arrive; an activation keeps
 //! its budget meanwhile, and the half-open connections are closed.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use serde_json::json;
 use tokio::{
@@ -12,8 +12,6 @@ use tokio::{
 };
 
 use crate::helpers::*;
-
-const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> u64 {
@@ -49,7 +47,7 @@ async fn memory_and_connections_stay_bounded_under_attack() {
     let base = format!("http://127.0.0.1:{port}");
     let gateway = Proc::spawn(
         "gateway",
-        Command::new(GATEWAY)
+        Command::new(binary("gateway"))
             .env("NATS_URL", server.url())
             .env("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("MESH_GATEWAY_HEADER_TIMEOUT_MS", "1000")
@@ -58,7 +56,7 @@ async fn memory_and_connections_stay_bounded_under_attack() {
     );
     let _node = Proc::spawn(
         "handlers",
-        Command::new(Path::new(GATEWAY).parent().unwrap().join("handlers"))
+        Command::new(binary("handlers"))
             .args(["-n", "A", "-t", "20"])
             .env("NATS_URL", server.url()),
     );
@@ -224,7 +222,7 @@ async fn connections_beyond_the_file_descriptor_limit_get_503_and_health_still_a
         "gateway",
         Command::new("sh")
             .args(["-c", "ulimit -Sn 300 && ulimit -Hn 300 && exec \"$0\""])
-            .arg(GATEWAY)
+            .arg(binary("gateway"))
             .env("NATS_URL", server.url())
             .env("MESH_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("MESH_GATEWAY_HEADER_TIMEOUT_MS", "60000"),

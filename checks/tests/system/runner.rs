@@ -1,11 +1,11 @@
 //! `scripts/run`, the README's run command, end to end: it starts its own nats-server
 //! when none answers, the seed nodes and the gateway; Ctrl-C leaves no process behind.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use serde_json::json;
 
-use crate::helpers::{eventually, Proc, Signal};
+use crate::helpers::{binary, eventually, Proc, Signal};
 use testsupport::free_port;
 
 fn group_members(pgid: u32) -> Vec<String> {
@@ -22,7 +22,8 @@ fn group_members(pgid: u32) -> Vec<String> {
 #[tokio::test]
 #[ignore = "external: runs scripts/run, which builds release binaries; ./scripts/test installs it and runs this"]
 async fn runner_starts_everything_and_ctrl_c_stops_it() {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_gateway")).parent().unwrap();
+    let bin_dir = binary("gateway");
+    let bin_dir = bin_dir.parent().unwrap();
     assert!(
         bin_dir.join("handlers").exists(),
         "build the handlers binary too (cargo test --workspace does)"

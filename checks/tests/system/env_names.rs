@@ -1,14 +1,12 @@
 //! Renamed environment variables: the old names still work for one release, with a
 //! warning; `NODE_NAME` (set by Kubernetes on every pod) is not read at all.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use crate::helpers::*;
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
-
 fn handlers_bin() -> std::path::PathBuf {
-    Path::new(GATEWAY).parent().unwrap().join("handlers")
+    binary("handlers")
 }
 
 #[tokio::test]
@@ -29,7 +27,7 @@ async fn old_names_are_read_with_a_warning_and_node_name_is_ignored() {
     let listen = format!("127.0.0.1:{port}");
     let gateway = Proc::spawn(
         "gateway",
-        Command::new(GATEWAY)
+        Command::new(binary("gateway"))
             .env("NATS_URL", server.url())
             .env("GATEWAY_LISTEN", &listen)
             .env_remove("MESH_GATEWAY_LISTEN")
