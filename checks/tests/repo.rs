@@ -312,3 +312,207 @@ fn dockerfile_copies_what_exists_and_every_member() {
         );
     }
 }
+
+/// The gateway's modules (one per file, `lib` for the crate root), each with the
+/// modules it uses (`use crate::…`, `use super::…` and paths written inline, before its
+/// tests): a module and those it declares (its children) are not counted as using
+/// each other.
+fn gateway_module_uses() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(ROOT).join("gateway/src");
+    let mut files = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.ends_with("bin") {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let module_of = |path: &Path| {
+        let rel = path.strip_prefix(&src).unwrap().with_extension("");
+        let parts: Vec<String> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        match parts.as_slice() {
+            [only] if only == "lib" => "lib".to_string(),
+            [dirs @ .., last] if last == "mod" => dirs.join("::"),
+            all => all.join("::"),
+        }
+    };
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut uses = std::collections::BTreeMap::new();
+    for file in &files {
+        let module = module_of(file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parent = match module.rsplit_once("::") {
+            Some((parent, _)) => parent.to_string(),
+            None => "lib".to_string(),
+        };
+        let mut paths = Vec::new();
+        for statement in code.split(';') {
+            let statement = statement.trim();
+            let Some(tree) = statement
+                .strip_prefix("pub use ")
+                .or_else(|| statement.strip_prefix("use "))
+            else {
+                continue;
+            };
+            paths.extend(expand_use(&tree.split_whitespace().collect::<String>()));
+        }
+        for start in ["crate::", "super::"] {
+            for (at, _) in code.match_indices(start) {
+                let path: String = code[at..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                paths.push(path);
+            }
+        }
+        let mut used = BTreeSet::new();
+        for path in paths {
+            let absolute = if let Some(rest) = path.strip_prefix("crate::") {
+                rest.to_string()
+            } else if let Some(rest) = path.strip_prefix("super::") {
+                if parent == "lib" {
+                    rest.to_string()
+                } else {
+                    format!("{parent}::{rest}")
+                }
+            } else {
+                continue;
+            };
+            let segments: Vec<&str> = absolute.split("::").collect();
+            let target = (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|m| modules.contains(m))
+                .unwrap_or_else(|| "lib".to_string());
+            let related = target.starts_with(&format!("{module}::"))
+                || module.starts_with(&format!("{target}::"));
+            if target != module && !related {
+                used.insert(target);
+            }
+        }
+        uses.insert(module, used);
+    }
+    uses
+}
+
+/// The paths a `use` tree (without spaces) names: `a::{b, c::{d, e}}` is `a::b`,
+/// `a::c::d` and `a::c::e`.
+fn expand_use(tree: &str) -> Vec<String> {
+    let Some(open) = tree.find('{') else {
+        return vec![tree.split(" as ").next().unwrap().to_string()];
+    };
+    let prefix = &tree[..open];
+    let inner = &tree[open + 1..tree.rfind('}').unwrap()];
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[start..]);
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .flat_map(|p| expand_use(&format!("{prefix}{p}")))
+        .map(|p| p.trim_end_matches("::self").to_string())
+        .collect()
+}
+
+/// A cycle in `uses`, if there is one.
+fn find_cycle(uses: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        uses: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in uses.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, uses, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    uses.keys()
+        .find_map(|start| visit(start, uses, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_gateways_modules_import_each_other_in_no_circle() {
+    let uses = gateway_module_uses();
+    assert!(uses.len() > 20, "{uses:?}");
+    assert!(
+        uses["sse::hub"].contains("sse::log"),
+        "the reader misses uses: {:?}",
+        uses["sse::hub"]
+    );
+    if let Some(cycle) = find_cycle(&uses) {
+        panic!(
+            "the gateway's modules import each other in a circle: {}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn use_trees_expand_and_circles_are_found() {
+    assert_eq!(
+        expand_use("super::{frame,history::{self,History},log::Log}"),
+        [
+            "super::frame",
+            "super::history",
+            "super::history::History",
+            "super::log::Log"
+        ]
+    );
+    let graph = |edges: &[(&str, &str)]| {
+        let mut uses = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for (from, to) in edges {
+            uses.entry(from.to_string())
+                .or_default()
+                .insert(to.to_string());
+            uses.entry(to.to_string()).or_default();
+        }
+        uses
+    };
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])),
+        None
+    );
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}

@@ -1,23 +1,52 @@
-//! What the relay spends on one status event with no SSE client, measured in one run,
-//! interleaved over 5 rounds: a node's event framed as it came and kept in the window
-//! (no durable stream), the same event re-encoded (a trailing space makes the relay
-//! re-encode it), and the event with the stream as the history (nothing rendered or
-//! kept for nobody).
+//! What ingest spends on one status event, measured in one run, interleaved over 5
+//! rounds: a node's event read in place, framed and kept in the window (no durable
+//! stream), the same event decoded and completed first (a trailing space makes ingest
+//! decode it), and the event with the stream as the history (nothing rendered or kept
+//! for nobody).
 //!
 //! `cargo run --release -p gateway --example relay_cost`
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Instant;
 
-use gateway::sse::relay::{Limits, Relay};
+use std::sync::Arc;
+
+use gateway::{
+    metrics::Metrics,
+    sse::{
+        ingest::Ingest,
+        log::{Limits, Log},
+        states::{Latest, UNKNOWN_NODES},
+    },
+};
 use schemas::{ActivationId, NodeName, NodeState, StatusEvent};
 
 const EVENTS: usize = 200_000;
 
+/// Ingest as a gateway has it: its log (the default limits), the node metrics and the
+/// latest states as observers.
+fn ingest() -> Arc<Ingest> {
+    let metrics = Arc::new(Metrics::default());
+    let limits = Limits {
+        history: 4096,
+        history_bytes: 8 * 1024 * 1024,
+        buffer: 1024,
+    };
+    let log = Log::new(limits, metrics.clone());
+    let latest = Arc::new(Latest::new(UNKNOWN_NODES));
+    Ingest::new(
+        "gw-bench".into(),
+        4096,
+        log,
+        vec![metrics.clone(), latest],
+        metrics,
+    )
+}
+
 fn main() {
-    let relay = Relay::new("gw-bench".into(), Limits::default(), Default::default());
-    let durable = Relay::new("gw-bench".into(), Limits::default(), Default::default());
-    durable.start_after(0);
+    let relay = ingest();
+    let durable = ingest();
+    durable.log().start_after(0);
     let mut event = StatusEvent::new(NodeName::new("TM").unwrap(), NodeState::Ok);
     event.code = Some(200);
     event.elapsed_ms = Some(12);
@@ -41,7 +70,7 @@ fn main() {
         for _ in 0..EVENTS {
             sequence += 1;
             durable
-                .accept_numbered("status.TM", payload, Some(sequence), |_| true)
+                .accept("status.TM", payload, Some(sequence), |_| true)
                 .unwrap();
         }
         started.elapsed().as_nanos() as f64 / EVENTS as f64
@@ -56,7 +85,7 @@ fn main() {
         v.sort_by(f64::total_cmp);
     }
     println!(
-        "relay, one {}-byte status event, no client (medians of 5): framed as sent and kept {:.0} ns; re-encoded and kept {:.0} ns ({:.2}x); stream-backed, nothing rendered {:.0} ns ({:.2}x)",
+        "relay, one {}-byte status event, no client (medians of 5): read in place, framed and kept {:.0} ns; decoded, framed and kept {:.0} ns ({:.2}x); stream-backed, nothing rendered {:.0} ns ({:.2}x)",
         as_sent.len(),
         sent[2],
         encoded[2],

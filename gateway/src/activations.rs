@@ -5,7 +5,8 @@
 //! `mesh.activations.<id>` in a JetStream stream (bounded by age and bytes, one message
 //! per id), so any gateway answers for it, also after a restart. Without JetStream the
 //! newest [`MEMORY_RECORDS`] stay in this gateway's memory. While an activation runs, the
-//! relay notes its status events as they arrive ([`Watches`]): they become its timeline.
+//! events ingested for it are noted as they arrive ([`Watches`], an observer of ingest):
+//! they become its timeline.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -38,9 +39,7 @@ const READS_PER_LISTED: usize = 4;
 /// Stream messages read at once while listing.
 const READ_BATCH: usize = 64;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// Status events of the activations this gateway is running, as they arrive.
 #[derive(Default)]
@@ -95,6 +94,15 @@ impl Watches {
         let marks = running.remove(id).map(|(_, m)| m).unwrap_or_default();
         self.count.store(running.len(), Ordering::Relaxed);
         marks
+    }
+}
+
+/// The watched activations' events, as an observer of ingest.
+impl crate::sse::ingest::Observer for Watches {
+    fn observe(&self, event: &crate::sse::ingest::Accepted<'_>) {
+        if self.watching() && event.activation.is_some() {
+            self.note(&event.to_event());
+        }
     }
 }
 

@@ -263,7 +263,7 @@ async fn serve(io: Io, mut request: Request, streams: &Streams) {
 /// ends, the client leaves or a write fails.
 async fn drive(mut session: Session, socket: &Arc<TcpStream>, streams: &Streams) {
     loop {
-        let (filter, position) = loop {
+        let cursor = loop {
             if let Some(parked) = session.park() {
                 break parked;
             }
@@ -276,7 +276,7 @@ async fn drive(mut session: Session, socket: &Arc<TcpStream>, streams: &Streams)
                 return;
             }
         };
-        let Some((membership, back)) = streams.hub.join(socket.clone(), filter, position) else {
+        let Some((membership, back)) = streams.hub.join(socket.clone(), cursor) else {
             return;
         };
         let returned = tokio::select! {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     graph::{Discovered, GraphView},
     settings::DiscoverySettings,
-    sse::{frame, relay::Relay},
+    sse::{frame, ingest::Ingest, states::Latest},
 };
 
 /// What one discovery round found: the nodes, and the names whose replicas disagree
@@ -222,11 +222,13 @@ const EMPTY_ROUND_RETRY: Duration = Duration::from_secs(1);
 /// Least time between two discoveries triggered by unknown publishers.
 const MIN_TRIGGER_GAP: Duration = Duration::from_millis(500);
 
-/// Keeps `view` current until `stop` is cancelled, announcing each change on `relay`.
+/// Keeps `view` current until `stop` is cancelled, announcing each change in the log
+/// of `ingest` (with the `latest` states); a node unknown to ingest starts a round.
 pub async fn run(
     client: Client,
     view: Arc<GraphView>,
-    relay: Arc<Relay>,
+    ingest: Arc<Ingest>,
+    latest: Arc<Latest>,
     settings: DiscoverySettings,
     stop: CancellationToken,
 ) {
@@ -246,10 +248,10 @@ pub async fn run(
                 conflicts = round.conflicts;
                 view.set_stats(round.stats);
                 if view.replace(round.nodes) {
-                    let graph = relay.with_states(|states| view.snapshot(states));
+                    let graph = latest.with(|states| view.snapshot(states));
                     tracing::info!(nodes = graph.nodes.len(), "topology changed");
                     let mermaid = crate::mermaid::render(&graph);
-                    relay.push_control(
+                    ingest.log().push_control(
                         SseEvent::Topology,
                         frame::topology(&TopologyEvent { graph, mermaid }),
                     );
@@ -261,7 +263,7 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(next) => {},
-            _ = relay.unknown_node.notified() => {
+            _ = ingest.unknown_node.notified() => {
                 // A burst of events from unknown publishers costs one discovery.
                 tokio::select! {
                     _ = stop.cancelled() => return,

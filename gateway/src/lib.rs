@@ -34,61 +34,29 @@ pub mod page;
 pub mod routes;
 pub mod settings;
 pub mod sse;
+pub mod state;
 mod streams;
+mod sync;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use async_nats::{connection::State as Connection, Client};
+use async_nats::Client;
 use poem::{
     get, http::Method, listener::TcpAcceptor, Endpoint, EndpointExt, IntoEndpoint, Route, Server,
 };
-use schemas::graph::Graph;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use settings::Settings;
-use sse::{history::History, relay::Relay};
+use sse::{
+    history::History,
+    ingest::{self, Ingest, Observer},
+    log::{self, Log},
+    states::Latest,
+};
+pub use state::State;
 
 /// How long open HTTP connections may take to finish once the event streams have ended.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
-
-/// What every route shares.
-pub struct State {
-    /// The gateway's settings.
-    pub settings: Settings,
-    /// Its NATS connection.
-    pub client: Client,
-    /// The status relay.
-    pub relay: Arc<Relay>,
-    /// The discovered graph.
-    pub view: Arc<graph::GraphView>,
-    /// Prometheus metrics.
-    pub metrics: Arc<metrics::Metrics>,
-    /// The durable history, when the server has JetStream.
-    pub history: Option<Arc<History>>,
-    /// Finished activations, for the inspector.
-    pub kept: Arc<activations::Kept>,
-    /// The key-value bucket of live node settings, when the server has JetStream.
-    pub config_store: Option<async_nats::jetstream::kv::Store>,
-    /// Cancelled when the gateway stops: ends every event stream and background task.
-    pub stop: CancellationToken,
-}
-
-impl State {
-    /// Whether the NATS connection is up.
-    pub fn bus_connected(&self) -> bool {
-        self.client.connection_state() == Connection::Connected
-    }
-
-    /// SSE clients connected now.
-    pub fn sse_clients(&self) -> usize {
-        self.relay.clients()
-    }
-
-    /// The graph with each node's latest state.
-    pub fn topology(&self) -> Graph {
-        self.relay.with_states(|states| self.view.snapshot(states))
-    }
-}
 
 /// Whether the request's `Origin` is the gateway's own (the origin of its `Host`).
 fn is_same_origin(req: &poem::Request) -> bool {
@@ -125,15 +93,23 @@ impl Gateway {
                 format!("gw-{}", &id[id.len() - 10..])
             });
         let metrics = Arc::new(metrics::Metrics::default());
-        let relay = Relay::new(
-            gateway_id,
-            sse::relay::Limits {
+        let log = Log::new(
+            log::Limits {
                 history: settings.sse.history,
                 history_bytes: settings.sse.history_bytes,
                 buffer: settings.sse.buffer,
-                max_event_bytes: settings.sse.max_event_bytes,
-                ..Default::default()
             },
+            metrics.clone(),
+        );
+        let latest = Arc::new(Latest::new(sse::states::UNKNOWN_NODES));
+        let watches = Arc::new(activations::Watches::default());
+        let observers: Vec<Arc<dyn Observer>> =
+            vec![metrics.clone(), latest.clone(), watches.clone()];
+        let ingest = Ingest::new(
+            gateway_id,
+            settings.sse.max_event_bytes,
+            log.clone(),
+            observers,
             metrics.clone(),
         );
         let view = Arc::new(graph::GraphView::new(settings.entry_node.clone()));
@@ -150,12 +126,12 @@ impl Gateway {
             activations::Kept::open(&client, settings.activations.as_ref()),
         );
         if let Some(h) = &history {
-            relay.start_after(h.last_sequence().await);
+            log.start_after(h.last_sequence().await);
         }
         let history = history.map(Arc::new);
         let source = match &history {
-            Some(h) => sse::relay::Source::Stream(h.clone()),
-            None => sse::relay::Source::Live(sse::relay::subscribe(&client).await?),
+            Some(h) => ingest::Source::Stream(h.clone()),
+            None => ingest::Source::Live(ingest::subscribe(&client).await?),
         };
         if let Err(e) = mesh_core::bus::sync(&client).await {
             // Not connected yet: the client subscribes when it connects.
@@ -167,7 +143,9 @@ impl Gateway {
         let state = Arc::new(State {
             settings,
             client: client.clone(),
-            relay: relay.clone(),
+            ingest: ingest.clone(),
+            latest: latest.clone(),
+            watches,
             view: view.clone(),
             metrics,
             history,
@@ -179,18 +157,19 @@ impl Gateway {
         let tasks = TaskTracker::new();
         tasks.spawn({
             let view = view.clone();
-            let relay = relay.clone();
+            let ingest = ingest.clone();
             let stop = stop.clone();
             async move {
                 tokio::select! {
                     _ = stop.cancelled() => {},
-                    _ = sse::relay::run(source, relay, move |n| view.serving(n)) => {},
+                    _ = ingest::run(source, ingest, move |n| view.serving(n)) => {},
                 }
             }
         });
-        tasks.spawn(sse::relay::watch_bus(
+        tasks.spawn(ingest::watch_bus(
             client.clone(),
-            relay.clone(),
+            log.clone(),
+            ingest.gateway_id().to_string(),
             stop.clone(),
         ));
         tasks.spawn({
@@ -202,7 +181,9 @@ impl Gateway {
                 move |node, config| view.set_live(node, config),
             )
         });
-        tasks.spawn(discovery::run(client, view, relay, discovery, stop));
+        tasks.spawn(discovery::run(
+            client, view, ingest, latest, discovery, stop,
+        ));
         tasks.close();
         Ok(Self { state, tasks })
     }
@@ -300,7 +281,7 @@ impl Gateway {
             listener::Limited::new(acceptor, http.max_connections, http.header_timeout, idle);
         let sse = &self.state.settings.sse;
         let hub = sse::hub::Hub::start(
-            self.state.relay.clone(),
+            self.state.ingest.log().clone(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             sse.keepalive,
             self.state.stop.clone(),

@@ -69,7 +69,7 @@ pub struct SseSettings {
     pub max_event_bytes: usize,
     /// What one replay from the stream (for `Last-Event-ID`) may send, and how many
     /// run at once.
-    pub replay: crate::sse::history::ReplayLimits,
+    pub replay: ReplayLimits,
 }
 
 /// The JetStream stream keeping status events.
@@ -137,6 +137,27 @@ impl Default for Settings {
                 interval: Duration::from_millis(5_000),
                 window: Duration::from_millis(300),
             },
+        }
+    }
+}
+
+/// What one replay may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLimits {
+    /// Most events one replay sends.
+    pub events: usize,
+    /// Most bytes (of stored events) one replay sends.
+    pub bytes: usize,
+    /// Replays running at once (each holds a JetStream consumer while it reads).
+    pub at_once: usize,
+}
+
+impl Default for ReplayLimits {
+    fn default() -> Self {
+        Self {
+            events: 10_000,
+            bytes: 1024 * 1024,
+            at_once: 8,
         }
     }
 }

@@ -6,7 +6,10 @@
 use gateway::{
     api::{ActivateBody, ColorBody},
     routes::{RouteTable, UNMATCHED},
-    sse::relay::Relay,
+    sse::{
+        ingest::Ingest,
+        log::{Limits, Log},
+    },
 };
 use poem_openapi::types::{ParseFromJSON, ParseFromParameter};
 use proptest::prelude::*;
@@ -70,15 +73,9 @@ proptest! {
 
     #[test]
     fn bus_messages_never_panic(subject in ".{0,30}", payload in prop::collection::vec(any::<u8>(), 0..200), value in json()) {
-        let relay = Relay::new(
-            "fuzz".into(),
-            gateway::sse::relay::Limits {
-                history: 8,
-                buffer: 8,
-                ..Default::default()
-            },
-            Default::default(),
-        );
+        let metrics = std::sync::Arc::new(gateway::metrics::Metrics::default());
+        let log = Log::new(Limits { history: 8, history_bytes: 1 << 20, buffer: 8 }, metrics.clone());
+        let relay = Ingest::new("fuzz".into(), 4096, log, vec![metrics.clone()], metrics);
         let _ = relay.accept_status(&subject, &payload);
         if let Ok(Some(frame)) = relay.accept_status(&subject, &serde_json::to_vec(&value).unwrap()) {
             let text = String::from_utf8(frame.bytes.to_vec()).unwrap();

@@ -97,8 +97,9 @@ struct LenientStatus {
 /// A complete status event read in place: its text borrowed from the payload (`node`
 /// and `at` copied only where the JSON escapes them; an optional text with an escape
 /// is not read in place at all), validated as [`StatusEvent`] is. What a relay needs
-/// of each event, without building one.
-#[derive(Debug, Deserialize)]
+/// of each event, without building one. It encodes to exactly the bytes the owned
+/// event encodes to (colours in lower case): a status event has one encoding.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct StatusEventRef<'a> {
     /// See [`StatusEvent::node`].
     #[serde(borrow)]
@@ -106,32 +107,51 @@ pub struct StatusEventRef<'a> {
     /// See [`StatusEvent::state`].
     pub state: NodeState,
     /// See [`StatusEvent::color`].
-    #[serde(borrow, default)]
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "lower_case"
+    )]
     pub color: Option<&'a str>,
     /// See [`StatusEvent::code`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
     /// See [`StatusEvent::activation_id`].
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub activation_id: Option<&'a str>,
     /// See [`StatusEvent::instance`].
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<&'a str>,
     /// See [`StatusEvent::elapsed_ms`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
     /// See [`StatusEvent::result_bytes`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_bytes: Option<u64>,
     /// See [`StatusEvent::trace_id`].
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
     /// See [`StatusEvent::at`].
     #[serde(borrow)]
     pub at: Cow<'a, str>,
     /// See [`StatusEvent::relayed_by`].
-    #[serde(borrow, default)]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub relayed_by: Option<&'a str>,
+}
+
+/// A colour as [`Color`] stores it: in lower case.
+fn lower_case<S: serde::Serializer>(
+    color: &Option<&str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match color {
+        Some(c) if c.bytes().any(|b| b.is_ascii_uppercase()) => {
+            serializer.serialize_some(&c.to_ascii_lowercase())
+        }
+        Some(c) => serializer.serialize_some(c),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl StatusEventRef<'_> {

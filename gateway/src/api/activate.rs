@@ -13,7 +13,7 @@ use schemas::{
 use super::{ApiError, ApiTags};
 use crate::{
     auth::{Caller, CHALLENGE},
-    State,
+    state::State,
 };
 
 /// Extra time the gateway waits beyond the budget, so that the nodes report their own
@@ -149,7 +149,7 @@ impl ActivateApi {
         };
         let started_at = schemas::now_rfc3339();
         let started = std::time::Instant::now();
-        let watch = state.relay.watches.watch(&id);
+        let watch = state.watches.watch(&id);
         let reply = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
             mesh_core::call::activate(&state.client, &node, &request, wait).await
@@ -176,7 +176,7 @@ impl ActivateApi {
             reply: reply.clone(),
             timeline: watch.finish(),
             trace_id: mesh_core::trace_context::trace_id(&tracing::Span::current()),
-            gateway: state.relay.gateway_id().to_string(),
+            gateway: state.gateway_id().to_string(),
         };
         state.kept.keep(record);
         let response = respond(reply, code);

@@ -13,7 +13,7 @@ use schemas::{
 };
 
 use super::{ApiError, ApiTags};
-use crate::{activations::ReadError, State};
+use crate::{activations::ReadError, state::State};
 
 /// Activations listed when the query gives no `limit`.
 const DEFAULT_LIMIT: u32 = 50;

@@ -12,8 +12,11 @@ use schemas::{ActivationId, NodeName};
 
 use super::{ApiError, ApiTags};
 use crate::{
-    sse::session::{self, ClientGuard, Filter},
-    State,
+    sse::{
+        log::ClientGuard,
+        session::{self, Filter},
+    },
+    state::State,
 };
 
 /// The answer to a stream request.
@@ -76,7 +79,7 @@ impl EventsApi {
     ) -> EventsResponse {
         let state = &self.0;
         let max = state.settings.sse.max_clients;
-        let Some(guard) = ClientGuard::take(state.relay.clone(), max) else {
+        let Some(guard) = ClientGuard::take(state.ingest.log().clone(), max) else {
             return EventsResponse::TooManyClients(Json(ApiError::new(
                 "too_many_clients",
                 format!("this gateway already serves {max} event streams; retry later or use another gateway"),
@@ -87,7 +90,14 @@ impl EventsApi {
             activation: activation.0,
         };
         let resume = last_event_id.0.and_then(|id| id.trim().parse::<u64>().ok());
-        let session = session::open(state, filter, resume, guard).await;
+        let session = session::open(
+            &state.sessions(),
+            state.first_frames(),
+            filter,
+            resume,
+            guard,
+        )
+        .await;
         // On a connection served without hyper, the stream is written by the connection.
         let body = match request.extensions().get::<session::Handoff>() {
             Some(handoff) => {

@@ -9,7 +9,7 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::State;
+use crate::state::State;
 
 /// Health of the gateway.
 #[derive(Debug, Clone, Object)]
@@ -68,7 +68,7 @@ impl HealthApi {
             nats_connected: connected,
             topology_discovered: self.0.view.ready(),
             sse_clients: self.0.sse_clients() as u64,
-            gateway_id: self.0.relay.gateway_id().to_string(),
+            gateway_id: self.0.gateway_id().to_string(),
         }
     }
 }

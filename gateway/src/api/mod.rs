@@ -16,7 +16,7 @@ pub use activate::ActivateBody;
 pub use error::ApiError;
 pub use nodes::ColorBody;
 
-use crate::State;
+use crate::state::State;
 
 /// Groups of operations in the OpenAPI document.
 #[derive(Tags)]

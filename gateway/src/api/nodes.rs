@@ -12,7 +12,7 @@ use schemas::{
 use super::{ApiError, ApiTags};
 use crate::{
     auth::{Caller, CHALLENGE},
-    State,
+    state::State,
 };
 
 /// The colour to show.
@@ -208,7 +208,7 @@ impl NodesApi {
         }
         let mut event = StatusEvent::new(node.0, NodeState::Manual);
         event.color = Some(body.0.color);
-        event.instance = Some(self.0.relay.gateway_id().to_string());
+        event.instance = Some(self.0.gateway_id().to_string());
         // The request's trace, in the event and in the message's headers.
         let span = tracing::Span::current();
         event.trace_id = mesh_core::trace_context::trace_id(&span);

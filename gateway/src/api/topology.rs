@@ -10,7 +10,7 @@ use poem_openapi::{
 use super::ApiTags;
 use schemas::graph::Graph;
 
-use crate::State;
+use crate::state::State;
 
 /// Topology operations.
 pub struct TopologyApi(pub Arc<State>);

@@ -3,8 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use gateway::{
-    settings::{DiscoverySettings, HttpSettings, SseSettings, StreamSettings},
-    sse::history::ReplayLimits,
+    settings::{DiscoverySettings, HttpSettings, ReplayLimits, SseSettings, StreamSettings},
     Gateway, Settings,
 };
 use mesh_core::{

@@ -19,7 +19,7 @@ use async_nats::{
 use futures::StreamExt;
 use schemas::subject;
 
-use crate::settings::StreamSettings;
+use crate::settings::{ReplayLimits, StreamSettings};
 
 /// Longest a replay for one resuming client may take.
 const REPLAY_LIMIT: Duration = Duration::from_secs(5);
@@ -28,25 +28,11 @@ const REPLAY_LIMIT: Duration = Duration::from_secs(5);
 /// missed instead.
 const REPLAY_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
-/// What one replay may hold.
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayLimits {
-    /// Most events one replay sends.
-    pub events: usize,
-    /// Most bytes (of stored events) one replay sends.
-    pub bytes: usize,
-    /// Replays running at once (each holds a JetStream consumer while it reads).
-    pub at_once: usize,
-}
-
-impl Default for ReplayLimits {
-    fn default() -> Self {
-        Self {
-            events: 10_000,
-            bytes: 1024 * 1024,
-            at_once: 8,
-        }
-    }
+/// The `Nats-Msg-Id` of a message, when it has one.
+pub fn message_id(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str())
 }
 
 /// The status stream.
@@ -285,7 +271,7 @@ impl Follow {
                 .as_deref()
                 .and_then(sequences)
                 .ok_or("a message without a JetStream reply subject")?;
-            let message_id = super::relay::message_id(message.headers.as_ref()).map(String::from);
+            let message_id = message_id(message.headers.as_ref()).map(String::from);
             if delivered != self.delivered + 1 {
                 return Err(format!(
                     "delivery {delivered} after {}: a message was skipped",

@@ -8,6 +8,9 @@
 //! back to its own task with what it did not get; that task writes it, catches up like
 //! any session and joins again once it is idle. The hub also writes the keep-alive
 //! comments of its members.
+//!
+//! The hub writes to a [`Sink`]: anything that takes a non-blocking vectored write
+//! (a TCP socket here; a TLS or HTTP/2 stream would be another implementation).
 
 use std::{
     io::{self, IoSlice},
@@ -19,7 +22,6 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use schemas::sse::SseEvent;
 use tokio::{
     net::TcpStream,
     sync::{
@@ -29,40 +31,31 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use super::cursor::Position;
 use super::{
+    cursor::Cursor,
     frame,
-    relay::{Frame, Relay, Subscription},
-    session::Filter,
+    log::{Frame, Log, Subscription},
 };
+
+/// Where the hub writes a member's stream: one non-blocking write of several buffers,
+/// which takes what it can at once (`WouldBlock` when nothing).
+pub trait Sink: Send + Sync + 'static {
+    /// Writes what it can of `parts` now; how many bytes it took.
+    fn try_write_vectored(&self, parts: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Sink for TcpStream {
+    fn try_write_vectored(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        match parts {
+            [one] => self.try_write(one),
+            _ => TcpStream::try_write_vectored(self, parts),
+        }
+    }
+}
 
 /// Most frames written to a member in one call.
 const MAX_BATCH: usize = 256;
-
-/// Where a client's stream stands: what it has been sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
-    /// Id of the last status frame sent or skipped (filtered out).
-    pub last_sent: u64,
-    /// Sequence of the last control frame sent.
-    pub controls: u64,
-}
-
-impl Position {
-    /// Moves past `frame`; whether it is new here (neither sent nor skipped before).
-    /// Status and control frames are numbered apart.
-    pub fn advance(&mut self, frame: &Frame) -> bool {
-        let at = if frame.kind == SseEvent::Status {
-            &mut self.last_sent
-        } else {
-            &mut self.controls
-        };
-        if frame.id <= *at {
-            return false;
-        }
-        *at = frame.id;
-        true
-    }
-}
 
 /// A client handed back by the hub.
 #[derive(Debug)]
@@ -78,9 +71,8 @@ pub struct Returned {
 /// A client in the hub.
 struct Member {
     key: u64,
-    socket: Arc<TcpStream>,
-    filter: Arc<Filter>,
-    position: Position,
+    sink: Arc<dyn Sink>,
+    cursor: Cursor,
     /// Whether something was written since the last keep-alive tick.
     wrote: bool,
     back: oneshot::Sender<Returned>,
@@ -111,10 +103,10 @@ impl Membership {
 }
 
 impl Hub {
-    /// Starts `shards` shard tasks on `relay`'s frames, writing a keep-alive to members
+    /// Starts `shards` shard tasks on `log`'s frames, writing a keep-alive to members
     /// idle for `keepalive`, until `stop`.
     pub fn start(
-        relay: Arc<Relay>,
+        log: Arc<Log>,
         shards: usize,
         keepalive: Duration,
         stop: CancellationToken,
@@ -123,9 +115,9 @@ impl Hub {
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 // Subscribed now: a member never joins a shard behind its own stream.
-                let subscription = relay.subscribe();
+                let subscription = log.subscribe();
                 tokio::spawn(run_shard(
-                    relay.clone(),
+                    log.clone(),
                     subscription,
                     rx,
                     keepalive,
@@ -140,14 +132,12 @@ impl Hub {
         })
     }
 
-    /// Hands a client to the hub: its socket, its filter and where its stream stands.
-    /// The receiver gets it back when the hub cannot write to it; `None` when the hub
-    /// has stopped.
+    /// Hands a client to the hub: where to write, and its cursor. The receiver gets it
+    /// back when the hub cannot write to it; `None` when the hub has stopped.
     pub fn join(
         &self,
-        socket: Arc<TcpStream>,
-        filter: Arc<Filter>,
-        position: Position,
+        sink: Arc<dyn Sink>,
+        cursor: Cursor,
     ) -> Option<(Membership, oneshot::Receiver<Returned>)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let shard = &self.shards[n % self.shards.len()];
@@ -155,9 +145,8 @@ impl Hub {
         let key = n as u64;
         let member = Member {
             key,
-            socket,
-            filter,
-            position,
+            sink,
+            cursor,
             wrote: false,
             back,
         };
@@ -173,7 +162,7 @@ impl Hub {
 }
 
 async fn run_shard(
-    relay: Arc<Relay>,
+    log: Arc<Log>,
     subscription: Subscription,
     mut commands: mpsc::UnboundedReceiver<Command>,
     keepalive: Duration,
@@ -181,7 +170,7 @@ async fn run_shard(
 ) {
     let mut live = subscription.live;
     let mut shard = Shard {
-        relay,
+        log,
         members: Vec::new(),
         seen: Position {
             last_sent: subscription.newest,
@@ -229,7 +218,7 @@ async fn run_shard(
 }
 
 struct Shard {
-    relay: Arc<Relay>,
+    log: Arc<Log>,
     members: Vec<Member>,
     /// The newest status and control frames this shard has delivered.
     seen: Position,
@@ -241,20 +230,20 @@ impl Shard {
     /// has it).
     fn join(&mut self, mut member: Member) {
         let mut missed = self
-            .relay
-            .controls_between(member.position.controls, self.seen.controls);
-        if member.position.last_sent < self.seen.last_sent {
-            let (frames, complete) = self.relay.since(member.position.last_sent);
+            .log
+            .controls_between(member.cursor.position.controls, self.seen.controls);
+        if member.cursor.position.last_sent < self.seen.last_sent {
+            let (frames, complete) = self.log.since(member.cursor.position.last_sent);
             // Much to catch up on: its own task does it, a chunk at a time.
             if !complete || frames.len() > MAX_BATCH {
-                return hand_back(&self.relay, member, Bytes::new(), false);
+                return hand_back(&self.log, member, Bytes::new(), false);
             }
             missed.extend(frames.into_iter().filter(|f| f.id <= self.seen.last_sent));
         }
         match send(&mut member, &missed) {
             Sent::All => self.members.push(member),
-            Sent::Part(unsent) => hand_back(&self.relay, member, unsent, false),
-            Sent::Failed => hand_back(&self.relay, member, Bytes::new(), true),
+            Sent::Part(unsent) => hand_back(&self.log, member, unsent, false),
+            Sent::Failed => hand_back(&self.log, member, Bytes::new(), true),
         }
     }
 
@@ -274,10 +263,10 @@ impl Shard {
             match send(&mut self.members[i], batch) {
                 Sent::All => i += 1,
                 Sent::Part(unsent) => {
-                    hand_back(&self.relay, self.members.swap_remove(i), unsent, false)
+                    hand_back(&self.log, self.members.swap_remove(i), unsent, false)
                 }
                 Sent::Failed => {
-                    hand_back(&self.relay, self.members.swap_remove(i), Bytes::new(), true)
+                    hand_back(&self.log, self.members.swap_remove(i), Bytes::new(), true)
                 }
             }
         }
@@ -297,37 +286,37 @@ impl Shard {
                 i += 1;
                 continue;
             }
-            match write(&member.socket, &[IoSlice::new(frame::KEEP_ALIVE)]) {
+            match member
+                .sink
+                .try_write_vectored(&[IoSlice::new(frame::KEEP_ALIVE)])
+            {
                 Ok(n) if n == frame::KEEP_ALIVE.len() => i += 1,
                 Ok(n) => hand_back(
-                    &self.relay,
+                    &self.log,
                     self.members.swap_remove(i),
                     Bytes::from_static(&frame::KEEP_ALIVE[n..]),
                     false,
                 ),
                 // Not writable: its own task waits, and writes the next keep-alive.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => hand_back(
-                    &self.relay,
-                    self.members.swap_remove(i),
-                    Bytes::new(),
-                    false,
-                ),
-                Err(_) => hand_back(&self.relay, self.members.swap_remove(i), Bytes::new(), true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    hand_back(&self.log, self.members.swap_remove(i), Bytes::new(), false)
+                }
+                Err(_) => hand_back(&self.log, self.members.swap_remove(i), Bytes::new(), true),
             }
         }
     }
 
     fn hand_back_all(&mut self) {
         for member in self.members.drain(..) {
-            hand_back(&self.relay, member, Bytes::new(), false);
+            hand_back(&self.log, member, Bytes::new(), false);
         }
     }
 }
 
-fn hand_back(relay: &Relay, member: Member, unsent: Bytes, failed: bool) {
-    relay.metrics.sse_handed_back.inc();
+fn hand_back(log: &Log, member: Member, unsent: Bytes, failed: bool) {
+    log.metrics.sse_handed_back.inc();
     let _ = member.back.send(Returned {
-        position: member.position,
+        position: member.cursor.position,
         unsent,
         failed,
     });
@@ -345,7 +334,7 @@ enum Sent {
 fn send(member: &mut Member, batch: &[Arc<Frame>]) -> Sent {
     let mut parts: Vec<IoSlice<'_>> = Vec::new();
     for frame in batch {
-        if member.position.advance(frame) && member.filter.matches(frame) {
+        if member.cursor.owes(frame) {
             parts.push(IoSlice::new(&frame.bytes));
         }
     }
@@ -354,19 +343,11 @@ fn send(member: &mut Member, batch: &[Arc<Frame>]) -> Sent {
     }
     member.wrote = true;
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    match write(&member.socket, &parts) {
+    match member.sink.try_write_vectored(&parts) {
         Ok(n) if n == total => Sent::All,
         Ok(n) => Sent::Part(rest(&parts, n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Part(rest(&parts, 0)),
         Err(_) => Sent::Failed,
-    }
-}
-
-/// One non-blocking write of `parts`.
-fn write(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-    match parts {
-        [one] => socket.try_write(one),
-        _ => socket.try_write_vectored(parts),
     }
 }
 

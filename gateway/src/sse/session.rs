@@ -1,78 +1,50 @@
-//! One client's event stream: what it asked for, what it has been sent, catching up
-//! from the in-memory window or the durable stream, and ending when the gateway stops.
+//! What one client is owed: its first frames, what it missed (from the log's window or
+//! the durable stream), live frames as they come, keep-alives while idle, and the end
+//! when the gateway stops. No socket here: a transport writes the chunks
+//! ([`Session::next_chunk`]), or the hub takes the stream over while it keeps up
+//! ([`Session::park`]).
 
-use std::{
-    collections::{HashSet, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use schemas::{
-    sse::{SseEvent, TopologyEvent},
-    ActivationId, NodeName,
-};
 use tokio::sync::broadcast::{
     self,
     error::{RecvError, TryRecvError},
 };
 use tokio_util::sync::CancellationToken;
 
+pub use super::cursor::Filter;
 use super::{
+    cursor::{Cursor, Position},
     frame,
     history::History,
-    hub::Position,
-    relay::{Frame, Relay},
+    ingest::Ingest,
+    log::{ClientGuard, Frame, Log},
 };
-use crate::State;
 
 /// Most frames gathered into one write.
 const MAX_BATCH: usize = 256;
 
-/// Counts a connected client while it lives.
-pub struct ClientGuard(Arc<Relay>);
-
-impl ClientGuard {
-    /// Takes a client slot, or `None` when `max` clients are connected.
-    pub fn take(relay: Arc<Relay>, max: usize) -> Option<Self> {
-        relay.add_client(max).then_some(Self(relay))
-    }
-}
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        self.0.remove_client();
-    }
-}
-
-/// Which status events a client wants (control events always pass).
-pub struct Filter {
-    /// Only these nodes (all when empty).
-    pub nodes: HashSet<NodeName>,
-    /// Only this activation.
-    pub activation: Option<ActivationId>,
-}
-
-impl Filter {
-    /// Whether `frame` is for this client.
-    pub fn matches(&self, frame: &Frame) -> bool {
-        if frame.kind != SseEvent::Status {
-            return true;
-        }
-        let node_ok =
-            self.nodes.is_empty() || frame.node.as_ref().is_some_and(|n| self.nodes.contains(n));
-        let activation_ok = self.activation.is_none() || frame.activation == self.activation;
-        node_ok && activation_ok
-    }
+/// What every session of a gateway shares.
+#[derive(Clone)]
+pub struct Context {
+    /// The ingest stage (the log, and what a replay needs: rendering, repeats).
+    pub ingest: Arc<Ingest>,
+    /// The durable stream, when there is one.
+    pub history: Option<Arc<History>>,
+    /// Interval of keep-alive comments.
+    pub keepalive: Duration,
+    /// Ends every stream.
+    pub stop: CancellationToken,
 }
 
 /// One client's stream.
 pub struct Session {
-    relay: Arc<Relay>,
+    log: Arc<Log>,
     /// The live frames; none while the hub writes the stream.
     live: Option<broadcast::Receiver<Arc<Frame>>>,
-    filter: Arc<Filter>,
-    /// What has been sent (or skipped by the filter).
-    position: Position,
+    /// What it wants, and what has been sent (or skipped by the filter).
+    cursor: Cursor,
     pending: VecDeque<Bytes>,
     keepalive: tokio::time::Interval,
     /// Whether something was written since the last keep-alive tick (the timer is not
@@ -85,9 +57,9 @@ pub struct Session {
 impl Session {
     /// Queues retained frames after `last_sent`; says so when some are gone.
     fn catch_up(&mut self) {
-        let (frames, complete) = self.relay.since(self.position.last_sent);
+        let (frames, complete) = self.log.since(self.cursor.position.last_sent);
         if !complete {
-            self.report_gap(frames.first().map_or(self.relay.last_id() + 1, |f| f.id));
+            self.report_gap(frames.first().map_or(self.log.last_id() + 1, |f| f.id));
         }
         for frame in frames {
             self.send(&frame);
@@ -123,20 +95,20 @@ impl Session {
     /// Tells the client that the events between what it has and `first_kept` are gone,
     /// and counts them as dropped.
     fn report_gap(&mut self, first_kept: u64) {
-        let missed = first_kept.saturating_sub(self.position.last_sent + 1);
-        self.relay.metrics.events_dropped.inc_by(missed);
+        let missed = first_kept.saturating_sub(self.cursor.position.last_sent + 1);
+        self.log.metrics.events_dropped.inc_by(missed);
         self.pending
-            .push_back(frame::lagged(self.position.last_sent));
+            .push_back(frame::lagged(self.cursor.position.last_sent));
     }
 
     /// Catches up from the in-memory window and, for what the window no longer holds,
     /// from the durable stream; says so when even the stream has lost some, or when
     /// more is missing than one replay sends (the client resumes from its new last id
     /// to get the rest).
-    async fn replay(&mut self, history: &History, newest: u64) {
-        let (frames, complete) = self.relay.since(self.position.last_sent);
+    async fn replay(&mut self, ingest: &Ingest, history: &History, newest: u64) {
+        let (frames, complete) = self.log.since(self.cursor.position.last_sent);
         if !complete {
-            let from = self.position.last_sent + 1;
+            let from = self.cursor.position.last_sent + 1;
             let until = frames.first().map_or(newest, |f| f.id - 1);
             let stored = history.replay(from, until).await;
             if from <= until {
@@ -152,16 +124,12 @@ impl Session {
             for message in stored {
                 if let Some(id) = &message.message_id {
                     // A repeat the relay dropped, or one within this replay.
-                    let relayed_elsewhere = super::relay::lock(&self.relay.dedup)
-                        .first_sequence(id)
-                        .is_some_and(|first| first != message.sequence);
-                    if relayed_elsewhere || !batch.insert(id.clone()) {
+                    if ingest.relayed_elsewhere(id, message.sequence) || !batch.insert(id.clone()) {
                         continue;
                     }
                 }
                 if let Ok(frame) =
-                    self.relay
-                        .replayed(&message.subject, &message.payload, message.sequence)
+                    ingest.replayed(&message.subject, &message.payload, message.sequence)
                 {
                     self.send(&frame);
                 }
@@ -177,7 +145,7 @@ impl Session {
 
     fn send(&mut self, frame: &Frame) {
         // Control events are live only (no history) and pass every filter.
-        if self.position.advance(frame) && self.filter.matches(frame) {
+        if self.cursor.owes(frame) {
             self.pending.push_back(frame.bytes.clone());
         }
     }
@@ -216,34 +184,37 @@ impl Session {
 impl Session {
     /// When nothing is pending and no frame waits: leaves the live channel and returns
     /// where the stream stands, for the hub to go on from there. `None` otherwise.
-    pub fn park(&mut self) -> Option<(Arc<Filter>, Position)> {
+    pub fn park(&mut self) -> Option<Cursor> {
         if !self.pending.is_empty() {
             return None;
         }
         // Control frames are sent under the lock this holds: with an empty channel,
         // every one up to `sent` has been taken.
-        let relay = self.relay.clone();
-        relay.between_controls(|sent| {
+        let log = self.log.clone();
+        log.between_controls(|sent| {
             if !self.live.as_ref()?.is_empty() {
                 return None;
             }
             self.live = None;
-            self.position.controls = self.position.controls.max(sent);
-            Some((self.filter.clone(), self.position))
+            self.cursor.position.controls = self.cursor.position.controls.max(sent);
+            Some(Cursor {
+                filter: self.cursor.filter.clone(),
+                position: self.cursor.position,
+            })
         })
     }
 
     /// Takes the stream back from the hub at `position`: live again, with what was
     /// missed meanwhile (the latest topology and bus, status frames from the window).
     pub fn resume(&mut self, position: Position) {
-        let subscription = self.relay.subscribe();
+        let subscription = self.log.subscribe();
         for frame in self
-            .relay
+            .log
             .controls_between(position.controls, subscription.controls)
         {
             self.pending.push_back(frame.bytes.clone());
         }
-        self.position = Position {
+        self.cursor.position = Position {
             last_sent: position.last_sent,
             controls: position.controls.max(subscription.controls),
         };
@@ -285,53 +256,44 @@ impl Handoff {
     }
 }
 
-/// One client's stream: the retry hint, the topology and bus state, what it missed
-/// since `resume` (its `Last-Event-ID`), then live events until the client leaves or
-/// the gateway stops.
+/// One client's stream: `first` (the retry hint, the topology and bus state), what it
+/// missed since `resume` (its `Last-Event-ID`), then live events until the client
+/// leaves or the gateway stops.
 pub async fn open(
-    state: &Arc<State>,
+    context: &Context,
+    first: Vec<Bytes>,
     filter: Filter,
     resume: Option<u64>,
     guard: ClientGuard,
 ) -> Session {
-    let relay = state.relay.clone();
+    let log = context.ingest.log().clone();
     // Subscribed with the newest id, so no frame falls between live and history.
-    let subscription = relay.subscribe();
+    let subscription = log.subscribe();
     let newest = subscription.newest;
-    let sse = &state.settings.sse;
     let mut session = Session {
-        relay,
+        log,
         live: Some(subscription.live),
-        filter: Arc::new(filter),
-        position: Position {
-            last_sent: newest,
-            controls: subscription.controls,
+        cursor: Cursor {
+            filter: Arc::new(filter),
+            position: Position {
+                last_sent: newest,
+                controls: subscription.controls,
+            },
         },
-        pending: VecDeque::new(),
+        pending: first.into(),
         keepalive: tokio::time::interval_at(
-            tokio::time::Instant::now() + sse.keepalive,
-            sse.keepalive,
+            tokio::time::Instant::now() + context.keepalive,
+            context.keepalive,
         ),
         wrote: false,
-        stop: state.stop.clone(),
+        stop: context.stop.clone(),
         _guard: guard,
     };
-    session
-        .pending
-        .push_back(frame::retry(sse.retry.as_millis()));
-    let graph = state.topology();
-    let mermaid = crate::mermaid::render(&graph);
-    session
-        .pending
-        .push_back(frame::topology(&TopologyEvent { graph, mermaid }));
-    session
-        .pending
-        .push_back(frame::bus(state.bus_connected(), state.relay.gateway_id()));
     match resume {
         Some(id) if id <= newest => {
-            session.position.last_sent = id;
-            match &state.history {
-                Some(history) => session.replay(history, newest).await,
+            session.cursor.position.last_sent = id;
+            match &context.history {
+                Some(history) => session.replay(&context.ingest, history, newest).await,
                 None => session.catch_up(),
             }
         }
@@ -339,8 +301,10 @@ pub async fn open(
         // what this gateway has relayed yet (the client comes from a gateway ahead of
         // this one) is skipped to, not reported. Past the stream's end, or without the
         // stream (this gateway restarted, or the id is another's), it is a gap.
-        Some(id) => match &state.history {
-            Some(history) if id <= history.last_sequence().await => session.position.last_sent = id,
+        Some(id) => match &context.history {
+            Some(history) if id <= history.last_sequence().await => {
+                session.cursor.position.last_sent = id
+            }
             _ => session.pending.push_back(frame::lagged(id)),
         },
         None => {}

@@ -7,6 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use schemas::{NodeName, StatusEvent};
 
+/// Nodes unknown to discovery whose latest state is kept (anyone may publish on
+/// `status.<any name>`).
+pub const UNKNOWN_NODES: usize = 256;
+
 /// Latest states, by node: each kept as the JSON of a complete status event, decoded
 /// only when asked for (events come far more often than anyone looks).
 pub struct LatestStates {
@@ -72,6 +76,27 @@ impl LatestStates {
     /// Whether no node has a state.
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
+    }
+}
+
+/// The latest states as an observer of ingest: shared, behind a lock.
+pub struct Latest(std::sync::Mutex<LatestStates>);
+
+impl Latest {
+    /// Keeps every known node's state and at most `unknown_capacity` others.
+    pub fn new(unknown_capacity: usize) -> Self {
+        Self(std::sync::Mutex::new(LatestStates::new(unknown_capacity)))
+    }
+
+    /// Runs `f` on the latest states (under a lock: keep it short).
+    pub fn with<R>(&self, f: impl FnOnce(&LatestStates) -> R) -> R {
+        f(&crate::sync::lock(&self.0))
+    }
+}
+
+impl super::ingest::Observer for Latest {
+    fn observe(&self, event: &super::ingest::Accepted<'_>) {
+        crate::sync::lock(&self.0).record(event.node, event.json.clone(), event.known);
     }
 }
 

@@ -202,7 +202,7 @@ async fn manual_colour_is_published_as_status() {
     assert_eq!(unknown.status(), 404);
     let body: serde_json::Value = unknown.json().await.unwrap();
     assert_eq!(body["error"], "unknown_node");
-    assert!(app.state.relay.with_states(|s| s.is_empty()));
+    assert!(app.state.latest.with(|s| s.is_empty()));
     let response = app
         .http
         .put(app.url("/nodes/V/color"))
@@ -219,7 +219,7 @@ async fn manual_colour_is_published_as_status() {
     assert_eq!(event["node"], "V");
     assert_eq!(event["state"], "manual");
     assert_eq!(event["color"], "#ff00ff");
-    assert_eq!(event["relayed_by"], app.state.relay.gateway_id());
+    assert_eq!(event["relayed_by"], app.state.gateway_id());
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
     // Missed while away; the window (4 events) cannot cover it, the stream can.
     let (_, missed) = app.activate(json!({})).await;
     eventually("the missed events are relayed", WAIT, || async {
-        (other.state.relay.last_id() >= last + 16).then_some(())
+        (other.state.ingest.log().last_id() >= last + 16).then_some(())
     })
     .await;
     let mut resumed = other.sse("", Some(&last.to_string())).await;
@@ -58,7 +58,7 @@ async fn resume_on_another_or_a_restarted_gateway_loses_nothing() {
         .all(|f| f.json()["activation_id"] == missed["activation_id"]));
     assert!(frames
         .iter()
-        .all(|f| f.json()["relayed_by"] == other.state.relay.gateway_id()));
+        .all(|f| f.json()["relayed_by"] == other.state.gateway_id()));
     assert!(resumed
         .next_of("lagged", Duration::from_millis(200))
         .await

@@ -28,7 +28,7 @@ async fn one_activation_arrives_complete_and_in_order() {
         ids.push(f.id.clone().unwrap().parse::<u64>().unwrap());
         let e = f.json();
         assert_eq!(e["activation_id"], tree["activation_id"]);
-        assert_eq!(e["relayed_by"], app.state.relay.gateway_id());
+        assert_eq!(e["relayed_by"], app.state.gateway_id());
         if e["state"] == "running" {
             assert_eq!(e["color"], "hotpink");
         }
@@ -411,7 +411,7 @@ async fn a_client_too_slow_for_the_hub_gets_every_event_in_order_once_it_reads_a
     let first = fast.next_of("status", WAIT).await.unwrap();
     let first: u64 = first.id.unwrap().parse().unwrap();
     eventually("the relay took every event", WAIT, || async {
-        (app.state.relay.last_id() >= first + EVENTS - 1).then_some(())
+        (app.state.ingest.log().last_id() >= first + EVENTS - 1).then_some(())
     })
     .await;
     assert!(

@@ -140,9 +140,9 @@ async fn an_activation_through_one_gateway_shows_on_another() {
     for f in frames {
         let e = f.json();
         assert_eq!(e["activation_id"], tree["activation_id"]);
-        assert_eq!(e["relayed_by"], other.state.relay.gateway_id());
+        assert_eq!(e["relayed_by"], other.state.gateway_id());
     }
-    assert_ne!(other.state.relay.gateway_id(), app.state.relay.gateway_id());
+    assert_ne!(other.state.gateway_id(), app.state.gateway_id());
 }
 
 #[tokio::test]
