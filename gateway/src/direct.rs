@@ -233,9 +233,31 @@ async fn serve(io: Io, mut request: Request, streams: &Streams) {
         && response
             .content_type()
             .is_some_and(|t| t.starts_with("text/event-stream"));
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let (socket, _permit) = io.into_parts();
     let socket = Arc::new(socket);
+    if let (true, Some(cause)) = (streaming, unwritable(&parts.headers)) {
+        // A middleware wants the body transformed: this path writes the session's own
+        // bytes, so it refuses rather than send them under a wrong header.
+        tracing::error!(cause, "an event stream this gateway cannot write as asked");
+        let body = format!(r#"{{"error":"internal","message":"{cause}"}}"#);
+        parts.headers.clear();
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let head = head(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &parts.headers,
+            Some(body.len()),
+        );
+        let _ = async {
+            write_all(&socket, &head, streams.idle).await?;
+            write_all(&socket, body.as_bytes(), streams.idle).await
+        }
+        .await;
+        return;
+    }
     if streaming {
         let head = head(parts.status, &parts.headers, None);
         if write_all(&socket, &head, streams.idle).await.is_ok() {
@@ -256,6 +278,22 @@ async fn serve(io: Io, mut request: Request, streams: &Streams) {
         .await;
     }
     // Closed when the last holder (this task, or a hub shard) lets go of it.
+}
+
+/// Why an event stream with these response headers cannot be written here, if it
+/// cannot: the session's frames go to the socket as they are, so a response whose
+/// body a middleware would encode (`content-encoding`, a transfer coding) is refused.
+fn unwritable(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::CONTENT_ENCODING) {
+        return Some(
+            "the event stream would need a content-encoding, which its frames do not have",
+        );
+    }
+    let chunked_only = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    (!chunked_only).then_some("the event stream would need a transfer coding other than chunked")
 }
 
 /// Writes `session`'s stream to `socket`: this task writes until the stream is caught
@@ -395,6 +433,30 @@ mod tests {
             Decision::Other => "other",
             Decision::More => "more",
         }
+    }
+
+    #[test]
+    fn a_stream_that_would_need_encoding_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        assert_eq!(unwritable(&headers), None);
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert_eq!(
+            unwritable(&headers),
+            None,
+            "chunking is dropped: close-delimited"
+        );
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(unwritable(&headers).is_some());
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        assert!(unwritable(&headers).is_some_and(|cause| cause.contains("content-encoding")));
     }
 
     #[test]

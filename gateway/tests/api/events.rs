@@ -9,10 +9,37 @@ use crate::helpers::*;
 /// Upper bound of every wait on a condition (generous: the suite runs on busy machines).
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test]
-async fn one_activation_arrives_complete_and_in_order() {
+/// Runs the event test `name` (an `async fn(Transport)`) on each transport: the
+/// gateway's own and hyper's write the same events.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn direct() {
+                super::$name(crate::helpers::Transport::Direct).await
+            }
+
+            #[tokio::test]
+            async fn hyper() {
+                super::$name(crate::helpers::Transport::Hyper).await
+            }
+        }
+    )*};
+}
+
+on_both_transports!(
+    one_activation_arrives_complete_and_in_order,
+    filters_by_node_and_activation,
+    keep_alive_comments_on_idle_streams,
+    resumes_from_last_event_id_without_gaps_or_duplicates,
+    tells_a_client_what_history_cannot_cover,
+    slow_client_does_not_hold_back_others,
+    connection_limit_answers_503,
+);
+
+async fn one_activation_arrives_complete_and_in_order(via: Transport) {
     let app = spawn_app(seed_zero_work(), |_| {}).await;
-    let mut sse = app.sse("", None).await;
+    let mut sse = app.sse_via(via, "", None).await;
     let retry = sse.next(WAIT).await.unwrap();
     assert_eq!(retry.retry, Some(2000), "a retry hint comes first");
     let topology = sse.next(WAIT).await.unwrap();
@@ -44,12 +71,11 @@ async fn one_activation_arrives_complete_and_in_order() {
     }
 }
 
-#[tokio::test]
-async fn filters_by_node_and_activation() {
+async fn filters_by_node_and_activation(via: Transport) {
     let app = spawn_app(seed_zero_work(), |_| {}).await;
-    let mut only_v_t = app.sse("?node=V&node=T", None).await;
+    let mut only_v_t = app.sse_via(via, "?node=V&node=T", None).await;
     // A client that names its activation can subscribe before it starts.
-    let mut only_mine = app.sse("?activation=mine-1", None).await;
+    let mut only_mine = app.sse_via(via, "?activation=mine-1", None).await;
     let (_, first) = app.activate(json!({})).await;
     let (status, mine) = app.activate(json!({"activation_id": "mine-1"})).await;
     assert_eq!(status, 200);
@@ -86,13 +112,12 @@ async fn filters_by_node_and_activation() {
     assert_eq!(bad.status(), 400);
 }
 
-#[tokio::test]
-async fn keep_alive_comments_on_idle_streams() {
+async fn keep_alive_comments_on_idle_streams(via: Transport) {
     let app = spawn_app(vec![spec("A", &[], 0)], |c| {
         c.sse.keepalive = std::time::Duration::from_millis(100)
     })
     .await;
-    let mut sse = app.sse("", None).await;
+    let mut sse = app.sse_via(via, "", None).await;
     let mut comments = 0;
     while comments < 2 {
         let f = sse
@@ -105,10 +130,9 @@ async fn keep_alive_comments_on_idle_streams() {
     }
 }
 
-#[tokio::test]
-async fn resumes_from_last_event_id_without_gaps_or_duplicates() {
+async fn resumes_from_last_event_id_without_gaps_or_duplicates(via: Transport) {
     let app = spawn_app(seed_zero_work(), |_| {}).await;
-    let mut sse = app.sse("", None).await;
+    let mut sse = app.sse_via(via, "", None).await;
     app.activate(json!({})).await;
     let seen = sse.statuses(16, WAIT).await;
     let last = seen.last().unwrap().id.clone().unwrap();
@@ -116,7 +140,7 @@ async fn resumes_from_last_event_id_without_gaps_or_duplicates() {
 
     // Missed while disconnected:
     let (_, missed) = app.activate(json!({})).await;
-    let mut resumed = app.sse("", Some(&last)).await;
+    let mut resumed = app.sse_via(via, "", Some(&last)).await;
     let frames = resumed.statuses(16, WAIT).await;
     let ids: Vec<u64> = frames
         .iter()
@@ -134,16 +158,15 @@ async fn resumes_from_last_event_id_without_gaps_or_duplicates() {
     assert_eq!(next.id.unwrap().parse::<u64>().unwrap(), last + 17);
 }
 
-#[tokio::test]
-async fn tells_a_client_what_history_cannot_cover() {
+async fn tells_a_client_what_history_cannot_cover(via: Transport) {
     let app = spawn_app(seed_zero_work(), |c| c.sse.history = 4).await;
-    let mut watcher = app.sse("", None).await;
+    let mut watcher = app.sse_via(via, "", None).await;
     app.activate(json!({})).await;
     let seen = watcher.statuses(16, WAIT).await;
     let last: u64 = seen.last().unwrap().id.clone().unwrap().parse().unwrap();
     assert!(last > 5);
 
-    let mut from_start = app.sse("", Some("1")).await;
+    let mut from_start = app.sse_via(via, "", Some("1")).await;
     let lagged = from_start.next_of("lagged", WAIT).await.unwrap();
     assert_eq!(lagged.json()["after"], 1);
     let mut ids = Vec::new();
@@ -159,12 +182,11 @@ async fn tells_a_client_what_history_cannot_cover() {
         "the 4 retained events"
     );
 
-    let mut unknown = app.sse("", Some("999999")).await;
+    let mut unknown = app.sse_via(via, "", Some("999999")).await;
     assert!(unknown.next_of("lagged", WAIT).await.is_some());
 }
 
-#[tokio::test]
-async fn slow_client_does_not_hold_back_others() {
+async fn slow_client_does_not_hold_back_others(via: Transport) {
     // 100 activations make 1,600 events: far more than a client may fall behind.
     let app = spawn_app(seed_zero_work(), |c| {
         c.sse.buffer = 256;
@@ -173,7 +195,7 @@ async fn slow_client_does_not_hold_back_others() {
     .await;
     // A client that connects and never reads.
     let stalled = app.http.get(app.url("/events")).send().await.unwrap();
-    let mut reader = app.sse("?node=UI", None).await;
+    let mut reader = app.sse_via(via, "?node=UI", None).await;
     for _ in 0..100 {
         let (status, _) = app.activate(json!({})).await;
         assert_eq!(status, 200);
@@ -183,16 +205,16 @@ async fn slow_client_does_not_hold_back_others() {
     drop(stalled);
 }
 
-#[tokio::test]
-async fn connection_limit_answers_503() {
+async fn connection_limit_answers_503(via: Transport) {
     let app = spawn_app(vec![spec("A", &[], 0)], |c| {
         c.sse.max_clients = 2;
-        // A closed connection is noticed on the next write.
+        // A closed connection is noticed at once on the direct path, on the next write
+        // (a keep-alive at the latest) on hyper's.
         c.sse.keepalive = std::time::Duration::from_millis(50);
     })
     .await;
-    let _one = app.sse("", None).await;
-    let _two = app.sse("", None).await;
+    let _one = app.sse_via(via, "", None).await;
+    let _two = app.sse_via(via, "", None).await;
     let third = app.http.get(app.url("/events")).send().await.unwrap();
     assert_eq!(third.status(), 503);
     let body: serde_json::Value = third.json().await.unwrap();

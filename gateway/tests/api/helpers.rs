@@ -70,12 +70,29 @@ impl Gw {
 
     /// Opens `GET /events` with `query` (e.g. `?node=V`), resuming after `last`.
     pub async fn sse(&self, query: &str, last: Option<&str>) -> Sse {
-        let mut request = reqwest::Client::new().get(format!("{}/events{query}", self.base));
+        self.sse_via(Transport::Direct, query, last).await
+    }
+
+    /// As [`Gw::sse`], through `transport`; fails unless that transport answered.
+    pub async fn sse_via(&self, transport: Transport, query: &str, last: Option<&str>) -> Sse {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        if transport == Transport::Hyper {
+            // The connection's first request is another: hyper serves what follows.
+            let health = client.get(format!("{}/healthz", self.base)).send().await;
+            health.unwrap().bytes().await.unwrap();
+        }
+        let mut request = client.get(format!("{}/events{query}", self.base));
         if let Some(id) = last {
             request = request.header("Last-Event-ID", id);
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
+        // The direct path delimits the stream by closing; hyper chunks it.
+        let chunked = response.headers().get("transfer-encoding").is_some();
+        assert_eq!(chunked, transport == Transport::Hyper, "{transport:?}");
         Sse::from_response(response)
     }
 }
@@ -177,6 +194,19 @@ impl App {
     pub async fn sse(&self, query: &str, last: Option<&str>) -> Sse {
         self.gateway_handle.sse(query, last).await
     }
+
+    /// As [`App::sse`], through `transport`.
+    pub async fn sse_via(&self, transport: Transport, query: &str, last: Option<&str>) -> Sse {
+        self.gateway_handle.sse_via(transport, query, last).await
+    }
+}
+
+/// Which transport writes an event stream: the gateway's own, on a connection whose
+/// first request is `GET /events`, or hyper's, on a kept-alive connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Direct,
+    Hyper,
 }
 
 /// One SSE frame.
