@@ -6,7 +6,7 @@ use std::time::Duration;
 use schemas::NodeName;
 
 /// Every setting of a gateway.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Node activated by `POST /activate` when the body names none.
     pub entry_node: NodeName,
@@ -37,7 +37,7 @@ pub struct Settings {
 }
 
 /// HTTP connection limits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpSettings {
     /// Most connections at once (keep it below the file descriptor limit); more are
     /// answered 503 and closed.
@@ -50,7 +50,7 @@ pub struct HttpSettings {
 }
 
 /// Event stream settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SseSettings {
     /// Interval of `: keep-alive` comments on idle streams.
     pub keepalive: Duration,
@@ -73,7 +73,7 @@ pub struct SseSettings {
 }
 
 /// The JetStream stream keeping status events.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StreamSettings {
     /// Its name (created when missing).
     pub name: String,
@@ -86,7 +86,7 @@ pub struct StreamSettings {
 }
 
 /// Topology discovery settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DiscoverySettings {
     /// Interval between two `$SRV.INFO` rounds.
     pub interval: Duration,
@@ -95,7 +95,8 @@ pub struct DiscoverySettings {
 }
 
 impl Default for Settings {
-    /// The defaults of the `gateway` command line.
+    /// The defaults of the `gateway` command line (a test in `src/bin/gateway.rs` holds
+    /// the two together).
     fn default() -> Self {
         Self {
             // "UI" is a valid name.
@@ -142,7 +143,7 @@ impl Default for Settings {
 }
 
 /// What one replay may hold.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayLimits {
     /// Most events one replay sends.
     pub events: usize,

@@ -31,13 +31,13 @@ pub struct HttpEndpoint {
 impl HttpEndpoint {
     /// A client for `spec`'s endpoint; the URL must be `http://` (put a local proxy in
     /// front of an `https://` endpoint).
-    pub fn new(spec: &HttpSpec) -> Result<Self, String> {
+    pub fn new(spec: &HttpSpec) -> Result<Self, EndpointError> {
         let url = check_url(&spec.url)?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            .map_err(EndpointError::Client)?;
         Ok(Self {
             url,
             client,
@@ -46,13 +46,33 @@ impl HttpEndpoint {
     }
 }
 
+/// Why an HTTP endpoint cannot be a node's function.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL.
+    #[error("http = {url:?}: {cause}")]
+    Url {
+        /// What was given.
+        url: String,
+        /// Why it is not a URL.
+        cause: url::ParseError,
+    },
+    /// A URL, but not `http://host[:port]/path`.
+    #[error("http = {0:?}: only http://host[:port]/path URLs are supported")]
+    Scheme(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build an HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
 /// `url` if it is a usable `http://` URL.
-pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("http = {url:?}: {e}"))?;
+pub fn check_url(url: &str) -> Result<reqwest::Url, EndpointError> {
+    let parsed = reqwest::Url::parse(url).map_err(|cause| EndpointError::Url {
+        url: url.to_string(),
+        cause,
+    })?;
     if parsed.scheme() != "http" || parsed.host_str().is_none() {
-        return Err(format!(
-            "http = {url:?}: only http://host[:port]/path URLs are supported"
-        ));
+        return Err(EndpointError::Scheme(url.to_string()));
     }
     Ok(parsed)
 }

@@ -76,7 +76,7 @@ impl Node {
         client: Client,
         instance: String,
         seed: Option<u64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::http::EndpointError> {
         let doing = match &spec.work {
             Work::Simulated { work_ms, fail_rate } => Doing::Simulated {
                 work_ms: *work_ms,

@@ -123,8 +123,8 @@ impl Running {
                 .map_err(|e| fail(e.to_string()))?;
             let instance = service.info().await.id;
             running.instances.insert(name.clone(), instance.clone());
-            let mut node =
-                Node::new(spec, client.clone(), instance, settings.seed).map_err(fail)?;
+            let mut node = Node::new(spec, client.clone(), instance, settings.seed)
+                .map_err(|e| fail(e.to_string()))?;
             if settings.status_ack {
                 node = node.with_status_ack(tracker.clone());
             }

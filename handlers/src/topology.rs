@@ -197,7 +197,7 @@ impl NodeTable {
                 if self.env.is_some() {
                     return Err(invalid("env is for exec functions only".into()));
                 }
-                crate::http::check_url(&url).map_err(invalid)?;
+                crate::http::check_url(&url).map_err(|e| invalid(e.to_string()))?;
                 Work::Http(HttpSpec {
                     url,
                     max_output_bytes,

@@ -36,27 +36,41 @@ pub struct NodeConfig {
     pub work_ms: Option<u64>,
 }
 
+/// Why live settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not a settings object (malformed, a wrong type, an unknown field).
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A failure rate outside 0..1.
+    #[error("fail_rate must be between 0 and 1, got {0}")]
+    FailRate(f64),
+    /// More work than [`MAX_WORK_MS`].
+    #[error("work_ms must be at most {MAX_WORK_MS}, got {0}")]
+    WorkMs(u64),
+}
+
 impl NodeConfig {
     /// Parses and checks a stored or sent value; empty means no override.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        let config: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let config: Self = serde_json::from_slice(bytes)?;
         config.check()?;
         Ok(config)
     }
 
     /// Whether the values are in range.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(rate) = self.fail_rate {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("fail_rate must be between 0 and 1, got {rate}"));
+                return Err(ConfigError::FailRate(rate));
             }
         }
         if let Some(ms) = self.work_ms {
             if ms > MAX_WORK_MS {
-                return Err(format!("work_ms must be at most {MAX_WORK_MS}, got {ms}"));
+                return Err(ConfigError::WorkMs(ms));
             }
         }
         Ok(())

@@ -259,7 +259,7 @@ impl NodesApi {
             work_ms: body.0.work_ms,
         };
         if let Err(e) = change.check() {
-            return ConfigResponse::BadRequest(Json(ApiError::new("bad_request", e)));
+            return ConfigResponse::BadRequest(Json(ApiError::new("bad_request", e.to_string())));
         }
         let current = match &self.0.config_store {
             Some(store) => mesh_core::live_config::stored(store, &node.0).await,

@@ -407,3 +407,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// The command line with nothing given and no environment read.
+    fn defaults() -> Config {
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        Config::from_arg_matches(&command.get_matches_from(["gateway"])).unwrap()
+    }
+
+    #[test]
+    fn the_command_lines_defaults_are_the_librarys() {
+        let mut settings = defaults().settings().unwrap();
+        let library = Settings::default();
+        // The one default the machine decides: the open-file limit.
+        assert!(settings.http.max_connections >= 16);
+        settings.http.max_connections = library.http.max_connections;
+        settings.sse.max_clients = settings.sse.max_clients.max(library.sse.max_clients);
+        assert_eq!(settings, library);
+    }
+}
