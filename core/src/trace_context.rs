@@ -1,7 +1,14 @@
 //! W3C trace context (`traceparent`, `tracestate`, `baggage`) carried in NATS headers, so
-//! that one activation is one trace across the gateway and every node it reaches:
-//! through OpenTelemetry spans when they are exported, else as a [`Lite`] context that
-//! builds no span at all.
+//! that one activation is one trace across the gateway and every node it reaches.
+//!
+//! The context always travels, exported or not. Each hop (an HTTP request at the
+//! gateway, an activation at a node) has one [`TraceContext`], the caller's continued
+//! one hop further or a new trace, and runs inside it ([`TraceContext::scope`]). When
+//! spans are exported, the hop's context is its exported span's (OpenTelemetry's ids),
+//! and what is sent inside an exported span names that span as its parent, written by
+//! OpenTelemetry's propagator; when they are not, no span is built and the hop's
+//! context is a few bytes passed on. One function ([`of`]) decides which, for every
+//! reader: request headers, a function's `traceparent`, a status event's `trace_id`.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -11,7 +18,7 @@ use std::sync::{
 use async_nats::HeaderMap;
 use opentelemetry::{
     propagation::{Extractor, Injector},
-    trace::{SpanContext, TraceContextExt},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId},
     Context,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -51,44 +58,73 @@ fn exported(span: &tracing::Span) -> Option<SpanContext> {
     span_context.is_valid().then_some(span_context)
 }
 
-/// Headers carrying `span`'s exported trace context; `None` when spans are not exported
-/// (see [`request_headers`] for what a request carries then).
-pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
-    exported(span)?;
+/// The trace context of something done inside `span`, the one place that decides it:
+/// `span`'s own when it is exported (a message sent in it names it as parent), else the
+/// hop's ([`TraceContext::scope`]); `None` when neither (propagation off, or outside a
+/// hop).
+enum Of {
+    /// An exported span: OpenTelemetry's context, written by its propagator.
+    Span(SpanContext),
+    /// The hop's context.
+    Hop,
+}
+
+fn of(span: &tracing::Span) -> Of {
+    match exported(span) {
+        Some(context) => Of::Span(context),
+        None => Of::Hop,
+    }
+}
+
+/// Headers written by the global propagator (`OTEL_PROPAGATORS`) for `span`'s exported
+/// context.
+fn propagated(span: &tracing::Span) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(&mut headers));
     });
-    Some(headers)
+    headers
 }
 
-/// Headers for a request sent inside `span`: its exported context, else the current
-/// [`Lite`] context (whose span id, the hop's, is the request's parent id); `None` when
-/// neither (propagation off).
+/// Headers carrying `span`'s exported trace context; `None` when spans are not exported
+/// (a status event then carries its trace id in its body only).
+pub fn headers_for(span: &tracing::Span) -> Option<HeaderMap> {
+    match of(span) {
+        Of::Span(_) => Some(propagated(span)),
+        Of::Hop => None,
+    }
+}
+
+/// Headers for a request sent inside `span`: they name `span` (exported) or the hop as
+/// the request's parent; `None` when there is no context to carry.
 pub fn request_headers(span: &tracing::Span) -> Option<HeaderMap> {
-    headers_for(span).or_else(|| CURRENT.try_with(Lite::headers).ok())
+    match of(span) {
+        Of::Span(_) => Some(propagated(span)),
+        Of::Hop => CURRENT.try_with(TraceContext::headers).ok(),
+    }
 }
 
 /// The `traceparent` to hand a function run inside `span`.
 pub fn traceparent_for(span: &tracing::Span) -> Option<String> {
-    match headers_for(span) {
-        Some(headers) => headers.get("traceparent").map(|v| v.as_str().to_string()),
-        None => CURRENT.try_with(Lite::traceparent).ok(),
+    match of(span) {
+        Of::Span(_) => propagated(span)
+            .get("traceparent")
+            .map(|v| v.as_str().to_string()),
+        Of::Hop => CURRENT.try_with(TraceContext::traceparent).ok(),
     }
 }
 
-/// The span-less context of a request that arrived with `headers` (continued one hop
-/// further, or a new trace), when spans are not exported for `span` and propagation is
-/// on.
-pub fn lite_for(span: &tracing::Span, headers: Option<&HeaderMap>) -> Option<Lite> {
-    if !propagating() || is_exported(span) {
-        return None;
+/// The trace id (32 hex digits) of what is done inside `span`.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    match of(span) {
+        Of::Span(context) => Some(context.trace_id().to_string()),
+        Of::Hop => CURRENT.try_with(TraceContext::trace_id_hex).ok(),
     }
-    Some(Lite::from_headers(headers).map_or_else(Lite::fresh, |c| c.child()))
 }
 
-/// The trace context a message carries (an empty context when it carries none).
+/// The trace context a message carries, as OpenTelemetry reads it (an empty context
+/// when it carries none): the parent of an exported span.
 pub fn extract(headers: Option<&HeaderMap>) -> Context {
     match headers {
         Some(headers) => {
@@ -109,7 +145,6 @@ pub fn continue_in(span: &tracing::Span, parent: impl FnOnce() -> Context) {
     record_ids(span);
 }
 
-/// The trace id of `span` as 32 hex digits, when it belongs to a trace.
 /// Records the span's OpenTelemetry ids in its `trace_id` and `span_id` fields (declared
 /// `Empty` by the span), so that JSON log lines inside it carry them; nothing when the
 /// span is not traced.
@@ -125,47 +160,37 @@ pub fn record_ids(span: &tracing::Span) {
     }
 }
 
-/// The trace id (32 hex digits) of `span` when it is exported, else of the current
-/// [`Lite`] context.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    match exported(span) {
-        Some(c) => Some(c.trace_id().to_string()),
-        None => Lite::current_trace_id(),
-    }
-}
-
-/// Whether requests carry a W3C trace context when no span is exported ([`Lite`]); set
-/// by [`crate::telemetry`] from `OTEL_PROPAGATORS` (`none` turns it off).
+/// Whether hops carry a W3C trace context ([`TraceContext`]); set by
+/// [`crate::telemetry`] from `OTEL_PROPAGATORS` (`none` turns it off).
 static PROPAGATE: AtomicBool = AtomicBool::new(true);
-/// Whether a caller's `baggage` goes on with the span-less context.
+/// Whether a caller's `baggage` goes on with the hop's context.
 static BAGGAGE: AtomicBool = AtomicBool::new(true);
 
-/// Turns the span-less trace context on or off, with or without `baggage` (both on by
-/// default).
+/// Turns the trace context on or off, with or without `baggage` (both on by default).
 pub fn set_propagation(trace_context: bool, baggage: bool) {
     PROPAGATE.store(trace_context, Ordering::Relaxed);
     BAGGAGE.store(baggage, Ordering::Relaxed);
 }
 
-/// Whether a span-less trace context is carried.
+/// Whether a trace context is carried.
 pub fn propagating() -> bool {
     PROPAGATE.load(Ordering::Relaxed)
 }
 
-/// A W3C trace context carried without OpenTelemetry: when spans are not exported, the
-/// gateway continues a caller's `traceparent` (or starts a trace), and every hop passes
-/// the trace on with a span id of its own, so that `X-Trace-Id`, the status events'
-/// `trace_id` and every NATS request agree, whether or not anything is exported. Costs a
-/// random number, one formatted `traceparent` and a 55-byte header per hop; no span is
-/// built.
+/// A hop's W3C trace context: the gateway continues a caller's `traceparent` (or starts
+/// a trace), and every hop passes the trace on with a span id of its own, so that
+/// `X-Trace-Id`, the status events' `trace_id` and every NATS request agree, whether or
+/// not anything is exported. Its ids are OpenTelemetry's types; when the hop's span is
+/// exported they are that span's ([`TraceContext::of_span`]). Without export it costs a
+/// random number, one formatted `traceparent` and a 55-byte header per hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lite {
-    /// The trace id (never 0).
-    pub trace_id: u128,
-    /// This hop's span id (never 0).
-    pub span_id: u64,
+pub struct TraceContext {
+    /// The trace id (never invalid).
+    pub trace_id: TraceId,
+    /// This hop's span id (never invalid).
+    pub span_id: SpanId,
     /// The trace flags (`01`: sampled).
-    pub flags: u8,
+    pub flags: TraceFlags,
     /// This context as a version-00 `traceparent`, formatted once: the requests of the
     /// hop carry it as it is (the hop's span id is their parent id), and its trace id is
     /// the status events' `trace_id`.
@@ -190,7 +215,7 @@ const TRACESTATE: async_nats::HeaderName = async_nats::HeaderName::from_static("
 const BAGGAGE_HEADER: async_nats::HeaderName = async_nats::HeaderName::from_static("baggage");
 
 tokio::task_local! {
-    static CURRENT: Lite;
+    static CURRENT: TraceContext;
 }
 
 fn nonzero_u64() -> u64 {
@@ -211,25 +236,60 @@ fn lower_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
 }
 
 /// `00-<trace>-<span>-<flags>`.
-fn format_traceparent(trace_id: u128, span_id: u64, flags: u8) -> Arc<str> {
+fn format_traceparent(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Arc<str> {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
     // The slices have exactly twice the input's length: encoding cannot fail.
-    let _ = const_hex::encode_to_slice(trace_id.to_be_bytes(), &mut out[TRACE_HEX]);
-    let _ = const_hex::encode_to_slice(span_id.to_be_bytes(), &mut out[SPAN_HEX]);
-    let _ = const_hex::encode_to_slice([flags], &mut out[53..]);
+    let _ = const_hex::encode_to_slice(trace_id.to_bytes(), &mut out[TRACE_HEX]);
+    let _ = const_hex::encode_to_slice(span_id.to_bytes(), &mut out[SPAN_HEX]);
+    let _ = const_hex::encode_to_slice([flags.to_u8()], &mut out[53..]);
     Arc::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
-impl Lite {
+impl TraceContext {
+    /// The context of a hop: `span`'s when it is exported (its parent set already),
+    /// else the `caller`'s (read from the request only then) one hop further, else a new
+    /// trace; `None` when propagation is off.
+    pub fn for_hop(span: &tracing::Span, caller: impl FnOnce() -> Option<Self>) -> Option<Self> {
+        if !propagating() {
+            return None;
+        }
+        if let Some(context) = Self::of_span(span) {
+            return Some(context);
+        }
+        Some(caller().map_or_else(Self::fresh, |c| c.child()))
+    }
+
+    /// The context of an exported `span` (OpenTelemetry's ids, state and baggage, as
+    /// its propagator writes them); `None` when `span` is not exported.
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        let context = exported(span)?;
+        let headers = propagated(span);
+        let header = |name: &str| headers.get(name).map(|v| v.as_str());
+        let state = context.trace_state().header();
+        let (trace_id, span_id, flags) =
+            (context.trace_id(), context.span_id(), context.trace_flags());
+        let passed = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(Arc::from);
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+            traceparent: format_traceparent(trace_id, span_id, flags),
+            state: passed(Some(state.as_str())),
+            baggage: passed(header("baggage")),
+        })
+    }
+
     /// A new trace (sampled, so that a later hop that exports records it).
     pub fn fresh() -> Self {
-        let trace_id = u128::from(nonzero_u64()) << 64 | u128::from(rand::random::<u64>());
-        let span_id = nonzero_u64();
+        let trace_id =
+            TraceId::from(u128::from(nonzero_u64()) << 64 | u128::from(rand::random::<u64>()));
+        let span_id = SpanId::from(nonzero_u64());
+        let flags = TraceFlags::SAMPLED;
         Self {
             trace_id,
             span_id,
-            flags: 1,
-            traceparent: format_traceparent(trace_id, span_id, 1),
+            flags,
+            traceparent: format_traceparent(trace_id, span_id, flags),
             state: None,
             baggage: None,
         }
@@ -250,10 +310,11 @@ impl Lite {
         if version == 0xff || (version == 0 && b.len() != TRACEPARENT_LEN) {
             return None;
         }
-        let trace_id = u128::from_be_bytes(lower_hex(&b[TRACE_HEX])?);
-        let span_id = u64::from_be_bytes(lower_hex(&b[SPAN_HEX])?);
+        let trace_id = TraceId::from_bytes(lower_hex(&b[TRACE_HEX])?);
+        let span_id = SpanId::from_bytes(lower_hex(&b[SPAN_HEX])?);
         let [flags] = lower_hex::<1>(&b[53..55])?;
-        if trace_id == 0 || span_id == 0 {
+        let flags = TraceFlags::new(flags);
+        if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
             return None;
         }
         let passed = |v: Option<&str>| {
@@ -300,7 +361,7 @@ impl Lite {
 
     /// The same trace, one hop further: a new span id.
     pub fn child(&self) -> Self {
-        let span_id = nonzero_u64();
+        let span_id = SpanId::from(nonzero_u64());
         Self {
             span_id,
             traceparent: format_traceparent(self.trace_id, span_id, self.flags),
@@ -331,15 +392,10 @@ impl Lite {
         headers
     }
 
-    /// Runs `work` with this context as the current one (what [`request_headers`],
-    /// [`trace_id`] and [`traceparent_for`] read).
+    /// Runs `work` with this context as the hop's (what [`request_headers`],
+    /// [`trace_id`] and [`traceparent_for`] read for spans that are not exported).
     pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
         CURRENT.scope(self, work).await
-    }
-
-    /// The current context's trace id (inside [`Lite::scope`]), as 32 hex digits.
-    pub fn current_trace_id() -> Option<String> {
-        CURRENT.try_with(Lite::trace_id_hex).ok()
     }
 }
 
@@ -350,7 +406,7 @@ mod tests {
     #[test]
     fn a_traceparent_round_trips_and_its_child_keeps_the_trace() {
         let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let c = Lite::parse(t, Some("k=v"), Some("tenant=blue")).unwrap();
+        let c = TraceContext::parse(t, Some("k=v"), Some("tenant=blue")).unwrap();
         assert_eq!(c.traceparent(), t);
         assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let child = c.child();
@@ -364,7 +420,7 @@ mod tests {
             .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(h.get("tracestate").unwrap().as_str(), "k=v");
         assert_eq!(h.get("baggage").unwrap().as_str(), "tenant=blue");
-        assert_eq!(Lite::from_headers(Some(&h)).unwrap(), child);
+        assert_eq!(TraceContext::from_headers(Some(&h)).unwrap(), child);
     }
 
     #[test]
@@ -380,10 +436,10 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
         ] {
-            assert_eq!(Lite::parse(bad, None, None), None, "{bad}");
+            assert_eq!(TraceContext::parse(bad, None, None), None, "{bad}");
         }
         // A later version may add fields after the flags.
-        assert!(Lite::parse(
+        assert!(TraceContext::parse(
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
             None,
             None
@@ -391,10 +447,10 @@ mod tests {
         .is_some());
         // Multi-byte text where the fields are cut is refused, not a panic.
         let wide = format!("00-{}-00f067aa0ba902b7-01", "é".repeat(16));
-        assert_eq!(Lite::parse(&wide, None, None), None);
-        assert_eq!(Lite::parse(&"é".repeat(40), None, None), None);
+        assert_eq!(TraceContext::parse(&wide, None, None), None);
+        assert_eq!(TraceContext::parse(&"é".repeat(40), None, None), None);
         // Hostile tracestate or baggage is not passed on.
-        let c = Lite::parse(
+        let c = TraceContext::parse(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             Some("a\r\nb"),
             Some(&"x".repeat(9000)),
@@ -412,25 +468,28 @@ mod tests {
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later",
         );
         h.insert("tracestate", "k=v");
-        let c = Lite::from_headers(Some(&h)).unwrap();
+        let c = TraceContext::from_headers(Some(&h)).unwrap();
         assert_eq!(
             c.traceparent(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         assert_eq!(c.state.as_deref(), Some("k=v"));
-        assert_eq!(c.span_id, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(c.span_id, SpanId::from(0x00f0_67aa_0ba9_02b7));
         let mut other = HeaderMap::new();
         other.insert("Traceparent-Not", c.traceparent().as_str());
-        assert_eq!(Lite::from_headers(Some(&other)), None);
+        assert_eq!(TraceContext::from_headers(Some(&other)), None);
     }
 
     #[test]
     fn fresh_traces_differ_and_are_sampled() {
-        let (a, b) = (Lite::fresh(), Lite::fresh());
+        let (a, b) = (TraceContext::fresh(), TraceContext::fresh());
         assert_ne!(a.trace_id, b.trace_id);
-        assert_eq!(a.flags, 1);
+        assert_eq!(a.flags, TraceFlags::SAMPLED);
         assert_eq!(a.traceparent().len(), 55);
-        assert_eq!(Lite::parse(&a.traceparent(), None, None), Some(a.clone()));
-        assert_eq!(a.trace_id_hex(), format!("{:032x}", a.trace_id));
+        assert_eq!(
+            TraceContext::parse(&a.traceparent(), None, None),
+            Some(a.clone())
+        );
+        assert_eq!(a.trace_id_hex(), a.trace_id.to_string());
     }
 }

@@ -1,7 +1,7 @@
 //! One span and one metric per HTTP request, continuing the caller's trace when it sends
 //! `traceparent` (or starting one), and an `X-Trace-Id` header on every traced response:
-//! with spans exported through OpenTelemetry, else as a span-less
-//! [`mesh_core::trace_context::Lite`] context (unless `OTEL_PROPAGATORS=none`). Probes
+//! the request's [`mesh_core::trace_context::TraceContext`], its exported span's when
+//! spans are exported (none with `OTEL_PROPAGATORS=none`). Probes
 //! (`/healthz`, `/readyz`) and scrapes (`/metrics`) are counted but not traced: they
 //! would be most of the traces and say nothing.
 
@@ -11,7 +11,7 @@ use opentelemetry::propagation::Extractor;
 use poem::{http::HeaderMap, Endpoint, IntoResponse, Request, Response, Result};
 use tracing::Instrument;
 
-use mesh_core::{span_attrs, trace_context::Lite};
+use mesh_core::{span_attrs, trace_context::TraceContext};
 
 use crate::{
     metrics::{HttpLabels, Metrics, RouteLabels},
@@ -75,27 +75,28 @@ pub async fn observe<E: Endpoint>(
         span_attrs::http_request(&span, method, matched, &path, host);
         span
     };
-    // Spans not exported: the caller's trace context (or a new one) still goes on.
-    let lite = (!UNTRACED.contains(&path.as_str())
-        && mesh_core::trace_context::propagating()
-        && !mesh_core::trace_context::is_exported(&span))
-    .then(|| {
-        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-        Lite::parse(
-            header("traceparent").unwrap_or_default(),
-            header("tracestate"),
-            header("baggage"),
-        )
-        .map_or_else(Lite::fresh, |c| c.child())
-    });
-    let trace_id = match &lite {
-        Some(lite) => Some(lite.trace_id_hex()),
+    // The request's trace context (the exported span's, or the caller's one hop
+    // further, or a new one) goes on to every request and event of the activation.
+    let trace = (!UNTRACED.contains(&path.as_str()))
+        .then(|| {
+            TraceContext::for_hop(&span, || {
+                let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+                TraceContext::parse(
+                    header("traceparent")?,
+                    header("tracestate"),
+                    header("baggage"),
+                )
+            })
+        })
+        .flatten();
+    let trace_id = match &trace {
+        Some(trace) => Some(trace.trace_id_hex()),
         None => mesh_core::trace_context::trace_id(&span),
     };
     let started = std::time::Instant::now();
     let call = endpoint.call(req).instrument(span.clone());
-    let called = match lite {
-        Some(lite) => lite.scope(call).await,
+    let called = match trace {
+        Some(trace) => trace.scope(call).await,
         None => call.await,
     };
     let mut response = match called {

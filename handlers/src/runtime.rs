@@ -12,7 +12,10 @@ use async_nats::{
     Client,
 };
 use futures::StreamExt;
-use mesh_core::span_attrs::{self, Messaging};
+use mesh_core::{
+    span_attrs::{self, Messaging},
+    trace_context::TraceContext,
+};
 use schemas::{code, service::NodeMeta, subject, ActivationRequest, NodeName};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -325,9 +328,11 @@ async fn serve(node: &Node, mut request: service::Request) {
     });
     match ActivationRequest::decode(&request.message.payload) {
         Ok(activation) => {
-            // Spans not exported: the caller's trace context (or a new one) goes on
-            // without them, to status events, children and functions.
-            let lite = mesh_core::trace_context::lite_for(&span, request.message.headers.as_ref());
+            // The hop's trace context (the exported span's, or the caller's one hop
+            // further, or a new one) goes on to status events, children and functions.
+            let trace = TraceContext::for_hop(&span, || {
+                TraceContext::from_headers(request.message.headers.as_ref())
+            });
             let activate = async {
                 let traceparent = node
                     .runs_function()
@@ -337,8 +342,8 @@ async fn serve(node: &Node, mut request: service::Request) {
                     .instrument(span.clone())
                     .await
             };
-            let mut reply = match lite {
-                Some(lite) => lite.scope(activate).await,
+            let mut reply = match trace {
+                Some(trace) => trace.scope(activate).await,
                 None => activate.await,
             };
             let body = match encode_within(&mut reply, node.max_payload()) {

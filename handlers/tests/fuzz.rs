@@ -64,7 +64,7 @@ proptest! {
         t in prop_oneof!["[0-9a-fé-]{50,60}", "\\PC{0,70}"],
         state in proptest::option::of("\\PC{0,20}"),
     ) {
-        if let Some(lite) = trace_context::Lite::parse(&t, state.as_deref(), None) {
+        if let Some(lite) = trace_context::TraceContext::parse(&t, state.as_deref(), None) {
             prop_assert_eq!(lite.traceparent().len(), 55);
         }
     }
@@ -73,7 +73,7 @@ proptest! {
     fn trace_context_headers_never_panic(headers in prop::collection::vec((header_name(), header_value()), 0..4)) {
         let msg = message(headers, Vec::new());
         let _ = trace_context::extract(msg.headers.as_ref());
-        if let Some(lite) = trace_context::Lite::from_headers(msg.headers.as_ref()) {
+        if let Some(lite) = trace_context::TraceContext::from_headers(msg.headers.as_ref()) {
             prop_assert_eq!(lite.traceparent().len(), 55);
         }
     }
