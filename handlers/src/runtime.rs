@@ -23,8 +23,9 @@ use tracing::Instrument;
 
 use crate::{node::Node, topology::Work, NodeSpec, VERSION};
 
-/// Runtime settings shared by every node of a process.
-#[derive(Clone, Debug)]
+/// Runtime settings shared by every node of a process (its defaults are the `handlers`
+/// command line's: a test there holds them together).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Activations one node handles at once; more are refused with 503.
     pub max_in_flight: usize,

@@ -275,17 +275,38 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         client = cli.nats.connect_eventually(&client_name) => client?,
         _ = &mut stop => return Ok(()),
     };
-    let settings = Settings {
-        max_in_flight: usize::try_from(cli.max_in_flight)?,
-        seed: cli.seed,
-        grace: match cli.grace_secs {
-            Some(secs) => Duration::from_secs(secs),
-            None => Duration::from_millis(cli.grace_ms),
-        },
-        status_ack: cli.status_ack,
-    };
-    runtime::run(client.clone(), nodes, settings, stop).await?;
+    runtime::run(client.clone(), nodes, cli.settings()?, stop).await?;
     mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+impl Cli {
+    /// The runtime settings the command line gives.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            max_in_flight: usize::try_from(self.max_in_flight)?,
+            seed: self.seed,
+            grace: match self.grace_secs {
+                Some(secs) => Duration::from_secs(secs),
+                None => Duration::from_millis(self.grace_ms),
+            },
+            status_ack: self.status_ack,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    #[test]
+    fn the_command_lines_defaults_are_the_runtimes() {
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let cli =
+            Cli::from_arg_matches(&command.get_matches_from(["handlers", "--name", "A"])).unwrap();
+        assert_eq!(cli.settings().unwrap(), Settings::default());
+    }
 }
