@@ -11,17 +11,20 @@ pub fn status(id: u64, data: &str) -> Bytes {
     ))
 }
 
-/// `event: status` with its `id:`, its data the JSON object `object` (one line, ending
-/// in `}`) with `"relayed_by":<relayed_by>` added: one buffer, no re-encoding.
-pub fn status_relayed(id: u64, object: &[u8], relayed_by: &str) -> Bytes {
-    let head = format!("id: {id}\nevent: {}\ndata: ", SseEvent::Status.name());
-    let mut frame = Vec::with_capacity(head.len() + object.len() + relayed_by.len() + 20);
-    frame.extend_from_slice(head.as_bytes());
-    frame.extend_from_slice(&object[..object.len() - 1]);
-    frame.extend_from_slice(b",\"relayed_by\":");
-    frame.extend_from_slice(relayed_by.as_bytes());
-    frame.extend_from_slice(b"}\n\n");
-    Bytes::from(frame)
+/// `event: status` with its `id:`, its data `event` encoded as JSON straight into the
+/// frame (one buffer, no intermediate text).
+pub fn status_of(id: u64, event: &impl serde::Serialize) -> Result<Bytes, serde_json::Error> {
+    use std::io::Write;
+    let mut frame = Vec::with_capacity(320);
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        frame,
+        "id: {id}\nevent: {}\ndata: ",
+        SseEvent::Status.name()
+    );
+    serde_json::to_writer(&mut frame, event)?;
+    frame.extend_from_slice(b"\n\n");
+    Ok(Bytes::from(frame))
 }
 
 /// An event without `id:` (live only, never replayed).

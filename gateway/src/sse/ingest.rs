@@ -203,17 +203,23 @@ impl Ingest {
     /// The frame of `event` with id `id`.
     fn render(&self, id: u64, event: &Accepted<'_>) -> Result<Frame, Refused> {
         let relayed_by = Some(self.gateway_id.as_str());
-        let json = match event.event {
-            Event::Read(read) => serde_json::to_string(&StatusEventRef {
-                relayed_by,
-                node: std::borrow::Cow::Borrowed(&read.node),
-                at: std::borrow::Cow::Borrowed(&read.at),
-                ..*read
-            })?,
-            Event::Decoded(decoded) => serde_json::to_string(&StatusEvent {
-                relayed_by: relayed_by.map(String::from),
-                ..decoded.clone()
-            })?,
+        let bytes = match event.event {
+            Event::Read(read) => frame::status_of(
+                id,
+                &StatusEventRef {
+                    relayed_by,
+                    node: std::borrow::Cow::Borrowed(&read.node),
+                    at: std::borrow::Cow::Borrowed(&read.at),
+                    ..*read
+                },
+            )?,
+            Event::Decoded(decoded) => frame::status_of(
+                id,
+                &StatusEvent {
+                    relayed_by: relayed_by.map(String::from),
+                    ..decoded.clone()
+                },
+            )?,
         };
         Ok(Frame {
             id,
@@ -224,7 +230,7 @@ impl Ingest {
                 .map(ActivationId::new)
                 .transpose()
                 .map_err(|e| Refused::Name(e.to_string()))?,
-            bytes: frame::status(id, &json),
+            bytes,
         })
     }
 
@@ -234,13 +240,13 @@ impl Ingest {
         self.check_size(payload)?;
         let mut event = StatusEvent::decode(subject, payload)?;
         event.relayed_by = Some(self.gateway_id.clone());
-        let data = serde_json::to_string(&event)?;
+        let bytes = frame::status_of(id, &event)?;
         Ok(Frame {
             id,
             kind: SseEvent::Status,
             node: Some(event.node),
             activation: event.activation_id,
-            bytes: frame::status(id, &data),
+            bytes,
         })
     }
 
