@@ -62,14 +62,7 @@ async fn memory_and_connections_stay_bounded_under_attack() {
     );
     let http = reqwest::Client::new();
     eventually("the gateway sees A", Duration::from_secs(30), || async {
-        let t: serde_json::Value = http
-            .get(format!("{base}/topology"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let t = get_json(&http, &format!("{base}/topology")).await?;
         (t["nodes"][0]["instances"].as_array()?.len() == 1).then_some(())
     })
     .await;

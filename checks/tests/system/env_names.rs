@@ -39,14 +39,7 @@ async fn old_names_are_read_with_a_warning_and_node_name_is_ignored() {
         "the gateway listens at the old name's address and sees TM",
         Duration::from_secs(30),
         || async {
-            let t: serde_json::Value = http
-                .get(format!("http://{listen}/topology"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let t = get_json(&http, &format!("http://{listen}/topology")).await?;
             (t["nodes"].as_array()?.len() == 1).then_some(t)
         },
     )

@@ -14,6 +14,11 @@ use std::path::PathBuf;
 mod helpers {
     pub use testsupport::{eventually, NatsServer, Proc, Signal};
 
+    /// `url`'s JSON body, when it answers with one.
+    pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+        http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     /// The workspace binary `name`, from the target directory this test runs from.
     pub fn binary(name: &str) -> std::path::PathBuf {
         super::target_dir().join(name)

@@ -5,7 +5,7 @@ use std::{process::Command, time::Duration};
 
 use serde_json::json;
 
-use crate::helpers::{binary, eventually, Proc, Signal};
+use crate::helpers::{binary, eventually, get_json, Proc, Signal};
 use testsupport::free_port;
 
 fn group_members(pgid: u32) -> Vec<String> {
@@ -69,14 +69,7 @@ async fn runner_starts_everything_and_ctrl_c_stops_it() {
     );
 
     let topology = eventually("8 nodes discovered", Duration::from_secs(10), || async {
-        let t: serde_json::Value = http
-            .get(format!("{base}/topology"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let t = get_json(&http, &format!("{base}/topology")).await?;
         (t["nodes"].as_array()?.len() == 8).then_some(t)
     })
     .await;
