@@ -2,8 +2,10 @@
 //!
 //! - [`settings`]: what the gateway is configured with (the binary builds it from its
 //!   command line).
-//! - [`sse`]: status events from the bus to every client: framing, the relay, durable
-//!   history, each client's session.
+//! - [`sse`]: status events from the bus to every client, by stage: ingest, the log,
+//!   each client's cursor and session, the hub (see its module documentation).
+//! - [`state`]: what every route shares (settings, connection, the event path's stages,
+//!   stores).
 //! - [`discovery`]: the nodes found through `$SRV.INFO`; [`graph`]: the graph they form;
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
