@@ -240,13 +240,23 @@ impl Gateway {
                 .expose_headers(["x-trace-id", "x-activation-id"]);
             // Browsers send `Origin` on the page's own POST and PUT too: a request from
             // the gateway's own origin is not cross-origin, whatever the allow-list says.
+            // The answer depends on the request's `Origin`, refusals included: caches
+            // must keep one per origin (`Vary: Origin`).
             endpoint = endpoint
                 .with(cors)
                 .around(|endpoint, mut req| async move {
                     if is_same_origin(&req) {
                         req.headers_mut().remove(poem::http::header::ORIGIN);
                     }
-                    endpoint.call(req).await
+                    let mut response = match endpoint.call(req).await {
+                        Ok(response) => response,
+                        Err(refused) => refused.into_response(),
+                    };
+                    response.headers_mut().append(
+                        poem::http::header::VARY,
+                        poem::http::HeaderValue::from_static("Origin"),
+                    );
+                    Ok(response)
                 })
                 .boxed();
         }

@@ -64,7 +64,8 @@ impl NodeConfig {
     /// Whether the values are in range.
     pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(rate) = self.fail_rate {
-            if !(0.0..=1.0).contains(&rate) {
+            // -0.0 compares equal to 0.0, but is not a rate anyone means.
+            if !(0.0..=1.0).contains(&rate) || rate.is_sign_negative() {
                 return Err(ConfigError::FailRate(rate));
             }
         }
@@ -95,6 +96,8 @@ mod tests {
         let c = NodeConfig::decode(br#"{"fail_rate":0.5}"#).unwrap();
         assert_eq!(c.fail_rate, Some(0.5));
         assert!(NodeConfig::decode(br#"{"fail_rate":1.5}"#).is_err());
+        assert!(NodeConfig::decode(br#"{"fail_rate":-0.0}"#).is_err());
+        assert!(NodeConfig::decode(br#"{"fail_rate":0.0}"#).is_ok());
         assert!(NodeConfig::decode(br#"{"work_ms":600001}"#).is_err());
         assert!(NodeConfig::decode(br#"{"other":1}"#).is_err());
         assert!(NodeConfig::decode(b"[").is_err());

@@ -331,6 +331,7 @@ async fn a_first_request_for_events_streams_on_the_socket_and_a_leaving_client_i
         "x-accel-buffering: no",
         "x-content-type-options: nosniff",
         "access-control-allow-origin: http://ok.example",
+        "vary: origin",
         "connection: close",
         "date: ",
         "x-trace-id: ",

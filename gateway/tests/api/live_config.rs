@@ -119,6 +119,7 @@ async fn bad_changes_are_refused_and_change_nothing() {
     for bad in [
         json!({"fail_rate": 1.5}),
         json!({"fail_rate": -0.1}),
+        json!({"fail_rate": -0.0}),
         json!({"work_ms": 600001}),
         json!({"work_ms": "slow"}),
         json!({"fail_rate": 0.5, "colour": "red"}),

@@ -270,6 +270,16 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
         .await;
     allowed.assert_status_is_ok();
     allowed.assert_header("access-control-allow-origin", "http://ok.example");
+    // The answer depends on the Origin: shared caches must not serve one origin's to
+    // another.
+    let varies = |resp: &poem::test::TestResponse| {
+        resp.0
+            .headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("origin"))
+    };
+    assert!(varies(&allowed), "{:?}", allowed.0.headers());
     let preflight = cli
         .options("/activate")
         .header("origin", "http://ok.example")
@@ -287,6 +297,9 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+    assert!(varies(&denied), "{:?}", denied.0.headers());
+    let no_origin = cli.get("/topology").send().await;
+    assert!(varies(&no_origin), "{:?}", no_origin.0.headers());
     // The page's own requests carry the gateway's own origin: never refused.
     let evil_put = cli
         .put("/nodes/V/color")
