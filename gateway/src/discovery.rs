@@ -83,7 +83,29 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Sums the stats of each name's replicas (each replica counted once).
+/// Largest count or time believed from one `$SRV.STATS` answer: 2^53 - 1, the largest
+/// integer a browser holds exactly (a replica serving a million requests a second would
+/// take 285 years to get there).
+const MAX_PLAUSIBLE: u64 = (1 << 53) - 1;
+
+/// One replica's totals over its endpoints, when they are plausible: no count or time
+/// beyond [`MAX_PLAUSIBLE`], no more errors than requests. Anyone on the bus may answer
+/// `$SRV.STATS`; an implausible answer is left out, never summed into an overflow.
+fn replica_totals(endpoints: &[EndpointStats]) -> Option<(u64, u64, u64)> {
+    let mut total = (0u64, 0u64, 0u64);
+    for e in endpoints {
+        if e.num_errors > e.num_requests {
+            return None;
+        }
+        total.0 = total.0.checked_add(e.num_requests)?;
+        total.1 = total.1.checked_add(e.num_errors)?;
+        total.2 = total.2.checked_add(e.processing_time)?;
+    }
+    (total.0 <= MAX_PLAUSIBLE && total.2 <= MAX_PLAUSIBLE).then_some(total)
+}
+
+/// Sums the stats of each name's replicas (each replica counted once, implausible ones
+/// left out: [`replica_totals`]).
 fn sum_stats(answers: Vec<Stats>) -> BTreeMap<NodeName, ServiceStats> {
     let mut seen = std::collections::BTreeSet::new();
     let mut totals: BTreeMap<NodeName, (u64, u64, u64)> = BTreeMap::new();
@@ -94,12 +116,16 @@ fn sum_stats(answers: Vec<Stats>) -> BTreeMap<NodeName, ServiceStats> {
         if !seen.insert((name.clone(), answer.id)) {
             continue;
         }
+        let Some(replica) = replica_totals(&answer.endpoints) else {
+            tracing::debug!(node = %name, "implausible $SRV.STATS answer left out");
+            continue;
+        };
+        // Each replica is at most 2^53: a sum of them overflows only past 2^11 replicas
+        // of one name; saturating is then the honest answer.
         let total = totals.entry(name).or_default();
-        for e in answer.endpoints {
-            total.0 = total.0.saturating_add(e.num_requests);
-            total.1 = total.1.saturating_add(e.num_errors);
-            total.2 = total.2.saturating_add(e.processing_time);
-        }
+        total.0 = total.0.saturating_add(replica.0);
+        total.1 = total.1.saturating_add(replica.1);
+        total.2 = total.2.saturating_add(replica.2);
     }
     totals
         .into_iter()
@@ -277,6 +303,39 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(name: &str, id: &str, endpoints: &[(u64, u64, u64)]) -> Stats {
+        Stats {
+            name: name.into(),
+            id: id.into(),
+            endpoints: endpoints
+                .iter()
+                .map(
+                    |&(num_requests, num_errors, processing_time)| EndpointStats {
+                        num_requests,
+                        num_errors,
+                        processing_time,
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn implausible_stats_are_left_out_not_summed_into_overflow() {
+        let totals = sum_stats(vec![
+            stats("UI", "a", &[(10, 1, 20_000_000)]),
+            stats("UI", "b", &[(u64::MAX, u64::MAX, u64::MAX)]),
+            stats("UI", "c", &[(MAX_PLAUSIBLE, 0, 0), (1, 0, 0)]),
+            stats("UI", "d", &[(5, 6, 0)]),
+            stats("UI", "e", &[(u64::MAX, 0, 0), (1, 0, 0)]),
+            stats("UI", "a", &[(1_000, 0, 0)]),
+            stats("UI", "f", &[(30, 2, 20_000_000)]),
+        ]);
+        let ui = &totals[&NodeName::new("UI").unwrap()];
+        assert_eq!((ui.requests, ui.errors), (40, 3), "only a and f count");
+        assert!((ui.average_ms - 1.0).abs() < 1e-9, "{}", ui.average_ms);
+    }
 
     fn meta(downstream: &[&str]) -> NodeMeta {
         NodeMeta {
