@@ -43,11 +43,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Whether `span` is exported through OpenTelemetry (it has a valid span context).
-pub fn is_exported(span: &tracing::Span) -> bool {
-    exported(span).is_some()
-}
-
 /// The OpenTelemetry context of `span`, when it is exported (a valid span context).
 fn exported(span: &tracing::Span) -> Option<SpanContext> {
     if span.is_disabled() {

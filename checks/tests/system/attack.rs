@@ -26,14 +26,7 @@ fn rss_mib(pid: u32) -> u64 {
 }
 
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(http, &format!("{base}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.trim().parse().ok())
@@ -154,22 +147,8 @@ async fn memory_and_connections_stay_bounded_under_attack() {
     assert_eq!(r.status(), 200);
 
     let under_attack = rss_mib(gateway.id());
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let topology = http
-        .get(format!("{base}/topology"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, &format!("{base}/metrics")).await;
+    let topology = get_text(&http, &format!("{base}/topology")).await;
     println!(
         "gateway RSS: idle {idle} MiB, under attack {under_attack} MiB; /metrics {} B; /topology {}",
         metrics.len(),

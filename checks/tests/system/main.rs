@@ -19,6 +19,11 @@ mod helpers {
         http.get(url).send().await.ok()?.json().await.ok()
     }
 
+    /// `url`'s body as text (the request must succeed).
+    pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+        http.get(url).send().await.unwrap().text().await.unwrap()
+    }
+
     /// The workspace binary `name`, from the target directory this test runs from.
     pub fn binary(name: &str) -> std::path::PathBuf {
         super::target_dir().join(name)
