@@ -209,7 +209,7 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// `: line; line; ...` of the last lines of stderr, or nothing when it is empty.
-fn last_lines(stderr: &[u8]) -> String {
+pub(crate) fn last_lines(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(STDERR_LINES);

@@ -31,6 +31,10 @@ pub fn documents() -> Vec<(&'static str, String)> {
             "activation-record.schema.json",
             pretty(schema_for!(crate::record::ActivationRecord)),
         ),
+        (
+            "function-record.schema.json",
+            pretty(schema_for!(crate::function::FunctionRecord)),
+        ),
     ]
 }
 

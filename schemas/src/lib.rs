@@ -7,6 +7,7 @@
 //! - [`status`]: the status event a node publishes on `status.<node>`.
 //! - [`service`]: a node's Services API metadata and the `$SRV` subjects.
 //! - [`config`]: live settings of a node and where they are kept.
+//! - [`function`]: functions deployed at runtime: the record of a version, the buckets.
 //! - [`graph`]: the graph of nodes the gateway discovers.
 //! - [`record`]: finished activations the gateway keeps for its inspector.
 //! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
@@ -20,6 +21,7 @@
 pub mod activation;
 pub mod color;
 pub mod config;
+pub mod function;
 pub mod graph;
 pub mod json_schema;
 pub mod name;

@@ -20,7 +20,7 @@ const DOWNSTREAM: &str = "mesh.downstream";
 const WORK_MS: &str = "mesh.work_ms";
 /// Failure rate of the own work, 0 to 1.
 const FAIL_RATE: &str = "mesh.fail_rate";
-/// What does the node's own work: `simulated`, `exec`, `http` or `rust`.
+/// What does the node's own work: `simulated`, `exec`, `http`, `rust` or `wasm`.
 const FUNCTION: &str = "mesh.function";
 
 /// What discovery learns of a node from its service metadata.
@@ -69,7 +69,7 @@ impl NodeMeta {
                 .filter(|r| (0.0..=1.0).contains(r))
                 .unwrap_or(0.0),
             function: Some(get(FUNCTION))
-                .filter(|f| matches!(*f, "simulated" | "exec" | "http" | "rust"))
+                .filter(|f| matches!(*f, "simulated" | "exec" | "http" | "rust" | "wasm"))
                 .unwrap_or("simulated")
                 .to_string(),
         })
