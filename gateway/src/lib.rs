@@ -24,6 +24,7 @@
 pub mod activations;
 pub mod api;
 mod auth;
+pub mod deployments;
 pub mod direct;
 pub mod discovery;
 pub mod graph;
@@ -140,6 +141,12 @@ impl Gateway {
             tracing::warn!(cause = %e, "NATS has not confirmed the status subscription yet");
         }
         let config_store = mesh_core::live_config::open(&client).await;
+        let deployments = crate::deployments::Deployments::new(
+            client.clone(),
+            settings.stream.as_ref().map_or(1, |s| s.replicas),
+            settings.max_module_bytes,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e}"))?;
         let kept = Arc::new(kept);
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
@@ -153,6 +160,7 @@ impl Gateway {
             history,
             kept,
             config_store: config_store.clone(),
+            deployments,
             stop: stop.clone(),
         });
 
@@ -203,6 +211,7 @@ impl Gateway {
         let table = Arc::new(routes::RouteTable::from_document(&spec));
         let docs = api.swagger_ui();
         let max_body = self.state.settings.max_body_bytes;
+        let max_module = self.state.settings.max_module_bytes;
         let metrics = self.state.metrics.clone();
         // The API's operations live at the root beside the page: each of its top-level
         // paths is routed to it (the router cannot nest at "/" and also serve "/").
@@ -230,7 +239,16 @@ impl Gateway {
             router = router.nest_no_strip(prefix, api.clone());
         }
         let mut endpoint = router
-            .around(move |endpoint, req| limit::limit_body(endpoint, req, max_body))
+            .around(move |endpoint, req| {
+                // A module is larger than any other body: its own limit.
+                let max =
+                    if req.method() == Method::PUT && req.uri().path().starts_with("/functions/") {
+                        max_module
+                    } else {
+                        max_body
+                    };
+                limit::limit_body(endpoint, req, max)
+            })
             .boxed();
         if !self.state.settings.cors_origins.is_empty() {
             let cors = poem::middleware::Cors::new()

@@ -20,6 +20,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest module accepted by `PUT /functions/{name}`, in bytes (413 beyond).
+    pub max_module_bytes: usize,
     /// HTTP connections.
     pub http: HttpSettings,
     /// Event streams.
@@ -106,6 +108,7 @@ impl Default for Settings {
             api_token: None,
             cors_origins: Vec::new(),
             max_body_bytes: 16 * 1024,
+            max_module_bytes: 16 * 1024 * 1024,
             http: HttpSettings {
                 max_connections: 10_000,
                 header_timeout: Duration::from_secs(10),

@@ -44,6 +44,8 @@
 //! - [`node`]: what one node does with one activation.
 //! - [`live`]: settings changed while running, from the bus.
 //! - [`runtime`]: serving a set of nodes until shutdown.
+//! - [`runner`]: the runner pool: every WebAssembly function deployed on the bus.
+//! - [`wasm`]: a deployed module as a node's function.
 //! - [`topology`]: node settings, from the command line or a topology file.
 
 pub mod exec;
@@ -52,8 +54,10 @@ pub mod function;
 pub mod http;
 pub mod live;
 pub mod node;
+pub mod runner;
 pub mod runtime;
 pub mod topology;
+pub mod wasm;
 
 pub use function::{function, Call, Function, FunctionError};
 pub use runtime::{run, Settings};

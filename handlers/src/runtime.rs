@@ -96,60 +96,27 @@ impl Running {
         };
         for spec in nodes {
             let name = spec.name.clone();
-            let fail = |cause: String| StartError {
-                node: name.clone(),
-                cause,
+            let live = match &store {
+                Some(store) => Some(crate::live::stored(store, &name).await),
+                None => None,
             };
-            let (work_ms, fail_rate) = match spec.work {
-                Work::Simulated { work_ms, fail_rate } => (work_ms, fail_rate),
-                _ => (0, 0.0),
-            };
-            let metadata = NodeMeta {
-                downstream: spec.downstream.clone(),
-                work_ms,
-                fail_rate,
-                function: spec.work.kind().to_string(),
-            }
-            .to_metadata();
-            let service = client
-                .service_builder()
-                .description(format!("nats-mesh node {name}"))
-                .metadata(metadata)
-                .queue_group(subject::QUEUE_GROUP)
-                .start(name.as_str(), VERSION)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let endpoint = service
-                .endpoint_builder()
-                .name("activate")
-                .add(subject::activate(&name))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let instance = service.info().await.id;
-            running.instances.insert(name.clone(), instance.clone());
-            let mut node = Node::new(spec, client.clone(), instance, settings.seed)
-                .map_err(|e| fail(e.to_string()))?;
-            if settings.status_ack {
-                node = node.with_status_ack(tracker.clone());
-            }
-            if let Some(store) = &store {
-                node.set_live(crate::live::stored(store, &name).await);
-            }
-            let node = Arc::new(node);
-            live_nodes
-                .entry(name.clone())
-                .or_default()
-                .push(node.clone());
-            let limit = Arc::new(Semaphore::new(settings.max_in_flight));
-            running.accept.push(tokio::spawn(accept(
-                endpoint,
-                node,
-                limit,
-                settings.max_in_flight,
-                tracker.clone(),
-                token.clone(),
-            )));
-            running.services.push(service);
+            let served = serve_node(
+                &client,
+                spec,
+                &settings,
+                Registration {
+                    max_in_flight: settings.max_in_flight,
+                    live,
+                    ..Default::default()
+                },
+                &tracker,
+                &token,
+            )
+            .await?;
+            running.instances.insert(name.clone(), served.instance);
+            live_nodes.entry(name).or_default().push(served.node);
+            running.accept.push(served.accept);
+            running.services.push(served.service);
         }
         tracker.spawn(crate::live::follow(
             client.clone(),
@@ -203,6 +170,98 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.token.cancel();
     }
+}
+
+/// How one node is registered, beyond its spec.
+#[derive(Default)]
+pub(crate) struct Registration {
+    /// Activations it handles at once.
+    pub max_in_flight: usize,
+    /// Its live settings when it starts.
+    pub live: Option<schemas::config::NodeConfig>,
+    /// The service's description (default: `nats-mesh node <name>`).
+    pub description: Option<String>,
+    /// More service metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One node registered with the Services API and taking requests.
+pub(crate) struct Served {
+    pub service: service::Service,
+    pub accept: JoinHandle<()>,
+    pub instance: String,
+    pub node: Arc<Node>,
+}
+
+/// Registers `spec` as a service and starts taking its requests (until `token`).
+pub(crate) async fn serve_node(
+    client: &Client,
+    spec: NodeSpec,
+    settings: &Settings,
+    registration: Registration,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) -> Result<Served, StartError> {
+    let name = spec.name.clone();
+    let fail = |cause: String| StartError {
+        node: name.clone(),
+        cause,
+    };
+    let (work_ms, fail_rate) = match spec.work {
+        Work::Simulated { work_ms, fail_rate } => (work_ms, fail_rate),
+        _ => (0, 0.0),
+    };
+    let mut metadata = NodeMeta {
+        downstream: spec.downstream.clone(),
+        work_ms,
+        fail_rate,
+        function: spec.work.kind().to_string(),
+    }
+    .to_metadata();
+    metadata.extend(registration.metadata);
+    let service = client
+        .service_builder()
+        .description(
+            registration
+                .description
+                .unwrap_or_else(|| format!("nats-mesh node {name}")),
+        )
+        .metadata(metadata)
+        .queue_group(subject::QUEUE_GROUP)
+        .start(name.as_str(), VERSION)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let endpoint = service
+        .endpoint_builder()
+        .name("activate")
+        .add(subject::activate(&name))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let instance = service.info().await.id;
+    let mut node = Node::new(spec, client.clone(), instance.clone(), settings.seed)
+        .map_err(|e| fail(e.to_string()))?;
+    if settings.status_ack {
+        node = node.with_status_ack(tracker.clone());
+    }
+    if let Some(live) = registration.live {
+        node.set_live(live);
+    }
+    let node = Arc::new(node);
+    let limit = Arc::new(Semaphore::new(registration.max_in_flight));
+    let accept = tokio::spawn(accept(
+        endpoint,
+        node.clone(),
+        limit,
+        registration.max_in_flight,
+        tracker.clone(),
+        token.clone(),
+    ));
+    Ok(Served {
+        service,
+        accept,
+        instance,
+        node,
+    })
 }
 
 /// Serves `nodes` until `shutdown` completes, then shuts down gracefully.

@@ -24,6 +24,8 @@ use tokio::io::AsyncReadExt;
 pub const RECORDS_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Most bytes the modules bucket holds.
 pub const MODULES_MAX_BYTES: i64 = 1024 * 1024 * 1024;
+/// Largest module, by default, in bytes (the gateway refuses larger ones with 413).
+pub const MAX_MODULE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest wait for JetStream to open or make a bucket.
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 

@@ -4,6 +4,7 @@ mod activate;
 mod activations;
 mod error;
 mod events;
+mod functions;
 mod health;
 mod nodes;
 mod topology;
@@ -25,6 +26,8 @@ enum ApiTags {
     Activation,
     /// Act on one node.
     Nodes,
+    /// WebAssembly functions deployed at runtime.
+    Functions,
     /// The live stream of status events.
     Events,
     /// The graph discovered from the bus.
@@ -33,25 +36,25 @@ enum ApiTags {
     Health,
 }
 
+/// Every group of operations.
+pub type Operations = (
+    activate::ActivateApi,
+    activations::ActivationsApi,
+    nodes::NodesApi,
+    functions::FunctionsApi,
+    events::EventsApi,
+    topology::TopologyApi,
+    health::HealthApi,
+);
+
 /// The OpenAPI service of every route.
-pub fn service(
-    state: Arc<State>,
-) -> OpenApiService<
-    (
-        activate::ActivateApi,
-        activations::ActivationsApi,
-        nodes::NodesApi,
-        events::EventsApi,
-        topology::TopologyApi,
-        health::HealthApi,
-    ),
-    (),
-> {
+pub fn service(state: Arc<State>) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         (
             activate::ActivateApi(state.clone()),
             activations::ActivationsApi(state.clone()),
             nodes::NodesApi(state.clone()),
+            functions::FunctionsApi(state.clone()),
             events::EventsApi(state.clone()),
             topology::TopologyApi(state.clone()),
             health::HealthApi(state),
@@ -71,7 +74,7 @@ pub fn service(
 /// as an absent optional field without saying so either; [`document`] adds
 /// `additionalProperties: false` and `nullable: true` (on optional fields) so that the
 /// spec matches the behaviour.
-const CLOSED_BODIES: [&str; 3] = ["ActivateBody", "ColorBody", "ConfigBody"];
+const CLOSED_BODIES: [&str; 4] = ["ActivateBody", "ColorBody", "ConfigBody", "RollbackBody"];
 
 /// The OpenAPI document as served on `/openapi.json`.
 pub fn document<T>(service: &OpenApiService<T, ()>) -> String

@@ -76,6 +76,10 @@ struct Config {
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "MESH_GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     max_body_bytes: usize,
+    /// Largest WebAssembly module `PUT /functions/{name}` accepts, in bytes (413 beyond).
+    #[arg(long, env = "MESH_GATEWAY_MAX_MODULE_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    max_module_bytes: u64,
 
     /// Interval of `: keep-alive` comments on idle SSE streams, in milliseconds.
     #[arg(long, env = "MESH_SSE_KEEPALIVE_MS", default_value_t = 15_000,
@@ -236,6 +240,7 @@ impl Config {
             api_token: self.api_token.clone(),
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
+            max_module_bytes: usize::try_from(self.max_module_bytes)?,
             http: HttpSettings {
                 max_connections,
                 header_timeout: Duration::from_millis(self.header_timeout_ms),

@@ -7,6 +7,7 @@ mod browser;
 mod durable;
 mod events;
 mod faults;
+mod functions;
 mod helpers;
 mod inspector;
 mod live_config;

@@ -25,8 +25,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// program or an HTTP endpoint), publish their status on `status.<node>` and reply with
 /// the result tree.
 ///
-/// Run one node with `-n NAME [-t MS | --exec CMD | --http URL] [-s CHILD]...`, or many
-/// with `--topology FILE`.
+/// Run one node with `-n NAME [-t MS | --exec CMD | --http URL] [-s CHILD]...`, many
+/// with `--topology FILE`, or every WebAssembly function deployed on the bus with
+/// `--functions` (a runner: start as many as you like, anywhere).
 /// Every option can also be set through the environment variable shown beside it.
 #[derive(Debug, Parser)]
 #[command(name = "handlers", version)]
@@ -39,8 +40,8 @@ struct Cli {
         short = 'n',
         long,
         env = "MESH_NODE",
-        required_unless_present = "topology",
-        conflicts_with = "topology"
+        required_unless_present_any = ["topology", "functions"],
+        conflicts_with_all = ["topology", "functions"]
     )]
     name: Option<NodeName>,
     /// Own simulated work of the single node, in milliseconds [default: 0].
@@ -77,8 +78,26 @@ struct Cli {
     timeout_ms: Option<u64>,
 
     /// Serve every node of this topology file (TOML, see topology/seed.toml).
-    #[arg(long, env = "MESH_TOPOLOGY")]
+    #[arg(long, env = "MESH_TOPOLOGY", conflicts_with = "functions")]
     topology: Option<PathBuf>,
+
+    /// Be a runner: serve every WebAssembly function deployed on the bus (see
+    /// docs/functions.md), picking up new versions and deletions as they happen.
+    #[arg(long, env = "MESH_FUNCTIONS")]
+    functions: bool,
+    /// A runner's largest module, in bytes (a version with a larger one is not served).
+    #[arg(long, env = "MESH_MAX_MODULE_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    max_module_bytes: u64,
+    /// Most functions one runner serves.
+    #[arg(long, env = "MESH_MAX_FUNCTIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_functions: u64,
+    /// Copies of the function buckets when a runner makes them (3 on a three-server
+    /// JetStream cluster).
+    #[arg(long, env = "MESH_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=5))]
+    replicas: u64,
     /// With --topology: serve only these nodes of the file (repeat or comma-separate).
     #[arg(long, env = "MESH_ONLY", value_delimiter = ',', requires = "topology")]
     only: Vec<NodeName>,
@@ -118,6 +137,13 @@ struct Cli {
 /// Exits with an error unless every node answers `$SRV.PING.<node>` within 2 s.
 async fn ping(cli: &Cli, nodes: &[NodeSpec]) -> anyhow::Result<()> {
     let client = cli.nats.connect("nats-mesh ping").await?;
+    if cli.functions {
+        // A runner serves what is deployed, maybe nothing: NATS answering is its health.
+        tokio::time::timeout(Duration::from_secs(2), client.flush())
+            .await
+            .map_err(|_| anyhow::anyhow!("NATS did not answer within 2 s"))??;
+        println!("NATS answers");
+    }
     for node in nodes {
         let subject = service::of(Verb::Ping, &node.name);
         let asked = client.request(subject.clone(), "".into());
@@ -188,7 +214,8 @@ impl Cli {
                     ..NodeSpec::new(name.clone()).with_downstream(self.downstream.clone())
                 }]
             }
-            (None, None) => anyhow::bail!("give --name or --topology"),
+            (None, None) if self.functions => Vec::new(),
+            (None, None) => anyhow::bail!("give --name, --topology or --functions"),
         };
         for node in &mut nodes {
             if let (Some(rate), Work::Simulated { fail_rate, .. }) =
@@ -228,6 +255,7 @@ fn main() -> ExitCode {
     };
     let services = match &one {
         Some(name) => telemetry::Services::One(name),
+        None if cli.functions => telemetry::Services::PerNode("nats-mesh-runner"),
         None => telemetry::Services::PerNode("nats-mesh-nodes"),
     };
     // Telemetry outlives the runtime: its exporter thread is flushed after the last span.
@@ -266,6 +294,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         return ping(&cli, &nodes).await;
     }
     let client_name = match nodes.as_slice() {
+        _ if cli.functions => "nats-mesh runner".to_string(),
         [one] => format!("nats-mesh node {}", one.name),
         _ => "nats-mesh nodes".to_string(),
     };
@@ -275,13 +304,28 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         client = cli.nats.connect_eventually(&client_name) => client?,
         _ = &mut stop => return Ok(()),
     };
-    runtime::run(client.clone(), nodes, cli.settings()?, stop).await?;
+    if cli.functions {
+        handlers::runner::run(client.clone(), cli.settings()?, cli.runner()?, stop)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    } else {
+        runtime::run(client.clone(), nodes, cli.settings()?, stop).await?;
+    }
     mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 impl Cli {
+    /// The runner settings the command line gives.
+    fn runner(&self) -> anyhow::Result<handlers::runner::RunnerSettings> {
+        Ok(handlers::runner::RunnerSettings {
+            max_module_bytes: usize::try_from(self.max_module_bytes)?,
+            max_functions: usize::try_from(self.max_functions)?,
+            replicas: usize::try_from(self.replicas)?,
+        })
+    }
+
     /// The runtime settings the command line gives.
     fn settings(&self) -> anyhow::Result<Settings> {
         Ok(Settings {
@@ -308,5 +352,9 @@ mod tests {
         let cli =
             Cli::from_arg_matches(&command.get_matches_from(["handlers", "--name", "A"])).unwrap();
         assert_eq!(cli.settings().unwrap(), Settings::default());
+        assert_eq!(
+            cli.runner().unwrap(),
+            handlers::runner::RunnerSettings::default()
+        );
     }
 }
