@@ -29,18 +29,19 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY schemas/Cargo.toml schemas/
 COPY core/Cargo.toml core/
+COPY wasm/Cargo.toml wasm/
 COPY handlers/Cargo.toml handlers/
 COPY gateway/Cargo.toml gateway/
 COPY testsupport/Cargo.toml testsupport/
 COPY checks/Cargo.toml checks/
 COPY bench/Cargo.toml bench/
 RUN if [ "$BINARIES" = source ]; then \
-      for c in schemas core handlers gateway testsupport checks bench; do mkdir -p $c/src/bin && echo '' > $c/src/lib.rs; done \
+      for c in schemas core wasm handlers gateway testsupport checks bench; do mkdir -p $c/src/bin && echo '' > $c/src/lib.rs; done \
       && echo 'fn main() {}' > handlers/src/bin/handlers.rs \
       && echo 'fn main() {}' > gateway/src/bin/gateway.rs \
       && echo 'fn main() {}' > bench/src/main.rs \
       && cargo build --release --locked -p handlers -p gateway \
-      && rm -rf schemas/src core/src handlers/src gateway/src testsupport/src checks/src bench/src; \
+      && rm -rf schemas/src core/src wasm/src handlers/src gateway/src testsupport/src checks/src bench/src; \
     fi
 # 2. The sources (and, for BINARIES=host, the host's release binaries).
 COPY . .
@@ -48,7 +49,7 @@ RUN mkdir -p /out \
  && if [ "$BINARIES" = host ]; then \
       cp target/release/handlers target/release/gateway /out/; \
     else \
-      touch schemas/src/lib.rs core/src/lib.rs handlers/src/lib.rs gateway/src/lib.rs \
+      touch schemas/src/lib.rs core/src/lib.rs wasm/src/lib.rs handlers/src/lib.rs gateway/src/lib.rs \
       && cargo build --release --locked -p handlers -p gateway --bins \
       && strip target/release/handlers target/release/gateway \
       && cp target/release/handlers target/release/gateway /out/; \

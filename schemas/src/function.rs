@@ -223,7 +223,7 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(refused("[").contains("expected"));
+        assert!(refused("[").contains("EOF"), "{}", refused("["));
         assert!(refused(r#"{"module":""}"#).contains("module"));
         assert!(refused(r#"{"module":"m","other":1}"#).contains("unknown field"));
         assert!(refused(r#"{"module":"m","settings":{"memory_mib":0}}"#).contains("memory_mib"));

@@ -484,3 +484,31 @@ async fn runners_share_activations_and_functions_outlive_restarts() {
     let reply = p.served("ECHO").await;
     assert_eq!(reply["outcome"], "ok", "{reply}\n{}", p.logs());
 }
+
+#[tokio::test]
+#[ignore = "external: needs wat2wasm, clang, lld and wasi-libc (Debian); ./scripts/test installs them and runs this"]
+async fn the_examples_build_offline_and_deploy_with_one_command() {
+    let p = Platform::start(1, |_| {}).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/wasm/deploy");
+    let base = p.gw.base.clone();
+    let out = tokio::task::spawn_blocking(move || Command::new(script).arg(base).output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(reply["outcome"], "ok", "{reply}\n{}", p.logs());
+    assert_eq!(
+        reply["result"],
+        json!({"words": 6, "chars": 22, "counted_by": "WORDCOUNT"})
+    );
+    assert_eq!(reply["children"][0]["node"], "ECHO", "{reply}");
+    assert_eq!(
+        reply["children"][0]["result"]["input"]["text"],
+        "the cat sat on the mat"
+    );
+}

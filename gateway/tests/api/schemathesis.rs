@@ -36,7 +36,8 @@ fn schemathesis(base: &str, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "external: needs schemathesis (PyPI); ./scripts/test installs it and runs this"]
 async fn schemathesis_finds_nothing() {
-    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    // With JetStream: `/functions` answers 503 without it.
+    let app = spawn_on(NatsServer::start_jetstream(), seed_zero_work(), |_| {}).await;
     let base = app.base.clone();
     tokio::task::spawn_blocking(move || {
         schemathesis(

@@ -78,11 +78,13 @@ struct Cli {
     timeout_ms: Option<u64>,
 
     /// Serve every node of this topology file (TOML, see topology/seed.toml).
-    #[arg(long, env = "MESH_TOPOLOGY", conflicts_with = "functions")]
+    #[arg(long, env = "MESH_TOPOLOGY")]
     topology: Option<PathBuf>,
 
     /// Be a runner: serve every WebAssembly function deployed on the bus (see
-    /// docs/functions.md), picking up new versions and deletions as they happen.
+    /// docs/functions.md), picking up new versions and deletions as they happen. A
+    /// runner serves functions only: a topology (`MESH_TOPOLOGY`, as the image sets it)
+    /// is ignored.
     #[arg(long, env = "MESH_FUNCTIONS")]
     functions: bool,
     /// A runner's largest module, in bytes (a version with a larger one is not served).
@@ -95,7 +97,7 @@ struct Cli {
     max_functions: u64,
     /// Copies of the function buckets when a runner makes them (3 on a three-server
     /// JetStream cluster).
-    #[arg(long, env = "MESH_STREAM_REPLICAS", default_value_t = 1,
+    #[arg(long = "stream-replicas", env = "MESH_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=5))]
     replicas: u64,
     /// With --topology: serve only these nodes of the file (repeat or comma-separate).
@@ -167,6 +169,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 impl Cli {
     fn nodes(&self) -> anyhow::Result<Vec<NodeSpec>> {
+        if self.functions {
+            return Ok(Vec::new());
+        }
         let mut nodes = match (&self.topology, &self.name) {
             (Some(path), _) => {
                 let topology = Topology::load(path)?;
@@ -214,7 +219,6 @@ impl Cli {
                     ..NodeSpec::new(name.clone()).with_downstream(self.downstream.clone())
                 }]
             }
-            (None, None) if self.functions => Vec::new(),
             (None, None) => anyhow::bail!("give --name, --topology or --functions"),
         };
         for node in &mut nodes {
