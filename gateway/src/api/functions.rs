@@ -41,6 +41,7 @@ pub enum ModuleBody {
 #[oai(deny_unknown_fields)]
 pub struct RollbackBody {
     /// An earlier version (`GET /functions/{name}` lists them).
+    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub version: u64,
 }
 
@@ -300,17 +301,22 @@ impl FunctionsApi {
         name: Path<NodeName>,
         body: ModuleBody,
         /// Downstream nodes, comma-separated (empty: none).
+        #[oai(validator(pattern = r"^[A-Za-z0-9_,-]*$", max_length = 4200))]
         downstream: Query<Option<String>>,
-        /// Budget of an activation that brings none, in milliseconds (1 to 600000;
-        /// default 5000).
+        /// Budget of an activation that brings none, in milliseconds (default 5000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "600000")))]
         timeout_ms: Query<Option<u64>>,
-        /// Memory the module may grow to, in MiB (1 to 4096; default 64).
+        /// Memory the module may grow to, in MiB (default 64).
+        #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
         memory_mib: Query<Option<u32>>,
-        /// Activations one runner handles at once (1 to 100000; default 64).
+        /// Activations one runner handles at once (default 64).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
         max_in_flight: Query<Option<u32>>,
-        /// Largest result, in bytes (1 to 67108864; default 1048576).
+        /// Largest result, in bytes (default 1048576).
+        #[oai(validator(minimum(value = "1"), maximum(value = "67108864")))]
         max_output_bytes: Query<Option<u64>>,
-        /// What it does (at most 1024 bytes).
+        /// What it does.
+        #[oai(validator(max_length = 1024))]
         description: Query<Option<String>>,
     ) -> DeployResponse {
         if let Err(e) = caller.authorize(self.0.settings.api_token.as_deref()) {

@@ -42,7 +42,25 @@ async fn schemathesis_finds_nothing() {
     tokio::task::spawn_blocking(move || {
         schemathesis(
             &base,
-            &["--exclude-path", "/activate", "--exclude-path", "/events"],
+            &[
+                "--exclude-path",
+                "/activate",
+                "--exclude-path",
+                "/events",
+                "--exclude-path",
+                "/functions/{name}",
+            ],
+        );
+        // No schema can say "a valid WASI command": a schema-valid module may be
+        // refused (400), so that one check is left out for the functions' routes.
+        schemathesis(
+            &base,
+            &[
+                "--include-path-regex",
+                "^/functions",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ],
         );
         schemathesis(
             &base,
