@@ -512,3 +512,50 @@ async fn the_examples_build_offline_and_deploy_with_one_command() {
         "the cat sat on the mat"
     );
 }
+
+#[tokio::test]
+async fn a_function_deployed_with_the_bus_alone_is_served() {
+    // What `nats obj put` and `nats kv put` do, from an independent client.
+    let p = Platform::start(1, |_| {}).await;
+    let js = async_nats::jetstream::new(p.nats.clone());
+    let (modules, records) = eventually(
+        "a runner made the buckets",
+        Duration::from_secs(30),
+        || async {
+            let modules = js.get_object_store("MESH_FUNCTION_MODULES").await.ok()?;
+            let records = js.get_key_value("MESH_FUNCTIONS").await.ok()?;
+            Some((modules, records))
+        },
+    )
+    .await;
+    modules
+        .put("by-hand/echo.wasm", &mut &echo()[..])
+        .await
+        .unwrap();
+    records
+        .put(
+            "BYHAND",
+            r#"{"module":"by-hand/echo.wasm","settings":{"timeout_ms":2000}}"#.into(),
+        )
+        .await
+        .unwrap();
+    let reply = p.served("BYHAND").await;
+    assert_eq!(reply["outcome"], "ok", "{reply}\n{}", p.logs());
+    let (_, listed) = p.get("/functions/BYHAND").await;
+    assert_eq!(
+        listed["current"]["settings"]["timeout_ms"], 2000,
+        "{listed}"
+    );
+    // A record naming no module is refused by the runner, which keeps what it served.
+    records
+        .put("BYHAND", r#"{"module":"missing.wasm"}"#.into())
+        .await
+        .unwrap();
+    eventually(
+        "the runner refused the version",
+        Duration::from_secs(30),
+        || async { p.logs().contains("version not served").then_some(()) },
+    )
+    .await;
+    assert_eq!(p.activate("BYHAND", json!(null)).await["outcome"], "ok");
+}
