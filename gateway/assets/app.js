@@ -575,9 +575,38 @@ async function loadRecent() {
 }
 $('recent-load').addEventListener('click', loadRecent);
 
+/** Deployed WebAssembly functions with their versions (GET /functions). */
+async function loadFunctions() {
+  try {
+    const r = await fetch('/functions', { cache: 'no-store' });
+    if (!r.ok) return;
+    const { functions } = await r.json();
+    const list = $('functions');
+    list.replaceChildren();
+    for (const f of functions) {
+      const li = document.createElement('li');
+      li.dataset.function = f.name;
+      li.dataset.version = f.current.version;
+      const c = f.current;
+      li.textContent = `${f.name} v${c.version} · ${c.size ?? '?'} B${c.settings.description ? ' · ' + c.settings.description : ''}`;
+      li.title = `${c.digest ?? ''} deployed ${c.deployed_at ?? '?'}; downstream: ${c.settings.downstream.join(', ') || 'none'}`;
+      list.append(li);
+    }
+    if (functions.length === 0) {
+      const li = document.createElement('li');
+      li.className = 'hint';
+      li.textContent = 'none deployed (PUT /functions/{name})';
+      list.append(li);
+    }
+  } catch { /* the stream's reconnect says so */ }
+}
+$('functions-load').addEventListener('click', loadFunctions);
+
 connect();
 pollBus();
 loadRecent();
+loadFunctions();
 setInterval(pollBus, 5000);
+setInterval(loadFunctions, 5000);
 setInterval(refreshTopology, 5000);
 setInterval(loadRecent, 5000);

@@ -645,6 +645,36 @@ async fn page_inspects_an_activation_and_repeats_it() {
     assert_eq!(listed[0], again.as_str());
     assert_eq!(listed[1], id.as_str());
 
+    // A function deployed now is listed with its version.
+    let module =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+            .unwrap();
+    let deployed: Value = app
+        .http
+        .put(app.url("/functions/NOOP?description=does%20nothing"))
+        .header("content-type", "application/wasm")
+        .body(module)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = deployed["current"]["version"].as_u64().unwrap();
+    driver.click("#functions-load").await;
+    let shown = driver
+        .wait_for(
+            "the function listed",
+            "const li = document.querySelector('#functions li[data-function=\"NOOP\"]');
+             return !!li && [li.dataset.version, li.textContent]",
+        )
+        .await;
+    assert_eq!(shown[0], version.to_string());
+    assert!(
+        shown[1].as_str().unwrap().contains("does nothing"),
+        "{shown}"
+    );
+
     let png = driver.call("GET", "/screenshot", Value::Null).await;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(png.as_str().unwrap())
