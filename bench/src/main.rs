@@ -19,6 +19,7 @@ mod floor;
 mod procs;
 mod sse;
 mod stats;
+mod wasm;
 
 use std::{
     sync::{atomic::AtomicUsize, Arc},
@@ -49,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
         // `bench --sse-floor URL PORT`: the floor of SSE fan-out (see `floor`).
         [_, flag, url, port] if flag == "--sse-floor" => {
             return floor::serve(url, port.parse()?).await;
+        }
+        // `bench --rust-function URL`: the Rust function the WebAssembly one is compared with.
+        [_, flag, url] if flag == "--rust-function" => {
+            return wasm::rust_function(url).await;
         }
         [_, flag, url, node, c, n] if flag == "--drive" => {
             let client = async_nats::connect(url).await?;
@@ -156,6 +161,66 @@ async fn main() -> anyhow::Result<()> {
             rows.push(s.row(what, c, note));
         }
     }
+    // A WebAssembly function hop against a Rust function doing the same work and against
+    // the exec function `echo 1`, side by side at each concurrency.
+    let wasm_report = if quick || !nats {
+        None
+    } else {
+        let rust_fn = Proc::start("bench", &["--rust-function", &url], &[])?;
+        let runner = Proc::start("handlers", &["--functions"], &nats_env)?;
+        wait_for_node(&client, wasm::RUST_NODE).await;
+        let runner_kib_before = runner.rss_kib();
+        let mut deploy_ms = Vec::new();
+        for i in 0..3 {
+            let name = if i == 0 {
+                wasm::WASM_NODE.to_string()
+            } else {
+                format!("FW{i}")
+            };
+            deploy_ms.push(wasm::deploy_to_first_ok(&client, &http, &base_url, &name).await?);
+        }
+        for c in [1, 16] {
+            let rust = nats_scenario(&client, wasm::RUST_NODE, c, true, REQUESTS).await;
+            let wasm_fn = nats_scenario(&client, wasm::WASM_NODE, c, true, REQUESTS).await;
+            let exec = nats_scenario(&client, "FX", c, true, FUNCTION_REQUESTS).await;
+            rows.push(rust.row(
+                "Rust function answering 1 (node FR)",
+                c,
+                format!(
+                    "{:.2}x node E",
+                    rust.ms(0.5) / if c == 1 { hop_c1 } else { hop_c16 }
+                ),
+            ));
+            rows.push(wasm_fn.row(
+                "WebAssembly function printing 1 (node FW)",
+                c,
+                format!(
+                    "{:.2}x the Rust function's p50 (target ≤ 1.5x); {:.1}x faster than exec `echo 1` ({:.2} ms, same run)",
+                    wasm_fn.ms(0.5) / rust.ms(0.5),
+                    exec.ms(0.5) / wasm_fn.ms(0.5),
+                    exec.ms(0.5)
+                ),
+            ));
+        }
+        let instance_us = wasm::instance_us(2000).await?;
+        // 100 functions: deployed, each activated once.
+        let functions = 100;
+        for i in 0..functions {
+            wasm::deploy(&http, &base_url, &format!("M{i}"), &wasm::module()).await?;
+        }
+        for i in 0..functions {
+            wait_for_node(&client, &format!("M{i}")).await;
+        }
+        let report = wasm::Report {
+            deploy_to_first_ok_ms: deploy_ms,
+            instance_us,
+            runner_kib_before,
+            runner_kib_with: runner.rss_kib(),
+            functions,
+        };
+        drop((rust_fn, runner));
+        Some(report)
+    };
     let mut idle_gateway_us = Vec::new();
     for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("seed activation over NATS", c);
@@ -243,6 +308,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(propagation) = &propagation {
         markdown.push_str(&propagation.markdown());
     }
+    if let Some(wasm) = &wasm_report {
+        markdown.push_str(&wasm.markdown());
+    }
     println!("{markdown}");
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
     std::fs::create_dir_all(&artifacts)?;
@@ -256,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_node_rss_kib": idle_node_kib,
             "idle_gateway_rss_kib": idle_gateway_kib,
             "propagation": propagation,
+            "wasm": wasm_report,
             "idle_gateway_us_per_activation": idle_gateway_us,
         }))?,
     )?;
