@@ -1,5 +1,6 @@
 //! NATS plumbing shared by every nats-mesh process: the node runtime (`handlers`), the
-//! gateway and the bench depend on this crate and on `schemas`, never on each other.
+//! gateway and the bench depend on this crate and on `schemas`; the gateway never depends
+//! on the node runtime (the bench does, for the Rust function it measures).
 //!
 //! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
 //! - [`env`]: old names of renamed environment variables, read for one release.
