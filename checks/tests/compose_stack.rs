@@ -87,6 +87,31 @@ async fn compose_stack_runs_scales_recovers_and_cleans_up() {
     let ids = events.await.unwrap();
     let first_id = *ids.iter().min().unwrap();
 
+    // A WebAssembly function deployed to the stack is served by its runner at once.
+    let echo = wat::parse_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/wasm/echo.wat"
+    ))
+    .unwrap();
+    let deployed = http
+        .put(format!("{base}/functions/ECHO"))
+        .header("content-type", "application/wasm")
+        .body(echo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status().as_u16(), 201);
+    let echoed = eventually(
+        "the runner serves ECHO",
+        Duration::from_secs(30),
+        || async {
+            let (_, reply) = activate(&http, &base, json!({"node": "ECHO", "input": "hi"})).await;
+            (reply["outcome"] == "ok").then_some(reply)
+        },
+    )
+    .await;
+    assert_eq!(echoed["result"]["input"], "hi", "{echoed}");
+
     // Prometheus (profile `metrics`, its image made from Debian's package) scrapes the
     // gateway, and the nodes' activations are in it.
     stack.compose(&["--profile", "metrics", "up", "-d", "prometheus"]);
