@@ -10,6 +10,8 @@
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
 //! - [`activations`]: finished activations kept for the inspector.
+//! - [`deployments`]: WebAssembly functions deployed through `/functions`: the bus's
+//!   function store and the check a module passes before it is stored.
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
 //!   metric labels, `Allow`).
 //! - [`listener`]: connection limit, request head deadline, accept back-off.
