@@ -8,7 +8,8 @@
 //!
 //! Run with `scripts/bench` (builds the release binaries first). `BENCH_SSE_CLIENTS`
 //! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
-//! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only. `BENCH_SSE_SINGLES` (default
+//! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only; `BENCH_WASM_ONLY=1` one hop
+//! and the function rows (WebAssembly beside Rust and exec). `BENCH_SSE_SINGLES` (default
 //! `5000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
 //!
 //! `bench --drive NATS_URL NODE CONCURRENCY COUNT` runs COUNT activations of NODE and
@@ -125,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     // BENCH_SSE_ONLY=1: the SSE fan-outs only, for work on the relay.
     let nats = std::env::var_os("BENCH_SSE_ONLY").is_none();
+    // BENCH_WASM_ONLY=1: one hop and the function rows only (WebAssembly, Rust, exec).
+    let wasm_only = std::env::var_os("BENCH_WASM_ONLY").is_some();
     // Each compared scenario runs ROUNDS times, each round right after a raw round trip
     // at the same concurrency: a ratio compares two measurements taken side by side.
     let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
@@ -148,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         &[
             ("FX", "exec function `echo 1` (node FX)"),
             ("FP", "exec function `python3 -c 'print(1)'` (node FP)"),
-        ]
+        ][..if wasm_only { 1 } else { 2 }]
     };
     for &(node, what) in functions {
         for (c, simulated) in [(1, hop_c1), (16, hop_c16)] {
@@ -222,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
         Some(report)
     };
     let mut idle_gateway_us = Vec::new();
+    let nats = nats && !wasm_only;
     for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("seed activation over NATS", c);
         for _ in 0..ROUNDS {
@@ -265,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
         rows.push(r.row(RawShare::Seed));
     }
 
-    let default_sizes = |sizes: &'static str| if quick { "" } else { sizes };
+    let default_sizes = |sizes: &'static str| if quick || wasm_only { "" } else { sizes };
     let mut fanouts = Vec::new();
     for n in sizes("BENCH_SSE_CLIENTS", default_sizes("1000,10000")) {
         let (fresh, port) = fresh_gateway(&client, &http, &nats_env).await?;

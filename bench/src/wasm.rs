@@ -95,7 +95,7 @@ pub async fn deploy_to_first_ok(
 /// Microseconds per fresh instance run of [`module`] (instantiate, run, read the
 /// output), in this process, one at a time: the median of `runs`.
 pub async fn instance_us(runs: usize) -> anyhow::Result<f64> {
-    let engine = mesh_wasm::Engine::running().map_err(anyhow::Error::msg)?;
+    let engine = mesh_wasm::Engine::running(16).map_err(anyhow::Error::msg)?;
     let compiled = engine.compile(&module())?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {

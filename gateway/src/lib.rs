@@ -10,6 +10,7 @@
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
 //! - [`activations`]: finished activations kept for the inspector.
+//! - [`jobs`]: asynchronous activations: their queue, records, retries and dispatcher.
 //! - [`deployments`]: WebAssembly functions deployed through `/functions`: the bus's
 //!   function store and the check a module passes before it is stored.
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
@@ -30,6 +31,7 @@ pub mod deployments;
 pub mod direct;
 pub mod discovery;
 pub mod graph;
+pub mod jobs;
 mod limit;
 pub mod listener;
 pub mod mermaid;
@@ -150,6 +152,16 @@ impl Gateway {
         )
         .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e}"))?;
         let kept = Arc::new(kept);
+        let jobs = match settings.asynchronous.clone() {
+            Some(a) => match jobs::Jobs::open(&client, a).await {
+                Ok(jobs) => Some(Arc::new(jobs)),
+                Err(e) => {
+                    tracing::info!(cause = %e, "no queue for asynchronous activations: they are refused with 503");
+                    None
+                }
+            },
+            None => None,
+        };
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
             settings,
@@ -163,6 +175,7 @@ impl Gateway {
             kept,
             config_store: config_store.clone(),
             deployments,
+            jobs: jobs.clone(),
             stop: stop.clone(),
         });
 
@@ -193,6 +206,23 @@ impl Gateway {
                 move |node, config| view.set_live(node, config),
             )
         });
+        if let Some(jobs) = jobs {
+            let dispatch = Arc::new(jobs::Dispatch {
+                jobs,
+                client: client.clone(),
+                gateway: state.gateway_id().to_string(),
+                kept: state.kept.clone(),
+                watches: state.watches.clone(),
+                metrics: state.metrics.clone(),
+            });
+            tasks.spawn(jobs::dispatch(dispatch.clone(), stop.clone()));
+            tasks.spawn(jobs::serve_submissions(
+                dispatch,
+                state.settings.entry_node.clone(),
+                state.settings.activate_timeout,
+                stop.clone(),
+            ));
+        }
         tasks.spawn(discovery::run(
             client, view, ingest, latest, discovery, stop,
         ));

@@ -27,6 +27,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of an asynchronous activation's event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// `accepted`, `done`, `retried` or `dead`.
+    pub event: &'static str,
+}
+
 /// Labels of an activation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
@@ -85,6 +92,9 @@ pub struct Metrics {
     /// Times the hub handed a stream back to its own task: a client that could not take
     /// an event at once (a slow client), or one the hub could not catch up.
     pub sse_handed_back: Counter,
+    /// Asynchronous activations accepted, done, retried and dead, counted by the gateway
+    /// that saw it happen.
+    pub jobs: Family<JobLabels, Counter>,
     /// Activations of each discovered node by outcome, from their final status events
     /// (every activation of the node, whoever started it).
     pub node_activations: Family<NodeOutcomeLabels, Counter>,
@@ -177,6 +187,7 @@ impl Default for Metrics {
             events_refused: Counter::default(),
             events_dropped: Counter::default(),
             sse_handed_back: Counter::default(),
+            jobs: Family::default(),
             node_activations: Family::default(),
             node_seconds: Family::new_with_constructor(activation_histogram),
             node_series: Default::default(),
@@ -230,6 +241,11 @@ impl Default for Metrics {
             "sse_handed_back",
             "Times the hub handed an SSE stream back to its own task (a client that could not take an event at once)",
             metrics.sse_handed_back.clone(),
+        );
+        registry.register(
+            "async_activations",
+            "Asynchronous activations by event: accepted, done, retried (an attempt said try again) and dead (every attempt did)",
+            metrics.jobs.clone(),
         );
         root.register(
             "mesh_node_activations",

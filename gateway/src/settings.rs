@@ -22,6 +22,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest module accepted by `PUT /functions/{name}`, in bytes (413 beyond).
     pub max_module_bytes: usize,
+    /// Asynchronous activations (`None`: refused with 503).
+    pub asynchronous: Option<AsyncSettings>,
     /// HTTP connections.
     pub http: HttpSettings,
     /// Event streams.
@@ -109,6 +111,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             max_body_bytes: 16 * 1024,
             max_module_bytes: 16 * 1024 * 1024,
+            asynchronous: Some(AsyncSettings::default()),
             http: HttpSettings {
                 max_connections: 10_000,
                 header_timeout: Duration::from_secs(10),
@@ -162,6 +165,53 @@ impl Default for ReplayLimits {
             events: 10_000,
             bytes: 1024 * 1024,
             at_once: 8,
+        }
+    }
+}
+
+/// Asynchronous activations: the queue's limits, retries, and this gateway's share of
+/// the work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsyncSettings {
+    /// Most activations waiting at once (more: 503).
+    pub max_queued: i64,
+    /// Most bytes waiting, and most bytes of records kept.
+    pub max_bytes: i64,
+    /// How long an activation may wait, and how long its record is kept.
+    pub max_age: Duration,
+    /// Attempts before an activation is dead.
+    pub max_attempts: u32,
+    /// The pause before the second attempt; doubled for each further one.
+    pub backoff: Duration,
+    /// The longest pause between two attempts.
+    pub backoff_max: Duration,
+    /// Activations this gateway runs at once (0: it takes none).
+    pub workers: usize,
+    /// How long a running attempt goes without a sign of life from its gateway before
+    /// another gateway gets it.
+    pub ack_wait: Duration,
+    /// Activations running at once across every gateway.
+    pub max_ack_pending: i64,
+    /// How long an `Idempotency-Key` names its activation.
+    pub idempotency_window: Duration,
+    /// Copies of the queue and buckets in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for AsyncSettings {
+    fn default() -> Self {
+        Self {
+            max_queued: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            workers: 256,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1024,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            replicas: 1,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct State {
     pub kept: Arc<activations::Kept>,
     /// The key-value bucket of live node settings, when the server has JetStream.
     pub config_store: Option<async_nats::jetstream::kv::Store>,
+    /// Asynchronous activations, when JetStream has them.
+    pub jobs: Option<Arc<crate::jobs::Jobs>>,
     /// Deployed WebAssembly functions.
     pub deployments: crate::deployments::Deployments,
     /// Cancelled when the gateway stops: ends every event stream and background task.

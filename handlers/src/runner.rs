@@ -39,6 +39,9 @@ pub struct RunnerSettings {
     pub max_functions: usize,
     /// Copies of each bucket when a runner makes them (3 on a three-server cluster).
     pub replicas: usize,
+    /// WebAssembly instances running at once in this runner, over every function (their
+    /// memories and stacks are reserved up front); more answer 503 at once.
+    pub instances: u32,
 }
 
 impl Default for RunnerSettings {
@@ -47,6 +50,7 @@ impl Default for RunnerSettings {
             max_module_bytes: mesh_wasm::store::MAX_MODULE_BYTES,
             max_functions: 1000,
             replicas: 1,
+            instances: 1000,
         }
     }
 }
@@ -220,7 +224,7 @@ pub async fn run(
     runner: RunnerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let engine = Engine::running()?;
+    let engine = Engine::running(runner.instances)?;
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);

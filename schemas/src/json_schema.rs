@@ -35,6 +35,19 @@ pub fn documents() -> Vec<(&'static str, String)> {
             "function-record.schema.json",
             pretty(schema_for!(crate::function::FunctionRecord)),
         ),
+        ("job.schema.json", pretty(schema_for!(crate::job::Job))),
+        (
+            "job-record.schema.json",
+            pretty(schema_for!(crate::job::JobRecord)),
+        ),
+        (
+            "job-submit.schema.json",
+            pretty(schema_for!(crate::job::Submit)),
+        ),
+        (
+            "job-accepted.schema.json",
+            pretty(schema_for!(crate::job::Accepted)),
+        ),
     ]
 }
 

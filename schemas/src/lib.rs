@@ -9,6 +9,7 @@
 //! - [`config`]: live settings of a node and where they are kept.
 //! - [`function`]: functions deployed at runtime: the record of a version, the buckets.
 //! - [`graph`]: the graph of nodes the gateway discovers.
+//! - [`job`]: asynchronous activations: the queue, a job and its record.
 //! - [`record`]: finished activations the gateway keeps for its inspector.
 //! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
@@ -23,6 +24,7 @@ pub mod color;
 pub mod config;
 pub mod function;
 pub mod graph;
+pub mod job;
 pub mod json_schema;
 pub mod name;
 #[cfg(feature = "openapi")]

@@ -43,7 +43,9 @@ pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 /// How often running modules are interrupted to yield and to check their deadline.
 pub const TICK: Duration = Duration::from_millis(10);
 /// Most table elements a module may have.
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Largest memory an instance may grow to (the largest `memory_mib`).
+const MAX_MEMORY_BYTES: usize = 4 << 30;
 /// What a module may write on stderr; the last lines are quoted in a failure.
 const STDERR_CAP: usize = 64 * 1024;
 
@@ -135,7 +137,10 @@ impl Engine {
     /// An engine that checks and compiles modules (the gateway's, at deploy). Modules it
     /// compiles run only on an engine made by [`Engine::running`].
     pub fn checking() -> Result<Self, String> {
-        let mut config = Config::new();
+        Self::new(Config::new())
+    }
+
+    fn new(mut config: Config) -> Result<Self, String> {
         config.epoch_interruption(true);
         let engine = wasmtime::Engine::new(&config).map_err(|e| format!("{e:#}"))?;
         let mut linker = Linker::new(&engine);
@@ -155,9 +160,21 @@ impl Engine {
         })
     }
 
-    /// An engine that also runs modules: a thread ticks its epoch every [`TICK`].
-    pub fn running() -> Result<Self, String> {
-        let mut engine = Self::checking()?;
+    /// An engine that also runs modules, at most `instances` at once: a thread ticks its
+    /// epoch every [`TICK`]. Instances, their memories and their async stacks come from
+    /// pools reserved once (wasmtime's pooling allocator), so an activation maps and
+    /// unmaps nothing; a run beyond `instances` fails at once (503).
+    pub fn running(instances: u32) -> Result<Self, String> {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_core_instances(instances)
+            .total_memories(instances)
+            .total_tables(instances)
+            .total_stacks(instances)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        let mut config = Config::new();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let mut engine = Self::new(config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticked = engine.engine.clone();
         let stopped = stop.clone();
@@ -363,6 +380,14 @@ fn failure(e: &wasmtime::Error, limits: &Limits) -> (u16, String) {
             ),
         );
     }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return (
+            schemas::code::UNAVAILABLE,
+            "the runner runs its most WebAssembly instances at once: try again".into(),
+        );
+    }
     if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return (
             TIMEOUT,
@@ -441,7 +466,7 @@ mod tests {
 
     #[test]
     fn every_outcome_of_a_run() {
-        let engine = Engine::running().unwrap();
+        let engine = Engine::running(4).unwrap();
         let second = Duration::from_secs(1);
         let echo = wat::parse_file(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_nats::connection::State as Connection;
-use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
+use poem_openapi::{param::Header, payload::Json, ApiResponse, Object, OpenApi};
 use schemas::{
     code,
     record::{ActivationRecord, ActivationSummary, RecordedRequest},
@@ -39,6 +39,27 @@ pub struct ActivateBody {
     pub input: Option<serde_json::Value>,
 }
 
+/// An asynchronous activation, stored and waiting to run.
+#[derive(Debug, Clone, Object)]
+pub struct AcceptedBody {
+    /// Its id.
+    pub activation_id: ActivationId,
+    /// Where its state is (`GET` it): `/activations/<id>`.
+    pub location: String,
+    /// Whether an earlier request with the same `Idempotency-Key` made it.
+    pub duplicate: bool,
+}
+
+impl From<schemas::job::Accepted> for AcceptedBody {
+    fn from(a: schemas::job::Accepted) -> Self {
+        Self {
+            activation_id: a.activation_id,
+            location: a.location,
+            duplicate: a.duplicate,
+        }
+    }
+}
+
 /// The answer to an activation: the reply tree (whose root code is the HTTP status) or
 /// an error.
 #[derive(ApiResponse)]
@@ -50,9 +71,22 @@ pub enum ActivateResponse {
         Json<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
-    /// The body is malformed or invalid (wrong types, invalid node name or colour).
+    /// With `Prefer: respond-async`: the activation is stored and will run; `Location`
+    /// says where its state is.
+    #[oai(status = 202)]
+    Accepted(
+        Json<AcceptedBody>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Preference-Applied")] String,
+        #[oai(header = "X-Activation-Id")] String,
+    ),
+    /// The body is malformed or invalid (wrong types, invalid node name or colour, an
+    /// invalid `Idempotency-Key`).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
+    /// With `Prefer: respond-async`: the `activation_id` names another activation.
+    #[oai(status = 409)]
+    Conflict(Json<ApiError>),
     /// The gateway requires a bearer token (`MESH_GATEWAY_API_TOKEN`) and none or a wrong one
     /// was sent.
     #[oai(status = 401)]
@@ -81,7 +115,8 @@ pub enum ActivateResponse {
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The node is known but no instance answers, it is at its in-flight limit, or NATS
-    /// is down.
+    /// is down; with `Prefer: respond-async`: the queue is full or unavailable (nothing
+    /// was stored).
     #[oai(status = 503)]
     Unavailable(
         Json<ActivationReply>,
@@ -115,13 +150,32 @@ impl ActivateApi {
     /// Sends an activation to `activate.<node>` on NATS and answers with the reply tree:
     /// the node's outcome and, recursively, every downstream node's. The HTTP status is
     /// the root's `code`. Status events of the activation stream on `GET /events`.
+    ///
+    /// With `Prefer: respond-async` (RFC 7240) the activation runs in the background: it
+    /// is stored in JetStream first, then answered 202 with `Location:
+    /// /activations/{id}`; attempts whose outcome says "try again" (timeout,
+    /// unavailable, rejected) are retried with back-off, and an activation whose every
+    /// attempt said so is dead (`GET /activations?state=dead`,
+    /// `POST /activations/{id}/retry`).
     #[oai(
         path = "/activate",
         method = "post",
         tag = "ApiTags::Activation",
         operation_id = "activate"
     )]
-    async fn activate(&self, caller: Caller, body: Json<ActivateBody>) -> ActivateResponse {
+    async fn activate(
+        &self,
+        caller: Caller,
+        body: Json<ActivateBody>,
+        /// `respond-async` runs the activation in the background (202).
+        #[oai(name = "Prefer")]
+        prefer: Header<Option<String>>,
+        /// With `Prefer: respond-async`: at most one activation per key within the
+        /// idempotency window; a repeat answers 202 with the same `Location` (1 to 256
+        /// printable ASCII characters).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> ActivateResponse {
         let state = &self.0;
         if let Err(e) = caller.authorize(state.settings.api_token.as_deref()) {
             return ActivateResponse::Unauthorized(Json(e), CHALLENGE.into());
@@ -140,6 +194,9 @@ impl ActivateApi {
             timeout_ms: budget,
             input: body.0.input,
         };
+        if prefer.0.as_deref().is_some_and(prefers_async) {
+            return self.queue(id, asked, idempotency_key.0).await;
+        }
         let request = ActivationRequest {
             activation_id: Some(id.clone()),
             color: asked.color.clone(),
@@ -186,6 +243,69 @@ impl ActivateApi {
             .get_or_create(&crate::metrics::CodeLabels { code })
             .observe(elapsed.as_secs_f64());
         response
+    }
+}
+
+/// Whether a `Prefer` header asks for `respond-async` (RFC 7240: comma-separated
+/// preferences, each maybe with parameters).
+fn prefers_async(prefer: &str) -> bool {
+    prefer.split(',').any(|p| {
+        p.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async"))
+    })
+}
+
+impl ActivateApi {
+    /// Stores the activation in the queue and answers 202.
+    async fn queue(
+        &self,
+        id: ActivationId,
+        asked: RecordedRequest,
+        key: Option<String>,
+    ) -> ActivateResponse {
+        let state = &self.0;
+        if let Some(key) = &key {
+            if let Err(e) = crate::jobs::check_key(key) {
+                return ActivateResponse::BadRequest(Json(ApiError::new("bad_request", e)));
+            }
+        }
+        let unavailable = |id: ActivationId, node: NodeName, message: String| {
+            let reply = ActivationReply::new(node, id.clone(), Outcome::Unavailable, message);
+            ActivateResponse::Unavailable(Json(reply), id.to_string())
+        };
+        let Some(jobs) = &state.jobs else {
+            return unavailable(
+                id,
+                asked.node,
+                "asynchronous activations need JetStream, which this gateway does not have".into(),
+            );
+        };
+        let node = asked.node.clone();
+        let job = crate::jobs::job_for(jobs, id.clone(), asked);
+        match jobs.submit(job, key.as_deref()).await {
+            Ok(accepted) => {
+                if !accepted.duplicate {
+                    state
+                        .metrics
+                        .jobs
+                        .get_or_create(&crate::metrics::JobLabels { event: "accepted" })
+                        .inc();
+                }
+                let location = accepted.location.clone();
+                let id = accepted.activation_id.to_string();
+                ActivateResponse::Accepted(
+                    Json(accepted.into()),
+                    location,
+                    "respond-async".into(),
+                    id,
+                )
+            }
+            Err(e @ crate::jobs::SubmitError::Taken(_)) => {
+                ActivateResponse::Conflict(Json(ApiError::new("conflict", e.to_string())))
+            }
+            Err(e) => unavailable(id, node, e.to_string()),
+        }
     }
 }
 

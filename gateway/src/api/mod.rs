@@ -40,6 +40,7 @@ enum ApiTags {
 pub type Operations = (
     activate::ActivateApi,
     activations::ActivationsApi,
+    activations::RetryApi,
     nodes::NodesApi,
     functions::FunctionsApi,
     events::EventsApi,
@@ -53,6 +54,7 @@ pub fn service(state: Arc<State>) -> OpenApiService<Operations, ()> {
         (
             activate::ActivateApi(state.clone()),
             activations::ActivationsApi(state.clone()),
+            activations::RetryApi(state.clone()),
             nodes::NodesApi(state.clone()),
             functions::FunctionsApi(state.clone()),
             events::EventsApi(state.clone()),

@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use gateway::{
-    settings::{DiscoverySettings, HttpSettings, ReplayLimits, SseSettings, StreamSettings},
+    settings::{
+        AsyncSettings, DiscoverySettings, HttpSettings, ReplayLimits, SseSettings, StreamSettings,
+    },
     Gateway, Settings,
 };
 use mesh_core::{
@@ -162,6 +164,52 @@ struct Config {
     /// Most bytes that stream keeps.
     #[arg(long, env = "MESH_ACTIVATIONS_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     activations_max_bytes: u64,
+
+    /// Asynchronous activations (`Prefer: respond-async`): most waiting at once (more
+    /// are refused with 503). 0 turns them off.
+    #[arg(long, env = "MESH_ASYNC_MAX_QUEUED", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    async_max_queued: u64,
+    /// Most bytes of asynchronous activations waiting, and of their records kept.
+    #[arg(long, env = "MESH_ASYNC_MAX_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    async_max_bytes: u64,
+    /// Longest an asynchronous activation may wait, and how long its record is kept, in
+    /// milliseconds.
+    #[arg(long, env = "MESH_ASYNC_MAX_AGE_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    async_max_age_ms: u64,
+    /// Attempts of an asynchronous activation whose outcome says "try again" (timeout,
+    /// unavailable, rejected) before it is dead.
+    #[arg(long, env = "MESH_ASYNC_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    async_max_attempts: u32,
+    /// Pause before the second attempt, in milliseconds; doubled for each further one,
+    /// with up to half drawn at random.
+    #[arg(long, env = "MESH_ASYNC_BACKOFF_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    async_backoff_ms: u64,
+    /// Longest pause between two attempts, in milliseconds.
+    #[arg(long, env = "MESH_ASYNC_BACKOFF_MAX_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    async_backoff_max_ms: u64,
+    /// Asynchronous activations this gateway runs at once (0: it queues, others run).
+    #[arg(long, env = "MESH_ASYNC_WORKERS", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    async_workers: u64,
+    /// How long an attempt's gateway may go silent before another gateway takes the
+    /// activation, in milliseconds (a running attempt says it is alive every third of it).
+    #[arg(long, env = "MESH_ASYNC_ACK_WAIT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(300..=3_600_000))]
+    async_ack_wait_ms: u64,
+    /// Asynchronous activations running at once across all gateways.
+    #[arg(long, env = "MESH_ASYNC_MAX_RUNNING", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    async_max_running: u64,
+    /// How long an `Idempotency-Key` names its activation, in milliseconds.
+    #[arg(long, env = "MESH_ASYNC_IDEMPOTENCY_WINDOW_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    async_idempotency_window_ms: u64,
     /// Link to a trace in your tracing UI, `{trace_id}` replaced by the trace id (Jaeger:
     /// `http://localhost:16686/trace/{trace_id}`): the inspector links each traced
     /// activation to its trace.
@@ -241,6 +289,19 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
             max_module_bytes: usize::try_from(self.max_module_bytes)?,
+            asynchronous: (self.async_max_queued > 0).then(|| AsyncSettings {
+                max_queued: i64::try_from(self.async_max_queued).unwrap_or(i64::MAX),
+                max_bytes: i64::try_from(self.async_max_bytes).unwrap_or(i64::MAX),
+                max_age: Duration::from_millis(self.async_max_age_ms),
+                max_attempts: self.async_max_attempts,
+                backoff: Duration::from_millis(self.async_backoff_ms),
+                backoff_max: Duration::from_millis(self.async_backoff_max_ms),
+                workers: usize::try_from(self.async_workers).unwrap_or(usize::MAX),
+                ack_wait: Duration::from_millis(self.async_ack_wait_ms),
+                max_ack_pending: i64::try_from(self.async_max_running).unwrap_or(i64::MAX),
+                idempotency_window: Duration::from_millis(self.async_idempotency_window_ms),
+                replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
+            }),
             http: HttpSettings {
                 max_connections,
                 header_timeout: Duration::from_millis(self.header_timeout_ms),

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod activate;
+mod asynchronous;
 mod browser;
 mod durable;
 mod events;

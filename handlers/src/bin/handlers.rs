@@ -95,6 +95,11 @@ struct Cli {
     #[arg(long, env = "MESH_MAX_FUNCTIONS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_functions: u64,
+    /// WebAssembly instances a runner runs at once, over every function (their memory
+    /// and stacks are reserved up front, as address space); more answer 503 at once.
+    #[arg(long, env = "MESH_WASM_INSTANCES", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    wasm_instances: u32,
     /// Copies of the function buckets when a runner makes them (3 on a three-server
     /// JetStream cluster).
     #[arg(long = "stream-replicas", env = "MESH_STREAM_REPLICAS", default_value_t = 1,
@@ -327,6 +332,7 @@ impl Cli {
             max_module_bytes: usize::try_from(self.max_module_bytes)?,
             max_functions: usize::try_from(self.max_functions)?,
             replicas: usize::try_from(self.replicas)?,
+            instances: self.wasm_instances,
         })
     }
 
