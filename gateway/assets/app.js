@@ -483,8 +483,38 @@ function waterfallRows(record) {
   return rows;
 }
 
+/** The attempts of an asynchronous activation (`job`), and a re-run button when dead. */
+function showAttempts(job) {
+  const list = $('inspector-attempts');
+  list.hidden = !job;
+  $('inspector-rerun').hidden = !job || job.state !== 'dead';
+  list.replaceChildren();
+  if (!job) return;
+  for (const a of job.attempts) {
+    const li = document.createElement('li');
+    li.className = a.outcome === 'ok' ? 'ok' : (a.outcome ? 'failed' : 'running');
+    li.dataset.attempt = a.attempt;
+    li.textContent = `attempt ${a.attempt}/${job.max_attempts} on ${a.gateway}: `
+      + (a.outcome ? `${a.code} ${a.outcome} in ${a.elapsed_ms} ms` : 'running');
+    list.append(li);
+  }
+}
+
+/** An asynchronous activation still queued or running (GET answered 202). */
+function showPending(job) {
+  $('inspector').hidden = false;
+  $('inspector-id').textContent = job.activation_id;
+  $('inspector-summary').className = 'result';
+  $('inspector-summary').textContent = `${job.request.node}: ${job.state} (asynchronous, queued ${new Date(job.queued_at).toLocaleTimeString()})`;
+  $('waterfall').replaceChildren();
+  $('inspector-json').textContent = JSON.stringify(job, null, 2);
+  showAttempts(job);
+  mesh.inspected = null;
+}
+
 function showInspector(detail) {
   $('inspector').hidden = false;
+  showAttempts(detail.job);
   $('inspector-id').textContent = detail.activation_id;
   $('inspector-summary').className = `result ${detail.outcome === 'ok' ? 'ok' : 'failed'}`;
   $('inspector-summary').textContent = `${detail.node} ${detail.code} ${detail.outcome} in ${detail.elapsed_ms} ms, `
@@ -530,6 +560,14 @@ async function inspectActivation(id, tries = 10) {
   for (let i = 0; i < tries; i += 1) {
     try {
       const r = await fetch(`/activations/${encodeURIComponent(id)}`, { cache: 'no-store' });
+      if (r.status === 202) {
+        // Asynchronous, not ended yet: shown as it is, asked again shortly.
+        showPending(await r.json());
+        await new Promise((done) => { setTimeout(done, 1000); });
+        i -= 1;
+        if ($('inspector').hidden || $('inspector-id').textContent !== id) return;
+        continue;
+      }
       if (r.ok) { showInspector(await r.json()); return; }
       if (r.status !== 404) {
         const e = await r.json().catch(() => ({}));
@@ -547,6 +585,11 @@ async function inspectActivation(id, tries = 10) {
 }
 
 $('inspector-close').addEventListener('click', () => { $('inspector').hidden = true; });
+$('inspector-rerun').addEventListener('click', async () => {
+  const id = $('inspector-id').textContent;
+  const job = await send('POST', `/activations/${encodeURIComponent(id)}/retry`, undefined, $('inspector-summary'));
+  if (job && job.activation_id) inspectActivation(job.activation_id);
+});
 $('inspector-repeat').addEventListener('click', async () => {
   const asked = mesh.inspected && mesh.inspected.request;
   if (!asked) return;
@@ -554,9 +597,9 @@ $('inspector-repeat').addEventListener('click', async () => {
   if (reply && reply.activation_id) inspectActivation(reply.activation_id);
 });
 
-async function loadRecent() {
+async function loadRecent(dead = false) {
   try {
-    const r = await fetch('/activations?limit=20', { cache: 'no-store' });
+    const r = await fetch(dead ? '/activations?limit=20&state=dead' : '/activations?limit=20', { cache: 'no-store' });
     if (!r.ok) return;
     const list = $('recent');
     list.replaceChildren();
@@ -573,7 +616,8 @@ async function loadRecent() {
     }
   } catch { /* the stream's reconnect says so */ }
 }
-$('recent-load').addEventListener('click', loadRecent);
+$('recent-load').addEventListener('click', () => { mesh.deadShown = false; loadRecent(); });
+$('recent-dead').addEventListener('click', () => { mesh.deadShown = true; loadRecent(true); });
 
 /** Deployed WebAssembly functions with their versions (GET /functions). */
 async function loadFunctions() {
@@ -609,4 +653,4 @@ loadFunctions();
 setInterval(pollBus, 5000);
 setInterval(loadFunctions, 5000);
 setInterval(refreshTopology, 5000);
-setInterval(loadRecent, 5000);
+setInterval(() => loadRecent(mesh.deadShown), 5000);

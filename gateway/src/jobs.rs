@@ -260,26 +260,42 @@ impl Jobs {
     }
 
     /// Dead jobs, at most `limit` (of the records kept, the first [`MAX_SCANNED`] read).
+    /// The records are read by an ephemeral consumer of the bucket's latest values,
+    /// bounded in count and time.
     pub async fn dead(&self, limit: usize) -> Result<Vec<JobRecord>, String> {
-        let keys: Vec<String> = self
-            .state
-            .keys()
+        let stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", job::STATE_BUCKET))
             .await
-            .map_err(text)?
-            .filter_map(|k| async move { k.ok() })
-            .take(MAX_SCANNED)
-            .collect()
-            .await;
+            .map_err(text)?;
+        let pending = stream.cached_info().state.messages;
+        if pending == 0 {
+            return Ok(Vec::new());
+        }
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                filter_subject: format!("$KV.{}.>", job::STATE_BUCKET),
+                ..Default::default()
+            })
+            .await
+            .map_err(text)?;
+        let wanted = usize::try_from(pending)
+            .unwrap_or(MAX_SCANNED)
+            .min(MAX_SCANNED);
+        let mut batch = reader
+            .batch()
+            .max_messages(wanted)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(text)?;
         let mut dead = Vec::new();
-        for key in keys {
-            if dead.len() >= limit {
-                break;
-            }
-            let Ok(Some(value)) = self.state.get(&key).await else {
-                continue;
-            };
-            if let Ok(record) = serde_json::from_slice::<JobRecord>(&value) {
-                if record.state == JobState::Dead {
+        while let Some(Ok(message)) = batch.next().await {
+            if let Ok(record) = serde_json::from_slice::<JobRecord>(&message.payload) {
+                if record.state == JobState::Dead && dead.len() < limit {
                     dead.push(record);
                 }
             }

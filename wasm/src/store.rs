@@ -261,15 +261,22 @@ impl Functions {
 
     /// The names of every deployed function, at most `max`.
     pub async fn names(&self, max: usize) -> Result<Vec<NodeName>, StoreError> {
-        let keys = match self.records.keys().await {
-            Ok(keys) => keys,
-            Err(e) => return Err(unavailable(e)),
+        let listed = async {
+            let keys = self.records.keys().await.map_err(unavailable)?;
+            Ok::<_, StoreError>(
+                keys.filter_map(|k| async move { k.ok().and_then(|k| NodeName::new(&k).ok()) })
+                    .take(max)
+                    .collect::<Vec<NodeName>>()
+                    .await,
+            )
         };
-        let mut names: Vec<NodeName> = keys
-            .filter_map(|k| async move { k.ok().and_then(|k| NodeName::new(&k).ok()) })
-            .take(max)
-            .collect()
-            .await;
+        // async-nats' key listing can wait for a heartbeat when the bucket changes under
+        // it: bounded, so a listing answers.
+        let mut names = tokio::time::timeout(OPEN_WAIT, listed)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("JetStream did not list the functions".into())
+            })??;
         names.sort();
         Ok(names)
     }

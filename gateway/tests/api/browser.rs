@@ -581,7 +581,14 @@ async fn page_inspects_an_activation_and_repeats_it() {
             _ => n,
         })
         .collect();
-    let app = spawn_on(NatsServer::start_jetstream(), nodes, |_| {}).await;
+    let app = spawn_on(NatsServer::start_jetstream(), nodes, |s| {
+        s.asynchronous = Some(gateway::settings::AsyncSettings {
+            max_attempts: 2,
+            backoff: Duration::from_millis(50),
+            ..Default::default()
+        });
+    })
+    .await;
     let driver = Driver::open(&app.url("/")).await;
     driver
         .wait_for(
@@ -644,6 +651,56 @@ async fn page_inspects_an_activation_and_repeats_it() {
         .await;
     assert_eq!(listed[0], again.as_str());
     assert_eq!(listed[1], id.as_str());
+
+    // A dead asynchronous activation: listed, its attempts shown, re-run from the page.
+    let queued = app
+        .http
+        .post(app.url("/activate"))
+        .header("prefer", "respond-async")
+        .json(&json!({"node": "GONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 202);
+    let dead_id = queued.json::<Value>().await.unwrap()["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(
+        "the activation is dead",
+        Duration::from_secs(30),
+        || async {
+            let (_, listed) = app.get_json("/activations?state=dead").await;
+            (listed["activations"][0]["activation_id"] == dead_id.as_str()).then_some(())
+        },
+    )
+    .await;
+    driver.click("#recent-dead").await;
+    driver
+        .wait_for(
+            "the dead one listed",
+            &format!(
+                "return !!document.querySelector('#recent button[data-activation=\"{dead_id}\"]')"
+            ),
+        )
+        .await;
+    driver
+        .click(&format!("#recent button[data-activation=\"{dead_id}\"]"))
+        .await;
+    driver
+        .wait_for(
+            "its two attempts and the re-run button",
+            "return document.querySelectorAll('#inspector-attempts li').length === 2
+                 && !document.getElementById('inspector-rerun').hidden",
+        )
+        .await;
+    driver.click("#inspector-rerun").await;
+    driver
+        .wait_for(
+            "the re-run's attempts",
+            "return document.querySelectorAll('#inspector-attempts li').length === 4",
+        )
+        .await;
 
     // A function deployed now is listed with its version.
     let module =
