@@ -5,6 +5,7 @@
 //! - [`bus`]: connection settings (URL, credentials, TLS), connecting, syncing, draining.
 //! - [`env`]: old names of renamed environment variables, read for one release.
 //! - [`live_config`]: the key-value bucket of live node settings.
+//! - [`triggers`]: the key-value bucket of triggers.
 //! - [`call`]: activating a node over NATS, every failure turned into a reply.
 //! - [`span_attrs`]: span names and attributes by the OpenTelemetry conventions.
 //! - [`trace_context`]: W3C trace context in NATS headers.
@@ -21,3 +22,4 @@ pub mod shutdown;
 pub mod span_attrs;
 pub mod telemetry;
 pub mod trace_context;
+pub mod triggers;

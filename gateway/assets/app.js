@@ -646,11 +646,36 @@ async function loadFunctions() {
 }
 $('functions-load').addEventListener('click', loadFunctions);
 
+/** The triggers the gateway runs (GET /triggers). */
+async function loadTriggers() {
+  try {
+    const r = await fetch('/triggers', { cache: 'no-store' });
+    if (!r.ok) return;
+    const { triggers } = await r.json();
+    const list = $('triggers');
+    list.replaceChildren();
+    for (const t of triggers) {
+      const li = document.createElement('li');
+      li.dataset.trigger = t.name;
+      li.textContent = `${t.name} → ${t.node} on ${t.subject ? `subject ${t.subject}` : `cron ${t.cron}`}`;
+      list.append(li);
+    }
+    if (triggers.length === 0) {
+      const li = document.createElement('li');
+      li.className = 'hint';
+      li.textContent = 'none (PUT /triggers/{name})';
+      list.append(li);
+    }
+  } catch { /* the stream's reconnect says so */ }
+}
+
 connect();
 pollBus();
 loadRecent();
 loadFunctions();
+loadTriggers();
 setInterval(pollBus, 5000);
+setInterval(loadTriggers, 5000);
 setInterval(loadFunctions, 5000);
 setInterval(refreshTopology, 5000);
 setInterval(() => loadRecent(mesh.deadShown), 5000);

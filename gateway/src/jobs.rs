@@ -386,7 +386,8 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    fn count(&self, event: &'static str) {
+    /// Counts one event of an asynchronous activation.
+    pub fn count(&self, event: &'static str) {
         self.metrics
             .jobs
             .get_or_create(&crate::metrics::JobLabels { event })

@@ -11,6 +11,7 @@
 //! - [`api`]: the OpenAPI operations, one module per group.
 //! - [`activations`]: finished activations kept for the inspector.
 //! - [`jobs`]: asynchronous activations: their queue, records, retries and dispatcher.
+//! - [`triggers`]: activations started by messages on a subject or by a schedule.
 //! - [`deployments`]: WebAssembly functions deployed through `/functions`: the bus's
 //!   function store and the check a module passes before it is stored.
 //! - [`routes`]: the route table derived from the OpenAPI document (router prefixes,
@@ -44,6 +45,7 @@ pub mod sse;
 pub mod state;
 mod streams;
 mod sync;
+pub mod triggers;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -162,6 +164,21 @@ impl Gateway {
             },
             None => None,
         };
+        let trigger_store = match &jobs {
+            Some(_) => match mesh_core::triggers::open(
+                &client,
+                settings.stream.as_ref().map_or(1, |s| s.replicas),
+            )
+            .await
+            {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::info!(cause = %e, "no bucket of triggers: none run");
+                    None
+                }
+            },
+            None => None,
+        };
         let discovery = settings.discovery.clone();
         let state = Arc::new(State {
             settings,
@@ -176,6 +193,8 @@ impl Gateway {
             config_store: config_store.clone(),
             deployments,
             jobs: jobs.clone(),
+            trigger_store: trigger_store.clone(),
+            triggers: Default::default(),
             stop: stop.clone(),
         });
 
@@ -216,6 +235,15 @@ impl Gateway {
                 metrics: state.metrics.clone(),
             });
             tasks.spawn(jobs::dispatch(dispatch.clone(), stop.clone()));
+            if let Some(store) = trigger_store {
+                tasks.spawn(triggers::run(
+                    dispatch.clone(),
+                    store,
+                    state.triggers.clone(),
+                    state.settings.activate_timeout,
+                    stop.clone(),
+                ));
+            }
             tasks.spawn(jobs::serve_submissions(
                 dispatch,
                 state.settings.entry_node.clone(),

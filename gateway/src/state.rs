@@ -38,6 +38,10 @@ pub struct State {
     pub config_store: Option<async_nats::jetstream::kv::Store>,
     /// Asynchronous activations, when JetStream has them.
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
+    /// The bucket of triggers, when JetStream has it.
+    pub trigger_store: Option<async_nats::jetstream::kv::Store>,
+    /// The triggers this gateway runs.
+    pub triggers: Arc<crate::triggers::Running>,
     /// Deployed WebAssembly functions.
     pub deployments: crate::deployments::Deployments,
     /// Cancelled when the gateway stops: ends every event stream and background task.

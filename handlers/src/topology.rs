@@ -21,6 +21,11 @@
 //! [[node]]
 //! name = "TOP"
 //! http = "http://127.0.0.1:8000/top"   # an HTTP endpoint
+//!
+//! [[trigger]]
+//! name = "ORDERS"
+//! node = "TOP"
+//! subject = "orders.created"           # or cron = "0 */5 * * * *" (with seconds, UTC)
 //! ```
 
 use std::{
@@ -158,6 +163,20 @@ fn default_timeout_ms() -> u64 {
 struct TopologyFile {
     #[serde(rename = "node", default)]
     nodes: Vec<NodeTable>,
+    #[serde(rename = "trigger", default)]
+    triggers: Vec<TriggerTable>,
+}
+
+/// One `[[trigger]]` table as written (see `schemas::trigger`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerTable {
+    name: NodeName,
+    node: NodeName,
+    subject: Option<String>,
+    cron: Option<String>,
+    input: Option<serde_json::Value>,
+    timeout_ms: Option<u64>,
 }
 
 impl NodeTable {
@@ -239,6 +258,10 @@ impl NodeTable {
 pub struct Topology {
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
+    /// The triggers (`[[trigger]]`: `name`, `node`, `subject` or `cron`, `input`,
+    /// `timeout_ms`), by name: the node process puts them in the bucket the gateways
+    /// run triggers from.
+    pub triggers: Vec<(NodeName, schemas::trigger::Trigger)>,
 }
 
 /// A topology that cannot be served.
@@ -295,7 +318,27 @@ impl Topology {
             .into_iter()
             .map(|n| n.into_spec(dir))
             .collect::<Result<Vec<_>, _>>()?;
-        let topology = Topology { nodes };
+        let mut triggers = Vec::new();
+        for t in file.triggers {
+            if triggers.iter().any(|(n, _)| *n == t.name) {
+                return Err(TopologyError::Invalid(format!(
+                    "trigger {} is declared twice",
+                    t.name
+                )));
+            }
+            let trigger = schemas::trigger::Trigger {
+                node: t.node,
+                subject: t.subject,
+                cron: t.cron,
+                input: t.input,
+                timeout_ms: t.timeout_ms,
+            };
+            trigger
+                .check()
+                .map_err(|e| TopologyError::Invalid(format!("trigger {}: {e}", t.name)))?;
+            triggers.push((t.name, trigger));
+        }
+        let topology = Topology { nodes, triggers };
         topology.validate()?;
         Ok(topology)
     }
@@ -361,7 +404,10 @@ impl Topology {
     /// The seed topology shipped in `topology/seed.toml`.
     pub fn seed() -> Self {
         // The file is compiled in and covered by a test: parsing it cannot fail.
-        Self::parse(SEED_TOML, None).unwrap_or(Topology { nodes: Vec::new() })
+        Self::parse(SEED_TOML, None).unwrap_or(Topology {
+            nodes: Vec::new(),
+            triggers: Vec::new(),
+        })
     }
 
     /// The same nodes with no simulated work and no failures (for benchmarks and tests);
@@ -422,6 +468,38 @@ mod tests {
         "#;
         assert!(Topology::parse(diamond, None).is_ok());
         assert!(Topology::seed().find_cycle().is_none());
+    }
+
+    #[test]
+    fn triggers_in_a_file_are_read_and_checked() {
+        let text = r#"
+            [[node]]
+            name = "A"
+            [[trigger]]
+            name = "ORDERS"
+            node = "A"
+            subject = "orders.created"
+            [[trigger]]
+            name = "NIGHTLY"
+            node = "A"
+            cron = "0 0 3 * * *"
+            input = { report = "daily" }
+        "#;
+        let t = Topology::parse(text, None).unwrap();
+        assert_eq!(t.triggers.len(), 2);
+        assert_eq!(t.triggers[0].1.subject.as_deref(), Some("orders.created"));
+        assert_eq!(
+            t.triggers[1].1.input,
+            Some(serde_json::json!({"report": "daily"}))
+        );
+        for bad in [
+            "[[trigger]]\nname = \"T\"\nnode = \"A\"\n",
+            "[[trigger]]\nname = \"T\"\nnode = \"A\"\nsubject = \"status.A\"\n",
+            "[[trigger]]\nname = \"T\"\nnode = \"A\"\nsubject = \"x\"\n[[trigger]]\nname = \"T\"\nnode = \"A\"\nsubject = \"y\"\n",
+        ] {
+            let err = Topology::parse(bad, None).unwrap_err().to_string();
+            assert!(err.contains("trigger T"), "{err}");
+        }
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub fn documents() -> Vec<(&'static str, String)> {
         ),
         ("job.schema.json", pretty(schema_for!(crate::job::Job))),
         (
+            "trigger.schema.json",
+            pretty(schema_for!(crate::trigger::Trigger)),
+        ),
+        (
             "job-record.schema.json",
             pretty(schema_for!(crate::job::JobRecord)),
         ),

@@ -10,6 +10,7 @@
 //! - [`function`]: functions deployed at runtime: the record of a version, the buckets.
 //! - [`graph`]: the graph of nodes the gateway discovers.
 //! - [`job`]: asynchronous activations: the queue, a job and its record.
+//! - [`trigger`]: what activates a node besides a request: a subject, a schedule.
 //! - [`record`]: finished activations the gateway keeps for its inspector.
 //! - [`sse`]: the gateway's Server-Sent Events: names and payloads.
 //! - [`json_schema`]: JSON Schema documents of the three messages.
@@ -34,6 +35,7 @@ pub mod service;
 pub mod sse;
 pub mod status;
 pub mod subject;
+pub mod trigger;
 
 pub use activation::{
     code, ActivationId, ActivationReply, ActivationRequest, FunctionInput, Outcome,

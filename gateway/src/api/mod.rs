@@ -8,6 +8,7 @@ mod functions;
 mod health;
 mod nodes;
 mod topology;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ enum ApiTags {
     Nodes,
     /// WebAssembly functions deployed at runtime.
     Functions,
+    /// What activates a node besides a request: a subject, a schedule.
+    Triggers,
     /// The live stream of status events.
     Events,
     /// The graph discovered from the bus.
@@ -43,6 +46,7 @@ pub type Operations = (
     activations::RetryApi,
     nodes::NodesApi,
     functions::FunctionsApi,
+    triggers::TriggersApi,
     events::EventsApi,
     topology::TopologyApi,
     health::HealthApi,
@@ -57,6 +61,7 @@ pub fn service(state: Arc<State>) -> OpenApiService<Operations, ()> {
             activations::RetryApi(state.clone()),
             nodes::NodesApi(state.clone()),
             functions::FunctionsApi(state.clone()),
+            triggers::TriggersApi(state.clone()),
             events::EventsApi(state.clone()),
             topology::TopologyApi(state.clone()),
             health::HealthApi(state),
@@ -76,7 +81,13 @@ pub fn service(state: Arc<State>) -> OpenApiService<Operations, ()> {
 /// as an absent optional field without saying so either; [`document`] adds
 /// `additionalProperties: false` and `nullable: true` (on optional fields) so that the
 /// spec matches the behaviour.
-const CLOSED_BODIES: [&str; 4] = ["ActivateBody", "ColorBody", "ConfigBody", "RollbackBody"];
+const CLOSED_BODIES: [&str; 5] = [
+    "ActivateBody",
+    "ColorBody",
+    "ConfigBody",
+    "RollbackBody",
+    "TriggerBody",
+];
 
 /// The OpenAPI document as served on `/openapi.json`.
 pub fn document<T>(service: &OpenApiService<T, ()>) -> String

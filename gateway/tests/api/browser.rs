@@ -702,6 +702,23 @@ async fn page_inspects_an_activation_and_repeats_it() {
         )
         .await;
 
+    // A trigger set now is listed.
+    let set = app
+        .http
+        .put(app.url("/triggers/ORDERS"))
+        .json(&json!({"node": "UI", "subject": "orders.created"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 200);
+    driver
+        .wait_for(
+            "the trigger listed",
+            "const li = document.querySelector('#triggers li[data-trigger=\"ORDERS\"]');
+             return !!li && li.textContent.includes('orders.created')",
+        )
+        .await;
+
     // A function deployed now is listed with its version.
     let module =
         wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)

@@ -19,3 +19,4 @@ mod shutdown;
 mod spec;
 mod telemetry;
 mod topology;
+mod triggers;

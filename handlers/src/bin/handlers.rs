@@ -313,6 +313,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         client = cli.nats.connect_eventually(&client_name) => client?,
         _ = &mut stop => return Ok(()),
     };
+    if let Some(path) = cli.topology.as_ref().filter(|_| !cli.functions) {
+        let triggers = Topology::load(path)?.triggers;
+        if !triggers.is_empty() {
+            tokio::spawn(put_triggers(client.clone(), triggers));
+        }
+    }
     if cli.functions {
         handlers::runner::run(client.clone(), cli.settings()?, cli.runner()?, stop)
             .await
@@ -323,6 +329,27 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     mesh_core::bus::drain(&client, Duration::from_secs(3)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Puts a topology file's triggers in the bucket every gateway runs triggers from (the
+/// file is the truth for its triggers at each start).
+async fn put_triggers(
+    client: async_nats::Client,
+    triggers: Vec<(NodeName, schemas::trigger::Trigger)>,
+) {
+    let store = match mesh_core::triggers::open(&client, 1).await {
+        Ok(store) => store,
+        Err(e) => {
+            return tracing::warn!(cause = %e, "the topology's triggers were not stored: no gateway runs them")
+        }
+    };
+    for (name, trigger) in triggers {
+        let body = serde_json::to_vec(&trigger).unwrap_or_default();
+        match store.put(name.as_str(), body.into()).await {
+            Ok(_) => tracing::info!(trigger = %name, node = %trigger.node, "trigger stored"),
+            Err(e) => tracing::warn!(trigger = %name, cause = %e, "trigger not stored"),
+        }
+    }
 }
 
 impl Cli {
