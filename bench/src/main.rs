@@ -9,13 +9,15 @@
 //! Run with `scripts/bench` (builds the release binaries first). `BENCH_SSE_CLIENTS`
 //! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
 //! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only; `BENCH_WASM_ONLY=1` one hop
-//! and the function rows (WebAssembly beside Rust and exec). `BENCH_SSE_SINGLES` (default
+//! and the function rows (WebAssembly beside Rust and exec); `BENCH_ASYNC_ONLY=1` one hop
+//! and asynchronous activations. `BENCH_SSE_SINGLES` (default
 //! `5000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
 //!
 //! `bench --drive NATS_URL NODE CONCURRENCY COUNT` runs COUNT activations of NODE and
 //! prints how many per second: a load for side-by-side comparisons of builds outside
 //! the bench (each activation must succeed).
 
+mod asynchronous;
 mod floor;
 mod procs;
 mod sse;
@@ -128,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
     let nats = std::env::var_os("BENCH_SSE_ONLY").is_none();
     // BENCH_WASM_ONLY=1: one hop and the function rows only (WebAssembly, Rust, exec).
     let wasm_only = std::env::var_os("BENCH_WASM_ONLY").is_some();
+    // BENCH_ASYNC_ONLY=1: one hop and the asynchronous activations only.
+    let async_only = std::env::var_os("BENCH_ASYNC_ONLY").is_some();
     // Each compared scenario runs ROUNDS times, each round right after a raw round trip
     // at the same concurrency: a ratio compares two measurements taken side by side.
     let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
@@ -145,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let hop_c1 = rows.first().map_or(f64::NAN, |r| r.p50_ms);
     let hop_c16 = rows.get(1).map_or(f64::NAN, |r| r.p50_ms);
-    let functions: &[(&str, &str)] = if quick || !nats {
+    let functions: &[(&str, &str)] = if quick || !nats || async_only {
         &[]
     } else {
         &[
@@ -166,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // A WebAssembly function hop against a Rust function doing the same work and against
     // the exec function `echo 1`, side by side at each concurrency.
-    let wasm_report = if quick || !nats {
+    let wasm_report = if quick || !nats || async_only {
         None
     } else {
         let rust_fn = Proc::start("bench", &["--rust-function", &url], &[])?;
@@ -224,8 +228,14 @@ async fn main() -> anyhow::Result<()> {
         drop((rust_fn, runner));
         Some(report)
     };
+    // Asynchronous activations beside synchronous ones, through the same gateway.
+    let async_report = if quick || !nats || wasm_only {
+        None
+    } else {
+        Some(asynchronous::measure(&http, &base_url, "E").await)
+    };
     let mut idle_gateway_us = Vec::new();
-    let nats = nats && !wasm_only;
+    let nats = nats && !wasm_only && !async_only;
     for c in [1, 16, 64].into_iter().filter(|_| nats) {
         let mut r = Compared::new("seed activation over NATS", c);
         for _ in 0..ROUNDS {
@@ -269,7 +279,13 @@ async fn main() -> anyhow::Result<()> {
         rows.push(r.row(RawShare::Seed));
     }
 
-    let default_sizes = |sizes: &'static str| if quick || wasm_only { "" } else { sizes };
+    let default_sizes = |sizes: &'static str| {
+        if quick || wasm_only || async_only {
+            ""
+        } else {
+            sizes
+        }
+    };
     let mut fanouts = Vec::new();
     for n in sizes("BENCH_SSE_CLIENTS", default_sizes("1000,10000")) {
         let (fresh, port) = fresh_gateway(&client, &http, &nats_env).await?;
@@ -315,6 +331,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(wasm) = &wasm_report {
         markdown.push_str(&wasm.markdown());
     }
+    if let Some(report) = &async_report {
+        markdown.push_str(&report.markdown());
+    }
     println!("{markdown}");
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
     std::fs::create_dir_all(&artifacts)?;
@@ -329,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_gateway_rss_kib": idle_gateway_kib,
             "propagation": propagation,
             "wasm": wasm_report,
+            "asynchronous": async_report,
             "idle_gateway_us_per_activation": idle_gateway_us,
         }))?,
     )?;
