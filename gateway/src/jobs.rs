@@ -383,6 +383,8 @@ pub struct Dispatch {
     pub watches: Arc<crate::activations::Watches>,
     /// Counts jobs done, retried and dead.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Calls callbacks back (no redirect followed, bounded in time).
+    pub http: reqwest::Client,
 }
 
 impl Dispatch {
@@ -571,6 +573,9 @@ async fn run(d: &Dispatch, message: jetstream::Message) {
         JobState::Dead => "dead",
         _ => "done",
     });
+    if let (JobState::Done | JobState::Dead, Some(url)) = (state, &job.callback_url) {
+        tokio::spawn(call_back(d.http.clone(), url.clone(), record.clone()));
+    }
     if state == JobState::Dead {
         tracing::warn!(activation = %id, node = %job.request.node, attempts = attempt, "asynchronous activation dead: every attempt said try again");
     }
@@ -583,6 +588,58 @@ async fn run(d: &Dispatch, message: jetstream::Message) {
 pub const SUBMIT_GROUP: &str = "mesh-gateways";
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+
+/// Checks a callback URL against the allow-list of prefixes; the URL as it will be
+/// called (normalized, so a prefix is compared with what is really called).
+pub fn check_callback(url: &str, allowed: &[String]) -> Result<String, String> {
+    if allowed.is_empty() {
+        return Err("callbacks are off on this gateway (MESH_ASYNC_CALLBACK_ALLOW)".into());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("X-Callback-Url {url:?}: {e}"))?;
+    if parsed.scheme() != "http" || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "X-Callback-Url {url:?}: an http:// URL without credentials"
+        ));
+    }
+    let normal = parsed.to_string();
+    if !allowed
+        .iter()
+        .any(|prefix| normal.starts_with(prefix.as_str()))
+    {
+        return Err(format!(
+            "X-Callback-Url {normal} is not under an allowed prefix (MESH_ASYNC_CALLBACK_ALLOW)"
+        ));
+    }
+    Ok(normal)
+}
+
+/// Attempts of one callback.
+const CALLBACK_ATTEMPTS: u32 = 4;
+
+/// POSTs `record`'s final state and last reply to its callback URL, retried with
+/// back-off on a failure or an answer other than 2xx.
+async fn call_back(http: reqwest::Client, url: String, record: JobRecord) {
+    let body = serde_json::json!({
+        "activation_id": record.job.activation_id,
+        "state": record.state,
+        "attempts": record.attempts.len(),
+        "reply": record.attempts.last().and_then(|a| a.reply.clone()),
+    });
+    for attempt in 1..=CALLBACK_ATTEMPTS {
+        match http.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::debug!(%url, status = %r.status(), attempt, "callback refused"),
+            Err(e) => tracing::debug!(%url, cause = %e, attempt, "callback failed"),
+        }
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        ))
+        .await;
+    }
+    tracing::warn!(%url, activation = %record.job.activation_id, "callback given up after {CALLBACK_ATTEMPTS} attempts");
+}
 
 /// Checks an idempotency key: 1 to [`MAX_KEY_BYTES`] printable ASCII characters.
 pub fn check_key(key: &str) -> Result<(), String> {

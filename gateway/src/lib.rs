@@ -233,6 +233,11 @@ impl Gateway {
                 kept: state.kept.clone(),
                 watches: state.watches.clone(),
                 metrics: state.metrics.clone(),
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default(),
             });
             tasks.spawn(jobs::dispatch(dispatch.clone(), stop.clone()));
             if let Some(store) = trigger_store {

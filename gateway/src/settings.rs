@@ -196,6 +196,8 @@ pub struct AsyncSettings {
     pub idempotency_window: Duration,
     /// Copies of the queue and buckets in a cluster.
     pub replicas: usize,
+    /// URL prefixes an `X-Callback-Url` may start with (none: callbacks are refused).
+    pub callback_allow: Vec<String>,
 }
 
 impl Default for AsyncSettings {
@@ -212,6 +214,7 @@ impl Default for AsyncSettings {
             max_ack_pending: 1024,
             idempotency_window: Duration::from_secs(24 * 3600),
             replicas: 1,
+            callback_allow: Vec::new(),
         }
     }
 }

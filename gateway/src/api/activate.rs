@@ -175,6 +175,11 @@ impl ActivateApi {
         /// printable ASCII characters).
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
+        /// With `Prefer: respond-async`: the final state and reply are POSTed here
+        /// (retried; no redirect followed). It must start with one of the gateway's
+        /// `MESH_ASYNC_CALLBACK_ALLOW` prefixes (400 otherwise).
+        #[oai(name = "X-Callback-Url")]
+        callback_url: Header<Option<String>>,
     ) -> ActivateResponse {
         let state = &self.0;
         if let Err(e) = caller.authorize(state.settings.api_token.as_deref()) {
@@ -195,7 +200,9 @@ impl ActivateApi {
             input: body.0.input,
         };
         if prefer.0.as_deref().is_some_and(prefers_async) {
-            return self.queue(id, asked, idempotency_key.0).await;
+            return self
+                .queue(id, asked, idempotency_key.0, callback_url.0)
+                .await;
         }
         let request = ActivationRequest {
             activation_id: Some(id.clone()),
@@ -263,6 +270,7 @@ impl ActivateApi {
         id: ActivationId,
         asked: RecordedRequest,
         key: Option<String>,
+        callback: Option<String>,
     ) -> ActivateResponse {
         let state = &self.0;
         if let Some(key) = &key {
@@ -270,6 +278,17 @@ impl ActivateApi {
                 return ActivateResponse::BadRequest(Json(ApiError::new("bad_request", e)));
             }
         }
+        let allowed: &[String] = match (&state.jobs, &state.settings.asynchronous) {
+            (Some(_), Some(a)) => &a.callback_allow,
+            _ => &[],
+        };
+        let callback = match callback.map(|url| crate::jobs::check_callback(&url, allowed)) {
+            Some(Err(e)) => {
+                return ActivateResponse::BadRequest(Json(ApiError::new("bad_callback", e)))
+            }
+            Some(Ok(url)) => Some(url),
+            None => None,
+        };
         let unavailable = |id: ActivationId, node: NodeName, message: String| {
             let reply = ActivationReply::new(node, id.clone(), Outcome::Unavailable, message);
             ActivateResponse::Unavailable(Json(reply), id.to_string())
@@ -282,7 +301,8 @@ impl ActivateApi {
             );
         };
         let node = asked.node.clone();
-        let job = crate::jobs::job_for(jobs, id.clone(), asked);
+        let mut job = crate::jobs::job_for(jobs, id.clone(), asked);
+        job.callback_url = callback;
         match jobs.submit(job, key.as_deref()).await {
             Ok(accepted) => {
                 if !accepted.duplicate {

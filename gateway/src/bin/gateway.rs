@@ -210,6 +210,11 @@ struct Config {
     #[arg(long, env = "MESH_ASYNC_IDEMPOTENCY_WINDOW_MS", default_value_t = 86_400_000,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     async_idempotency_window_ms: u64,
+    /// URL prefixes an asynchronous activation's `X-Callback-Url` may start with (repeat,
+    /// or comma-separate in the variable), e.g. `http://hooks.internal:8000/`; callbacks
+    /// to anything else are refused (400). None: no callbacks.
+    #[arg(long = "async-callback-allow", env = "MESH_ASYNC_CALLBACK_ALLOW", value_delimiter = ',', value_parser = callback_prefix)]
+    async_callback_allow: Vec<String>,
     /// Link to a trace in your tracing UI, `{trace_id}` replaced by the trace id (Jaeger:
     /// `http://localhost:16686/trace/{trace_id}`): the inspector links each traced
     /// activation to its trace.
@@ -301,6 +306,7 @@ impl Config {
                 max_ack_pending: i64::try_from(self.async_max_running).unwrap_or(i64::MAX),
                 idempotency_window: Duration::from_millis(self.async_idempotency_window_ms),
                 replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
+                callback_allow: self.async_callback_allow.clone(),
             }),
             http: HttpSettings {
                 max_connections,
@@ -346,6 +352,21 @@ impl Config {
 }
 
 /// A trace link template: an http(s) URL with `{trace_id}` in it.
+/// A callback prefix: an `http://` URL with a host and a path ending in `/` (so a prefix
+/// cannot be extended into another host: `http://a.com` would allow `http://a.com.evil`).
+fn callback_prefix(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{text}: callbacks are http:// URLs"))?;
+    let Some((host, _)) = rest.split_once('/') else {
+        return Err(format!("{text}: end the prefix with a path, at least `/`"));
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("{text}: a host, without credentials"));
+    }
+    Ok(text.to_string())
+}
+
 fn trace_url(text: &str) -> Result<String, String> {
     if !(text.starts_with("http://") || text.starts_with("https://")) {
         return Err("an http:// or https:// URL is needed".into());

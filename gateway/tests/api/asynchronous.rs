@@ -289,3 +289,77 @@ async fn a_gateway_killed_mid_activation_leaves_it_to_another() {
     assert_eq!(attempts[1]["gateway"], b.state.gateway_id());
     assert_eq!(attempts[1]["outcome"], "ok");
 }
+
+#[tokio::test]
+async fn a_callback_to_an_allowed_url_arrives_once_and_others_are_refused() {
+    use poem::{handler, listener::TcpListener, web::Json as PJson, EndpointExt, Route, Server};
+    let server = NatsServer::start_jetstream();
+    let _nodes = serve(&server, vec![spec("A", &[], 0)]).await;
+    // The callback receiver: every POST noted.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    #[handler]
+    fn hook(
+        body: PJson<Value>,
+        seen: poem::web::Data<&std::sync::Arc<std::sync::Mutex<Vec<Value>>>>,
+    ) -> &'static str {
+        seen.lock().unwrap().push(body.0);
+        "ok"
+    }
+    let port = testsupport::free_port();
+    let app = Route::new()
+        .at("/hook/done", poem::post(hook))
+        .data(received.clone());
+    tokio::spawn(Server::new(TcpListener::bind(format!("127.0.0.1:{port}"))).run(app));
+    let allowed = format!("http://127.0.0.1:{port}/hook/");
+    let gw = Gw::start(&server.url(), |s| {
+        quick(s);
+        if let Some(a) = &mut s.asynchronous {
+            a.callback_allow = vec![allowed.clone()];
+        }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let with = |url: String| {
+        let http = http.clone();
+        let base = gw.base.clone();
+        async move {
+            http.post(format!("{base}/activate"))
+                .header("prefer", "respond-async")
+                .header("x-callback-url", url)
+                .json(&json!({"node": "A"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for refused in [
+        format!("http://127.0.0.1:{port}/elsewhere"),
+        format!("http://127.0.0.1:{}/hook/done", port + 1),
+        format!("http://user:pw@127.0.0.1:{port}/hook/done"),
+        "https://example.com/hook/".to_string(),
+        "not a url".to_string(),
+    ] {
+        let r = with(refused.clone()).await;
+        assert_eq!(r.status().as_u16(), 400, "{refused}");
+    }
+    let r = with(format!("{allowed}done")).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<Value>().await.unwrap()["activation_id"].clone();
+    let body = eventually("the callback arrives", Duration::from_secs(30), || async {
+        received.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(body["activation_id"], id);
+    assert_eq!(body["state"], "done");
+    assert_eq!(body["reply"]["outcome"], "ok");
+    // Once: a second activation's callback arrives after it, and nothing else came.
+    let r = with(format!("{allowed}done")).await;
+    let second = r.json::<Value>().await.unwrap()["activation_id"].clone();
+    eventually("the second callback", Duration::from_secs(30), || async {
+        (received.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    let all = received.lock().unwrap().clone();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["activation_id"], second);
+}
