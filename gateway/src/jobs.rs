@@ -385,6 +385,26 @@ pub struct Dispatch {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Calls callbacks back (no redirect followed, bounded in time).
     pub http: reqwest::Client,
+    /// Asynchronous activations running here, by node (an entry only while some run).
+    pub running: std::sync::Mutex<std::collections::HashMap<schemas::NodeName, usize>>,
+}
+
+/// One running activation of a node, counted until dropped.
+struct NodeSlot<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashMap<schemas::NodeName, usize>>,
+    node: schemas::NodeName,
+}
+
+impl Drop for NodeSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = crate::sync::lock(self.running);
+        if let Some(n) = running.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.node);
+            }
+        }
+    }
 }
 
 impl Dispatch {
@@ -482,6 +502,26 @@ async fn run(d: &Dispatch, message: jetstream::Message) {
         let _ = message.ack().await;
         return;
     }
+    // At most `node_concurrency` of one node here: the others wait in the queue.
+    let slot = {
+        let mut running = crate::sync::lock(&d.running);
+        let n = running.entry(job.request.node.clone()).or_insert(0);
+        if *n < jobs.settings.node_concurrency {
+            *n += 1;
+            Some(NodeSlot {
+                running: &d.running,
+                node: job.request.node.clone(),
+            })
+        } else {
+            None
+        }
+    };
+    let Some(_slot) = slot else {
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(100))))
+            .await;
+        return;
+    };
     // An attempt left running by a gateway that stopped.
     if let Some(last) = record.attempts.last_mut() {
         if last.outcome.is_none() {

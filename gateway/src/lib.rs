@@ -238,6 +238,7 @@ impl Gateway {
                     .timeout(std::time::Duration::from_secs(10))
                     .build()
                     .unwrap_or_default(),
+                running: Default::default(),
             });
             tasks.spawn(jobs::dispatch(dispatch.clone(), stop.clone()));
             if let Some(store) = trigger_store {

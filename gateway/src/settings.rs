@@ -198,6 +198,9 @@ pub struct AsyncSettings {
     pub replicas: usize,
     /// URL prefixes an `X-Callback-Url` may start with (none: callbacks are refused).
     pub callback_allow: Vec<String>,
+    /// Asynchronous activations of one node this gateway runs at once; more wait in the
+    /// queue (without counting an attempt).
+    pub node_concurrency: usize,
 }
 
 impl Default for AsyncSettings {
@@ -215,6 +218,7 @@ impl Default for AsyncSettings {
             idempotency_window: Duration::from_secs(24 * 3600),
             replicas: 1,
             callback_allow: Vec::new(),
+            node_concurrency: 64,
         }
     }
 }

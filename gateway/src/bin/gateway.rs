@@ -210,6 +210,11 @@ struct Config {
     #[arg(long, env = "MESH_ASYNC_IDEMPOTENCY_WINDOW_MS", default_value_t = 86_400_000,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     async_idempotency_window_ms: u64,
+    /// Asynchronous activations of one node this gateway runs at once; more wait in the
+    /// queue (without counting an attempt): a node sees at most this many per gateway.
+    #[arg(long, env = "MESH_ASYNC_NODE_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    async_node_concurrency: u64,
     /// URL prefixes an asynchronous activation's `X-Callback-Url` may start with (repeat,
     /// or comma-separate in the variable), e.g. `http://hooks.internal:8000/`; callbacks
     /// to anything else are refused (400). None: no callbacks.
@@ -307,6 +312,8 @@ impl Config {
                 idempotency_window: Duration::from_millis(self.async_idempotency_window_ms),
                 replicas: usize::try_from(self.stream_replicas).unwrap_or(1),
                 callback_allow: self.async_callback_allow.clone(),
+                node_concurrency: usize::try_from(self.async_node_concurrency)
+                    .unwrap_or(usize::MAX),
             }),
             http: HttpSettings {
                 max_connections,

@@ -2,7 +2,7 @@
 //! per attempt by whichever gateway takes them, retried, dead, re-run; idempotency keys;
 //! the bus door. Real nats-server with JetStream, real nodes, real HTTP.
 
-use std::{process::Command, time::Duration};
+use std::{process::Command, sync::Arc, time::Duration};
 
 use gateway::settings::AsyncSettings;
 use handlers::{runtime::Running, Settings};
@@ -362,4 +362,49 @@ async fn a_callback_to_an_allowed_url_arrives_once_and_others_are_refused() {
     let all = received.lock().unwrap().clone();
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["activation_id"], second);
+}
+
+#[tokio::test]
+async fn a_burst_for_one_node_runs_within_its_concurrency_limit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = NatsServer::start_jetstream();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let f = {
+        let (now, most) = (now.clone(), most.clone());
+        handlers::function(move |_call: handlers::Call| {
+            let (now, most) = (now.clone(), most.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        })
+    };
+    let _node = serve(&server, vec![handlers::NodeSpec::function(name("BUSY"), f)]).await;
+    let gw = Gw::start(&server.url(), |s| {
+        quick(s);
+        if let Some(a) = &mut s.asynchronous {
+            a.node_concurrency = 2;
+        }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut locations = Vec::new();
+    for _ in 0..8 {
+        let r = submit(&http, &gw.base, json!({"node": "BUSY"}), None).await;
+        locations.push(r.headers()["location"].to_str().unwrap().to_string());
+    }
+    for location in &locations {
+        let done = ended(&http, &gw.base, location, Duration::from_secs(60)).await;
+        assert_eq!(done["job"]["state"], "done", "{done}");
+        assert_eq!(
+            done["job"]["attempts"].as_array().unwrap().len(),
+            1,
+            "waiting is no attempt"
+        );
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} ran at once");
 }
