@@ -6,9 +6,10 @@
 #
 # Without a registry (air-gapped machines, CI), scripts/images builds a Debian base image
 # from Debian's packages and this file's other path, which takes binaries built on the
-# host instead of compiling in a Rust image:
+# host instead of compiling in a Rust image (scripts/images stages them in target/image/):
 #
 #   cargo build --release -p handlers -p gateway
+#   mkdir -p target/image && cp target/release/handlers target/release/gateway target/image/
 #   docker build --build-arg BINARIES=host --build-arg BUILDER=<base> \
 #                --build-arg BASE=<base> --build-arg APT_PACKAGES= -t nats-mesh .
 #
@@ -43,11 +44,11 @@ RUN if [ "$BINARIES" = source ]; then \
       && cargo build --release --locked -p handlers -p gateway \
       && rm -rf schemas/src core/src wasm/src handlers/src gateway/src testsupport/src checks/src bench/src; \
     fi
-# 2. The sources (and, for BINARIES=host, the host's release binaries).
+# 2. The sources (and, for BINARIES=host, the host's binaries staged in target/image/).
 COPY . .
 RUN mkdir -p /out \
  && if [ "$BINARIES" = host ]; then \
-      cp target/release/handlers target/release/gateway /out/; \
+      cp target/image/handlers target/image/gateway /out/; \
     else \
       touch schemas/src/lib.rs core/src/lib.rs wasm/src/lib.rs handlers/src/lib.rs gateway/src/lib.rs \
       && cargo build --release --locked -p handlers -p gateway --bins \

@@ -168,8 +168,10 @@ pub async fn statuses(base: &str, activation: &str, last: Option<u64>, count: us
 /// Builds the stack's images with `scripts/images` (no registry needed); `args` asks for
 /// more (`prometheus`).
 pub fn build_images(args: &[&str]) {
+    // The binaries `cargo test` has built (debug), not a second, release build.
     let images = Command::new(format!("{ROOT}/scripts/images"))
         .args(args)
+        .env("MESH_IMAGE_PROFILE", "dev")
         .output()
         .unwrap();
     assert!(
