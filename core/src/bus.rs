@@ -201,3 +201,52 @@ fn log_event(url: &str, event: Event) {
         other => tracing::info!(%url, event = %other, "NATS connection event"),
     }
 }
+
+/// A JetStream key-value bucket as [`key_value`] opens or makes it.
+#[derive(Clone, Debug)]
+pub struct Bucket<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// What it holds, for `nats stream info`.
+    pub description: &'a str,
+    /// Values kept per key (1: the latest only).
+    pub history: i64,
+    /// Oldest value kept (zero: no limit).
+    pub max_age: Duration,
+    /// Most bytes kept (-1: no limit); a write beyond is refused, nothing is evicted.
+    pub max_bytes: i64,
+    /// Copies in a cluster.
+    pub replicas: usize,
+}
+
+/// The bucket, opened, or made when missing. It is made as the stream async-nats'
+/// `create_key_value` would make, directly: async-nats cannot read nats-server 2.9's
+/// answer to that request.
+pub async fn key_value(
+    js: &async_nats::jetstream::Context,
+    bucket: Bucket<'_>,
+) -> Result<async_nats::jetstream::kv::Store, String> {
+    use async_nats::jetstream::stream;
+    if let Ok(store) = js.get_key_value(bucket.name).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{}", bucket.name),
+        description: Some(bucket.description.into()),
+        subjects: vec![format!("$KV.{}.>", bucket.name)],
+        max_messages_per_subject: bucket.history,
+        max_age: bucket.max_age,
+        max_bytes: bucket.max_bytes,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: bucket.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    js.get_key_value(bucket.name)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -20,29 +20,17 @@ const OPEN_WAIT: Duration = Duration::from_secs(3);
 /// The bucket of live settings (created when missing), or `None` without JetStream.
 pub async fn open(client: &Client) -> Option<kv::Store> {
     let js = jetstream::new(client.clone());
-    let opened = async {
-        if let Ok(store) = js.get_key_value(config::BUCKET).await {
-            return Ok(store);
-        }
-        // The bucket's stream, made directly: async-nats' `create_key_value` cannot read
-        // nats-server 2.9's answer to it. This is the stream it would make.
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{}", config::BUCKET),
-            description: Some("nats-mesh: live settings of nodes, one key per node".into()),
-            subjects: vec![format!("$KV.{}.>", config::BUCKET)],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        js.get_key_value(config::BUCKET)
-            .await
-            .map_err(|e| e.to_string())
-    };
+    let opened = crate::bus::key_value(
+        &js,
+        crate::bus::Bucket {
+            name: config::BUCKET,
+            description: "nats-mesh: live settings of nodes, one key per node",
+            history: 1,
+            max_age: Duration::ZERO,
+            max_bytes: -1,
+            replicas: 1,
+        },
+    );
     match tokio::time::timeout(OPEN_WAIT, opened).await {
         Ok(Ok(store)) => Some(store),
         Ok(Err(e)) => {

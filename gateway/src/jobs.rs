@@ -72,8 +72,7 @@ fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// A key-value bucket made directly as a stream (async-nats' `create_key_value` cannot
-/// read nats-server 2.9's answer), then opened.
+/// A key-value bucket of the queue's (see [`mesh_core::bus::key_value`]).
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
@@ -82,26 +81,18 @@ async fn bucket(
     max_bytes: i64,
     replicas: usize,
 ) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        max_bytes,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    mesh_core::bus::key_value(
+        js,
+        mesh_core::bus::Bucket {
+            name,
+            description,
+            history: 1,
+            max_age,
+            max_bytes,
+            replicas,
+        },
+    )
     .await
-    .map_err(text)?;
-    js.get_key_value(name).await.map_err(text)
 }
 
 impl Jobs {

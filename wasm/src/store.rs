@@ -75,36 +75,23 @@ impl std::fmt::Debug for Functions {
 pub async fn open(client: &Client, replicas: usize) -> Result<Functions, StoreError> {
     let js = jetstream::new(client.clone());
     let opened = async {
-        // The streams are made directly: async-nats' `create_key_value` cannot read
-        // nats-server 2.9's answer. These are the streams it would make.
-        let records = match js.get_key_value(function::BUCKET).await {
-            Ok(store) => store,
-            Err(_) => {
-                js.get_or_create_stream(jetstream::stream::Config {
-                    name: format!("KV_{}", function::BUCKET),
-                    description: Some(
-                        "nats-mesh: deployed functions, one key per function, a revision per version"
-                            .into(),
-                    ),
-                    subjects: vec![format!("$KV.{}.>", function::BUCKET)],
-                    max_messages_per_subject: function::HISTORY,
-                    max_bytes: RECORDS_MAX_BYTES,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-                js.get_key_value(function::BUCKET)
-                    .await
-                    .map_err(unavailable)?
-            }
-        };
+        let records = mesh_core::bus::key_value(
+            &js,
+            mesh_core::bus::Bucket {
+                name: function::BUCKET,
+                description:
+                    "nats-mesh: deployed functions, one key per function, a revision per version",
+                history: function::HISTORY,
+                max_age: Duration::ZERO,
+                max_bytes: RECORDS_MAX_BYTES,
+                replicas,
+            },
+        )
+        .await
+        .map_err(StoreError::Unavailable)?;
         let modules = match js.get_object_store(function::MODULES_BUCKET).await {
             Ok(store) => store,
+            // Made directly, as async-nats would make it (as `key_value` does for a bucket).
             Err(_) => {
                 let bucket = function::MODULES_BUCKET;
                 js.get_or_create_stream(jetstream::stream::Config {
