@@ -70,6 +70,17 @@ impl GraphView {
             .is_some_and(|d| !d.instances.is_empty())
     }
 
+    /// What serves `node` now, when discovery has seen it serving: its function kind
+    /// (`simulated`, `exec`, `http`, `rust`, `wasm`), or `service` for a plain service.
+    pub fn served_as(&self, node: &NodeName) -> Option<String> {
+        let nodes = self.read();
+        let d = nodes.get(node).filter(|d| !d.instances.is_empty())?;
+        Some(match d.kind {
+            schemas::graph::NodeKind::Node => d.meta.function.clone(),
+            schemas::graph::NodeKind::Service => "service".into(),
+        })
+    }
+
     /// Whether discovery has seen `node` (serving, or named as a downstream).
     pub fn knows(&self, node: &NodeName) -> bool {
         let nodes = self.read();

@@ -149,6 +149,10 @@ pub enum DeployResponse {
     /// No such function, or no such version to roll back to.
     #[oai(status = 404)]
     NotFound(Json<ApiError>),
+    /// Something other than a deployed function serves that name now (a node of a
+    /// topology, a service): a function of the same name would share its requests.
+    #[oai(status = 409)]
+    Conflict(Json<ApiError>),
     /// The module is larger than `MESH_GATEWAY_MAX_MODULE_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ApiError>),
@@ -323,6 +327,15 @@ impl FunctionsApi {
             return DeployResponse::Unauthorized(Json(e), CHALLENGE.into());
         }
         let (ModuleBody::Wasm(module) | ModuleBody::Bytes(module)) = body;
+        if let Some(kind) = self.0.view.served_as(&name.0).filter(|k| k != "wasm") {
+            return DeployResponse::Conflict(Json(ApiError::new(
+                "conflict",
+                format!(
+                    "{} is served now by a {kind} node or service: a function of that name would share its requests (choose another name)",
+                    name.0
+                ),
+            )));
+        }
         let deployments = &self.0.deployments;
         if module.len() > deployments.max_module_bytes {
             return DeployResponse::PayloadTooLarge(Json(ApiError::new(

@@ -436,6 +436,30 @@ async fn bad_modules_are_refused_at_deploy_and_change_nothing() {
         "{}",
         wrong_type.status()
     );
+    // A name something else serves: a function would share its requests.
+    let client = async_nats::connect(p.server.url()).await.unwrap();
+    let _taken = handlers::runtime::Running::start(
+        client,
+        vec![spec("TAKEN", &[], 0)],
+        handlers::Settings::default(),
+    )
+    .await
+    .unwrap();
+    eventually("TAKEN is discovered", Duration::from_secs(30), || async {
+        let (_, t) = p.get("/topology").await;
+        t["nodes"]
+            .as_array()?
+            .iter()
+            .any(|n| n["name"] == "TAKEN")
+            .then_some(())
+    })
+    .await;
+    let (status, body) = put("TAKEN", echo(), "", token).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("simulated"),
+        "{body}"
+    );
     // Nothing was stored.
     let (status, list) = p.get("/functions").await;
     assert_eq!((status, list), (200, json!({"functions": []})));
