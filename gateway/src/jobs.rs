@@ -20,7 +20,7 @@ use async_nats::{
 use futures::StreamExt;
 use schemas::{
     job::{self, Accepted, Attempt, Job, JobRecord, JobState},
-    ActivationId, ActivationReply, ActivationRequest, Outcome,
+    ActivationId, ActivationRequest, Outcome,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -321,14 +321,10 @@ fn encode(record: &JobRecord) -> Vec<u8> {
     if body.len() <= MAX_RECORD_BYTES {
         return body;
     }
-    fn strip(r: &mut ActivationReply) {
-        r.result = None;
-        r.children.iter_mut().for_each(strip);
-    }
     let mut lean = record.clone();
     for attempt in &mut lean.attempts {
         if let Some(reply) = &mut attempt.reply {
-            strip(reply);
+            reply.strip_results();
         }
     }
     let body = serde_json::to_vec(&lean).unwrap_or_default();

@@ -502,11 +502,7 @@ fn encode_within(
     if body.len() <= max {
         return Ok(body);
     }
-    fn strip(r: &mut schemas::ActivationReply) {
-        r.result = None;
-        r.children.iter_mut().for_each(strip);
-    }
-    strip(reply);
+    reply.strip_results();
     reply.outcome = schemas::Outcome::Failed;
     reply.code = code::BAD_GATEWAY;
     reply.message = format!(

@@ -289,6 +289,15 @@ impl ActivationReply {
         }
     }
 
+    /// Leaves out every node's `result`, in the whole tree (a tree too large to send or
+    /// keep keeps its shape, outcomes and messages).
+    pub fn strip_results(&mut self) {
+        self.result = None;
+        self.children
+            .iter_mut()
+            .for_each(ActivationReply::strip_results);
+    }
+
     /// The same reply with another code.
     pub fn with_code(mut self, code: u16) -> Self {
         self.code = code;

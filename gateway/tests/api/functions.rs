@@ -1,19 +1,12 @@
 //! WebAssembly functions deployed at runtime: real nats-server with JetStream, real
 //! runner processes (`handlers --functions`), real HTTP.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use schemas::ActivationRequest;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-fn handlers_bin() -> std::path::PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_gateway"))
-        .parent()
-        .unwrap()
-        .join("handlers")
-}
 
 /// A module printing `text` after spinning `spin_ms` on WASI's monotonic clock.
 fn module(text: &str, spin_ms: u64) -> Vec<u8> {

@@ -13,6 +13,14 @@ pub use testsupport::{
 };
 use tokio::sync::oneshot;
 
+/// The `handlers` binary built beside the gateway's.
+pub fn handlers_bin() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_gateway"))
+        .parent()
+        .unwrap()
+        .join("handlers")
+}
+
 pub struct App {
     pub server: NatsServer,
     pub _nodes: Option<Running>,

@@ -1,7 +1,6 @@
 //! `/metrics` and OTLP export.
 
 use std::{
-    path::Path,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -371,13 +370,6 @@ async fn nodes_export_traces_over_otlp_when_configured() {
         }
     }
     assert!(!seen.contains_key("nats-mesh-nodes"), "{seen:?}");
-}
-
-fn handlers_bin() -> std::path::PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_gateway"))
-        .parent()
-        .unwrap()
-        .join("handlers")
 }
 
 #[test]

@@ -52,26 +52,35 @@ async fn runs(http: &reqwest::Client, base: &str, name: &str) -> bool {
         .is_some_and(|t| t.iter().any(|t| t["name"] == name))
 }
 
-#[tokio::test]
-async fn a_subject_trigger_runs_once_per_message_across_gateways_and_answers_replies() {
-    let server = NatsServer::start_jetstream();
-    let (_node, seen) = noting(&server, "ORDER").await;
+/// Two gateways on `server`, the trigger `name` set through the first, once both run it.
+async fn two_gateways_running(
+    server: &NatsServer,
+    name: &str,
+    trigger: Value,
+) -> (Gw, Gw, reqwest::Client) {
     let (a, b) = (
         Gw::start(&server.url(), |_| {}).await,
         Gw::start(&server.url(), |_| {}).await,
     );
     let http = reqwest::Client::new();
-    let (status, body) = put_trigger(
-        &http,
-        &a.base,
+    let (status, body) = put_trigger(&http, &a.base, name, trigger).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("both gateways run it", Duration::from_secs(30), || async {
+        (runs(&http, &a.base, name).await && runs(&http, &b.base, name).await).then_some(())
+    })
+    .await;
+    (a, b, http)
+}
+
+#[tokio::test]
+async fn a_subject_trigger_runs_once_per_message_across_gateways_and_answers_replies() {
+    let server = NatsServer::start_jetstream();
+    let (_node, seen) = noting(&server, "ORDER").await;
+    let (a, b, http) = two_gateways_running(
+        &server,
         "ORDERS",
         json!({"node": "ORDER", "subject": "orders.created"}),
     )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    eventually("both gateways run it", Duration::from_secs(30), || async {
-        (runs(&http, &a.base, "ORDERS").await && runs(&http, &b.base, "ORDERS").await).then_some(())
-    })
     .await;
     let nats = async_nats::connect(server.url()).await.unwrap();
     // A request is answered with the reply tree.
@@ -148,22 +157,11 @@ async fn a_subject_trigger_runs_once_per_message_across_gateways_and_answers_rep
 async fn a_cron_trigger_fires_once_per_tick_across_gateways() {
     let server = NatsServer::start_jetstream();
     let (_node, seen) = noting(&server, "TICK").await;
-    let (a, b) = (
-        Gw::start(&server.url(), |_| {}).await,
-        Gw::start(&server.url(), |_| {}).await,
-    );
-    let http = reqwest::Client::new();
-    let (status, body) = put_trigger(
-        &http,
-        &a.base,
+    let (_a, _b, _http) = two_gateways_running(
+        &server,
         "EVERY",
         json!({"node": "TICK", "cron": "* * * * * *", "input": {"tick": true}}),
     )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    eventually("both gateways run it", Duration::from_secs(30), || async {
-        (runs(&http, &a.base, "EVERY").await && runs(&http, &b.base, "EVERY").await).then_some(())
-    })
     .await;
     let ids = eventually("four ticks", Duration::from_secs(60), || async {
         let ids = seen.lock().unwrap().clone();
