@@ -69,6 +69,7 @@ RUN if [ -n "$APT_PACKAGES" ]; then \
  && chown mesh /data
 COPY --from=build /out/handlers /out/gateway /usr/local/bin/
 COPY topology/ /etc/nats-mesh/
+COPY deploy/nats/nats-server.conf /etc/nats-mesh/
 COPY examples/ /usr/share/nats-mesh/examples/
 USER mesh
 ENV MESH_TOPOLOGY=/etc/nats-mesh/seed.toml MESH_GATEWAY_LISTEN=0.0.0.0:8080 PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin

@@ -8,9 +8,7 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 
 use serde_json::Value;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-/// Variables read by libraries rather than by our command lines.
-const LIBRARY_ENV: &[&str] = &["RUST_LOG"];
+use repo_checks::{documents_env, env_vars_of, help_of, yaml_documents, LIBRARY_ENV, ROOT};
 
 fn resolved_compose() -> Value {
     let out = Command::new("docker-compose")
@@ -28,34 +26,7 @@ fn resolved_compose() -> Value {
         "docker-compose config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&out.stdout)?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    serde_json::from_slice(&json.stdout).unwrap()
-}
-
-/// Whether clap's help lists `key` (`[env: KEY=value]`, or `[env: KEY]` when hidden).
-fn documents_env(help: &str, key: &str) -> bool {
-    help.contains(&format!("[env: {key}=")) || help.contains(&format!("[env: {key}]"))
-}
-
-/// Every environment variable a binary's `--help` lists.
-fn env_vars_of(help: &str) -> Vec<String> {
-    help.split("[env: ")
-        .skip(1)
-        .map(|rest| rest.split(['=', ']']).next().unwrap().to_string())
-        .collect()
+    yaml_documents(&out.stdout).remove(0)
 }
 
 /// The configuration page's tables: each row's variable (first column, in backticks) and
@@ -158,22 +129,6 @@ fn the_checks_read_the_configuration_tables() {
     assert_eq!(help_default(help, "MESH_D").as_deref(), Some("0"));
 }
 
-/// `--help` of a workspace binary, from the target directory this test runs from
-/// (`cargo test --workspace` builds the binaries before any test runs).
-fn help_of(binary: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/repo-<hash> -> target/<profile>/<binary>
-    let path = exe.parent().unwrap().parent().unwrap().join(binary);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` (the test command does)",
-        path.display()
-    );
-    let out = Command::new(path).arg("--help").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 #[ignore = "external: needs docker-compose; ./scripts/test installs it and runs this"]
 fn compose_services_use_only_what_the_binaries_accept() {
@@ -190,11 +145,28 @@ fn compose_services_use_only_what_the_binaries_accept() {
         "the nats service builds the image"
     );
     assert_eq!(nats["command"][0], "nats-server");
-    let command = nats["command"].to_string();
-    assert!(
-        command.contains("--jetstream") && command.contains("8222"),
-        "{command}"
+    assert_eq!(
+        nats["command"].to_string(),
+        r#"["nats-server","--config","/etc/nats-mesh/nats-server.conf"]"#
     );
+    // That file, as the Dockerfile copies it: JetStream in /data (the volume), the
+    // monitoring port the health check asks, and explicit storage limits.
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY deploy/nats/nats-server.conf /etc/nats-mesh/"));
+    let conf =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/nats/nats-server.conf")).unwrap();
+    for line in [
+        "http_port: 8222",
+        "store_dir: \"/data\"",
+        "max_file_store:",
+        "max_memory_store:",
+    ] {
+        assert!(
+            conf.contains(line),
+            "deploy/nats/nats-server.conf lacks {line}"
+        );
+    }
+    assert_eq!(nats["volumes"][0], "nats-data:/data:rw");
     for (name, service) in services {
         if name == "nats" {
             continue;

@@ -202,6 +202,21 @@ fn log_event(url: &str, event: Event) {
     }
 }
 
+/// `error`, from making a stream or bucket that reserves `max_bytes`, with what to do
+/// when the server had less room left than the reservation (JetStream error 10047).
+pub fn storage_hint(error: impl std::fmt::Display, max_bytes: i64) -> String {
+    let error = error.to_string();
+    if !error.contains("10047") {
+        return error;
+    }
+    format!(
+        "{error}: the NATS server has less JetStream storage left than the {} MiB this \
+         reserves; give it more (max_file_store in its jetstream block: without one a server \
+         takes 75% of the disk free when it starts; see deploy/nats/nats-server.conf)",
+        max_bytes / (1024 * 1024)
+    )
+}
+
 /// A JetStream key-value bucket as [`key_value`] opens or makes it.
 #[derive(Clone, Debug)]
 pub struct Bucket<'a> {
@@ -245,7 +260,7 @@ pub async fn key_value(
         ..Default::default()
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| storage_hint(e, bucket.max_bytes))?;
     js.get_key_value(bucket.name)
         .await
         .map_err(|e| e.to_string())

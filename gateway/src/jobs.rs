@@ -115,7 +115,7 @@ impl Jobs {
                     ..Default::default()
                 })
                 .await
-                .map_err(text)?;
+                .map_err(|e| mesh_core::bus::storage_hint(e, settings.max_bytes))?;
             stream
                 .get_or_create_consumer(
                     job::CONSUMER,

@@ -79,7 +79,7 @@ async fn open_once(
         match tokio::time::timeout(OPEN_TIMEOUT, context.get_or_create_stream(wanted)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) if not_yet(&e) => return Err(Failure::NotYet(e.to_string())),
-            Ok(Err(e)) => return Err(Failure::Final(e.to_string())),
+            Ok(Err(e)) => return Err(Failure::Final(mesh_core::bus::storage_hint(e, limits.1))),
             Err(_) => return Err(Failure::NotYet("JetStream did not answer".into())),
         };
     // The stream as the server has it (made now, or long ago with other limits).

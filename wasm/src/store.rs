@@ -106,7 +106,9 @@ pub async fn open(client: &Client, replicas: usize) -> Result<Functions, StoreEr
                     ..Default::default()
                 })
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| {
+                    StoreError::Unavailable(mesh_core::bus::storage_hint(e, MODULES_MAX_BYTES))
+                })?;
                 js.get_object_store(bucket).await.map_err(unavailable)?
             }
         };
