@@ -1,5 +1,6 @@
 //! The mesh under the NATS permissions of `examples/permissions/nats-server.conf`:
-//! nodes and gateways work; another client can watch but can neither activate a node
+//! nodes, runners and gateways work (activations, live settings, deployed functions,
+//! asynchronous activations); another client can watch but can neither activate a node
 //! nor put an event in front of the page.
 
 use std::{path::Path, process::Command, time::Duration};
@@ -180,4 +181,68 @@ async fn the_mesh_works_under_permissions_that_keep_others_out() {
         !matches!(acked, Some(Ok(_))),
         "the app user wrote the settings bucket"
     );
+
+    // A runner (user runner) serves a function the gateway deploys.
+    let _runner = Proc::spawn(
+        "runner",
+        Command::new(&handlers)
+            .args(["--functions", "--nats-user", "runner"])
+            .args(["--nats-password", "runner-secret"])
+            .env("NATS_URL", &url),
+    );
+    let echo = wat::parse_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/wasm/echo.wat"
+    ))
+    .unwrap();
+    let deployed = http
+        .put(format!("{base}/functions/ECHO"))
+        .header("content-type", "application/wasm")
+        .body(echo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201, "{}", deployed.text().await.unwrap());
+    eventually(
+        "the runner serves ECHO",
+        Duration::from_secs(30),
+        || async {
+            let reply: serde_json::Value = http
+                .post(format!("{base}/activate"))
+                .json(&json!({"node": "ECHO", "input": "under permissions"}))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (reply["outcome"] == "ok").then_some(())
+        },
+    )
+    .await;
+
+    // An asynchronous activation is queued, taken and kept under the gateway's
+    // permissions.
+    let accepted = http
+        .post(format!("{base}/activate"))
+        .header("prefer", "respond-async")
+        .json(&json!({"node": "ECHO", "input": "later"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202, "{}", accepted.text().await.unwrap());
+    let location = accepted.headers()["location"].to_str().unwrap().to_string();
+    let done = eventually(
+        "the async activation ended",
+        Duration::from_secs(30),
+        || async {
+            let r = http.get(format!("{base}{location}")).send().await.ok()?;
+            let ended = r.status() == 200;
+            let body: serde_json::Value = r.json().await.ok()?;
+            ended.then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(done["job"]["state"], "done", "{done}");
+    assert_eq!(done["reply"]["outcome"], "ok", "{done}");
 }
