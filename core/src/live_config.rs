@@ -14,6 +14,10 @@ use schemas::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Most bytes the bucket holds (about 10,000 nodes' settings); a write beyond is refused
+/// (a gateway's `PUT /nodes/{node}/config` then answers 503, nothing changed).
+pub const MAX_BYTES: i64 = 1024 * 1024;
+
 /// Longest wait for JetStream to say whether the bucket exists.
 const OPEN_WAIT: Duration = Duration::from_secs(3);
 
@@ -27,7 +31,7 @@ pub async fn open(client: &Client) -> Option<kv::Store> {
             description: "nats-mesh: live settings of nodes, one key per node",
             history: 1,
             max_age: Duration::ZERO,
-            max_bytes: -1,
+            max_bytes: MAX_BYTES,
             replicas: 1,
         },
     );

@@ -9,7 +9,7 @@
 //! they become its timeline.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -21,6 +21,7 @@ use async_nats::{
     jetstream::{self, stream},
     Client,
 };
+use prometheus_client::metrics::counter::Counter;
 use schemas::{
     record::{self, ActivationRecord, ActivationSummary, TimelineMark},
     ActivationId, StatusEvent,
@@ -36,6 +37,9 @@ const MAX_MARKS: usize = 4096;
 const MAX_WATCHED: usize = 10_000;
 /// Most stream messages read to list the recent activations, per listed activation.
 const READS_PER_LISTED: usize = 4;
+/// Stream messages a listing reads beyond that, so junk on `mesh.activations.>` (which
+/// only a publisher the NATS permissions allow can put there) does not empty it.
+pub const JUNK_READS: usize = 4096;
 /// Stream messages read at once while listing.
 const READ_BATCH: usize = 64;
 
@@ -77,16 +81,28 @@ impl Watches {
     /// Starts noting the events of `id`, from now; the marks are handed over by
     /// [`Watch::finish`] (or dropped with the watch).
     pub fn watch(self: &Arc<Self>, id: &ActivationId) -> Watch {
+        self.claim(id).unwrap_or(Watch {
+            watches: self.clone(),
+            id: None,
+        })
+    }
+
+    /// As [`Watches::watch`], but `None` when `id` is running here already: an id names
+    /// one activation.
+    pub fn claim(self: &Arc<Self>, id: &ActivationId) -> Option<Watch> {
         let mut running = lock(&self.running);
-        let watched = running.len() < MAX_WATCHED && !running.contains_key(id);
+        if running.contains_key(id) {
+            return None;
+        }
+        let watched = running.len() < MAX_WATCHED;
         if watched {
             running.insert(id.clone(), (Instant::now(), Vec::new()));
             self.count.store(running.len(), Ordering::Relaxed);
         }
-        Watch {
+        Some(Watch {
             watches: self.clone(),
             id: watched.then(|| id.clone()),
-        }
+        })
     }
 
     fn remove(&self, id: &ActivationId) -> Vec<TimelineMark> {
@@ -145,15 +161,25 @@ pub enum ReadError {
 pub struct Kept {
     stream: Option<(jetstream::Context, stream::Stream)>,
     memory: Mutex<VecDeque<Arc<ActivationRecord>>>,
+    /// Messages read from the stream that were no valid record of their subject's id.
+    refused: Counter,
+    /// Ids whose records are on their way to the stream (a repeat of one is refused
+    /// before the stream has it).
+    writing: Mutex<HashSet<ActivationId>>,
 }
 
 impl Kept {
     /// Opens (creating when missing) the stream `settings` describe, or keeps records
     /// in memory when `settings` is `None` or the server has no JetStream.
-    pub async fn open(client: &Client, settings: Option<&StreamSettings>) -> Self {
+    /// Junk read from the stream is skipped and counted in `refused`.
+    pub async fn open(
+        client: &Client,
+        settings: Option<&StreamSettings>,
+        refused: Counter,
+    ) -> Self {
         let Some(settings) = settings else {
             tracing::info!("activations kept in memory only (--activations-stream is empty)");
-            return Self::with(None);
+            return Self::with(None, refused);
         };
         let context = jetstream::new(client.clone());
         let base = stream::Config {
@@ -163,21 +189,36 @@ impl Kept {
         match crate::streams::open(&context, settings, record::SUBJECT_ALL, base).await {
             Ok(stream) => {
                 tracing::info!(stream = %settings.name, "finished activations are kept in JetStream");
-                Self::with(Some((context, stream)))
+                Self::with(Some((context, stream)), refused)
             }
             Err(cause) => {
                 tracing::warn!(%cause, "no JetStream: finished activations kept in this gateway's memory only");
-                Self::with(None)
+                Self::with(None, refused)
             }
         }
     }
 
     /// Kept in `stream` when there is one, else in memory.
-    fn with(stream: Option<(jetstream::Context, stream::Stream)>) -> Self {
+    fn with(stream: Option<(jetstream::Context, stream::Stream)>, refused: Counter) -> Self {
         Self {
             stream,
             memory: Mutex::new(VecDeque::new()),
+            refused,
+            writing: Mutex::default(),
         }
+    }
+
+    /// The record in a message on `subject`, when it is one and names the subject's id;
+    /// anything else is counted and skipped.
+    fn decode(&self, subject: &str, payload: &[u8]) -> Option<ActivationRecord> {
+        let record = serde_json::from_slice::<ActivationRecord>(payload)
+            .ok()
+            .filter(|r| record::subject(&r.summary.activation_id) == subject);
+        if record.is_none() {
+            self.refused.inc();
+            tracing::debug!(subject, "junk on the kept activations' stream skipped");
+        }
+        record
     }
 
     /// Whether records outlive this gateway (kept in JetStream).
@@ -197,7 +238,17 @@ impl Kept {
             return;
         }
         let kept = self.clone();
-        tokio::spawn(async move { kept.put(record).await });
+        let id = record.summary.activation_id.clone();
+        lock(&self.writing).insert(id.clone());
+        tokio::spawn(async move {
+            kept.put(record).await;
+            lock(&kept.writing).remove(&id);
+        });
+    }
+
+    /// Whether a record of `id` is kept, or on its way.
+    pub async fn holds(&self, id: &ActivationId) -> bool {
+        lock(&self.writing).contains(id) || self.get(id).await.is_ok()
     }
 
     /// Keeps `record` in the stream, waiting for its acknowledgement.
@@ -233,8 +284,9 @@ impl Kept {
             .get_last_raw_message_by_subject(&record::subject(id))
             .await
         {
-            Ok(message) => serde_json::from_slice(&message.payload)
-                .map_err(|e| ReadError::Unavailable(format!("a kept record is unreadable: {e}"))),
+            Ok(message) => self
+                .decode(&message.subject, &message.payload)
+                .ok_or_else(|| ReadError::NotFound(id.clone())),
             Err(e) if e.kind() == Kind::NoMessageFound => Err(ReadError::NotFound(id.clone())),
             Err(e) => Err(ReadError::Unavailable(e.to_string())),
         }
@@ -256,7 +308,7 @@ impl Kept {
             .map_err(|e| ReadError::Unavailable(e.to_string()))?;
         let (first, mut next) = (info.state.first_sequence, info.state.last_sequence);
         let mut out = Vec::new();
-        let mut reads = limit * READS_PER_LISTED;
+        let mut reads = limit * READS_PER_LISTED + JUNK_READS;
         // Sequences newest first, read a batch at a time; a repeated id left holes where
         // its older messages were.
         while out.len() < limit && next >= first.max(1) && reads > 0 {
@@ -269,9 +321,7 @@ impl Kept {
             reads = reads.saturating_sub(read.len());
             out.extend(read.into_iter().filter_map(|m| {
                 let m = m.ok()?;
-                serde_json::from_slice::<ActivationRecord>(&m.payload)
-                    .ok()
-                    .map(|r| r.summary)
+                self.decode(&m.subject, &m.payload).map(|r| r.summary)
             }));
             if low == 0 {
                 break;

@@ -2,7 +2,7 @@
 //! `GET /topology` and `event: topology` show.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
         RwLock,
@@ -31,6 +31,17 @@ pub struct Discovered {
     pub endpoints: BTreeSet<String>,
 }
 
+/// Live settings kept for nodes discovery does not know (the newest): settings arrive
+/// from anyone who may publish on `mesh.config.*` or write the bucket.
+pub const UNKNOWN_LIVE: usize = crate::sse::states::UNKNOWN_NODES;
+
+/// Live settings by node, and which of them were for unknown nodes, oldest first.
+#[derive(Default)]
+struct Live {
+    by_node: BTreeMap<NodeName, NodeConfig>,
+    unknown: VecDeque<NodeName>,
+}
+
 /// The shared, periodically refreshed view of the graph.
 pub struct GraphView {
     entry: NodeName,
@@ -38,7 +49,7 @@ pub struct GraphView {
     /// The latest `$SRV.STATS` totals, by name (not part of what makes the graph change).
     stats: RwLock<BTreeMap<NodeName, ServiceStats>>,
     /// Live settings in force, by name (over what the nodes announced at start).
-    live: RwLock<BTreeMap<NodeName, NodeConfig>>,
+    live: RwLock<Live>,
     /// Replicas that missed the latest discovery round, kept for one more: a busy
     /// replica (or a busy gateway) that answers late does not make the graph flap.
     missed: std::sync::Mutex<BTreeSet<(NodeName, String)>>,
@@ -92,20 +103,55 @@ impl GraphView {
         self.discovered_once.load(Ordering::Relaxed)
     }
 
-    /// Records the live settings of `node` (the default: none, the file's values).
+    fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the live settings of `node` (the default: none, the file's values). Of
+    /// nodes discovery does not know, the newest [`UNKNOWN_LIVE`] are kept: the oldest
+    /// is forgotten unless discovery has found it since.
     pub fn set_live(&self, node: &NodeName, config: NodeConfig) {
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        if config == NodeConfig::default() {
-            live.remove(node);
-        } else {
-            live.insert(node.clone(), config);
+        // Never two locks at once: `knows` reads the nodes.
+        let known = self.knows(node);
+        {
+            let mut live = self.live_mut();
+            if config == NodeConfig::default() {
+                live.by_node.remove(node);
+                live.unknown.retain(|n| n != node);
+                return;
+            }
+            if live.by_node.insert(node.clone(), config).is_none() && !known {
+                live.unknown.push_back(node.clone());
+            }
+        }
+        loop {
+            let oldest = {
+                let mut live = self.live_mut();
+                if live.unknown.len() <= UNKNOWN_LIVE {
+                    return;
+                }
+                live.unknown.pop_front()
+            };
+            let Some(oldest) = oldest else { return };
+            if !self.knows(&oldest) {
+                self.live_mut().by_node.remove(&oldest);
+            }
         }
     }
 
     /// The live settings of `node` in force.
     pub fn live(&self, node: &NodeName) -> NodeConfig {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        live.get(node).copied().unwrap_or_default()
+        live.by_node.get(node).copied().unwrap_or_default()
+    }
+
+    /// How many nodes have live settings here.
+    pub fn live_count(&self) -> usize {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_node
+            .len()
     }
 
     /// Keeps the latest `$SRV.STATS` totals.
@@ -135,6 +181,7 @@ impl GraphView {
             let state = states.get(&name);
             // Live settings change simulated work only.
             let live = live
+                .by_node
                 .get(&name)
                 .filter(|_| serving && found.meta.function == "simulated")
                 .copied()
@@ -254,5 +301,36 @@ mod tests {
         assert!(!view.replace(found.clone()));
         assert!(!view.replace(BTreeMap::new()));
         assert!(view.serving("A"));
+    }
+
+    #[test]
+    fn live_settings_of_unknown_nodes_are_bounded_and_known_ones_kept() {
+        let view = GraphView::new(name("A"));
+        let mut found = BTreeMap::new();
+        found.insert(name("A"), Discovered::default());
+        view.replace(found);
+        let some = NodeConfig {
+            work_ms: Some(2),
+            fail_rate: Some(0.5),
+        };
+        view.set_live(&name("A"), some);
+        // Settings for a node discovery finds later, then a flood of invented names.
+        view.set_live(&name("LATE"), some);
+        let mut found = BTreeMap::new();
+        found.insert(name("A"), Discovered::default());
+        found.insert(name("LATE"), Discovered::default());
+        view.replace(found);
+        for i in 0..10 * UNKNOWN_LIVE {
+            view.set_live(&name(&format!("invented{i}")), some);
+        }
+        assert_eq!(view.live_count(), UNKNOWN_LIVE + 2);
+        assert_eq!(view.live(&name("A")), some);
+        assert_eq!(view.live(&name("LATE")), some);
+        let newest = format!("invented{}", 10 * UNKNOWN_LIVE - 1);
+        assert_eq!(view.live(&name(&newest)), some);
+        assert_eq!(view.live(&name("invented0")), NodeConfig::default());
+        // Back to the defaults: forgotten.
+        view.set_live(&name(&newest), NodeConfig::default());
+        assert_eq!(view.live_count(), UNKNOWN_LIVE + 1);
     }
 }

@@ -132,7 +132,11 @@ impl Gateway {
                 settings.sse.max_event_bytes,
                 settings.sse.replay,
             ),
-            activations::Kept::open(&client, settings.activations.as_ref()),
+            activations::Kept::open(
+                &client,
+                settings.activations.as_ref(),
+                metrics.records_refused.clone(),
+            ),
         );
         if let Some(h) = &history {
             log.start_after(h.last_sequence().await);

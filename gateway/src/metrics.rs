@@ -87,6 +87,8 @@ pub struct Metrics {
     pub events_relayed: Counter,
     /// Messages on `status.>` refused as invalid.
     pub events_refused: Counter,
+    /// Messages on `mesh.activations.>` that were no valid record (skipped).
+    pub records_refused: Counter,
     /// Events a lagging SSE client missed because history no longer held them.
     pub events_dropped: Counter,
     /// Times the hub handed a stream back to its own task: a client that could not take
@@ -185,6 +187,7 @@ impl Default for Metrics {
             nats_connected: Gauge::default(),
             events_relayed: Counter::default(),
             events_refused: Counter::default(),
+            records_refused: Counter::default(),
             events_dropped: Counter::default(),
             sse_handed_back: Counter::default(),
             jobs: Family::default(),
@@ -231,6 +234,11 @@ impl Default for Metrics {
             "events_refused",
             "Messages on status.> refused as invalid",
             metrics.events_refused.clone(),
+        );
+        registry.register(
+            "records_refused",
+            "Messages on mesh.activations.> that were no valid record of their id (skipped, never served)",
+            metrics.records_refused.clone(),
         );
         registry.register(
             "events_dropped",

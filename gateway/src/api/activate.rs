@@ -84,7 +84,7 @@ pub enum ActivateResponse {
     /// invalid `Idempotency-Key`).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
-    /// With `Prefer: respond-async`: the `activation_id` names another activation.
+    /// The `activation_id` names another activation: one running, kept, or queued.
     #[oai(status = 409)]
     Conflict(Json<ApiError>),
     /// The gateway requires a bearer token (`MESH_GATEWAY_API_TOKEN`) and none or a wrong one
@@ -192,6 +192,7 @@ impl ActivateApi {
         let budget = body.0.timeout_ms.unwrap_or_else(|| {
             u64::try_from(state.settings.activate_timeout.as_millis()).unwrap_or(u64::MAX)
         });
+        let chosen = body.0.activation_id.is_some();
         let id = body.0.activation_id.unwrap_or_else(ActivationId::generate);
         let asked = RecordedRequest {
             node: node.clone(),
@@ -211,9 +212,14 @@ impl ActivateApi {
             path: Vec::new(),
             input: asked.input.clone(),
         };
+        let Some(watch) = state.watches.claim(&id) else {
+            return taken(&id);
+        };
+        if chosen && self.names_another(&id).await {
+            return taken(&id);
+        }
         let started_at = schemas::now_rfc3339();
         let started = std::time::Instant::now();
-        let watch = state.watches.watch(&id);
         let reply = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
             mesh_core::call::activate(&state.client, &node, &request, wait).await
@@ -251,6 +257,32 @@ impl ActivateApi {
             .observe(elapsed.as_secs_f64());
         response
     }
+}
+
+impl ActivateApi {
+    /// Whether a client-chosen `id` names an activation already kept, or an
+    /// asynchronous one: an id names one activation, and a second never replaces the
+    /// first's record. (Two gateways starting the same new id at the same instant are
+    /// not told apart: the later record wins.)
+    async fn names_another(&self, id: &ActivationId) -> bool {
+        let kept = self.0.kept.holds(id).await;
+        let queued = match &self.0.jobs {
+            Some(jobs) => matches!(jobs.record(id).await, Ok(Some(_))),
+            None => false,
+        };
+        kept || queued
+    }
+}
+
+/// 409: `id` names another activation.
+fn taken(id: &ActivationId) -> ActivateResponse {
+    ActivateResponse::Conflict(Json(ApiError::new(
+        "conflict",
+        format!(
+            "activation_id {id} names another activation (running or kept); leave it out \
+             and the gateway chooses a fresh one"
+        ),
+    )))
 }
 
 /// Whether a `Prefer` header asks for `respond-async` (RFC 7240: comma-separated

@@ -44,6 +44,10 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
         work: handlers::Work::simulated(0, 1.0),
         ..handlers::NodeSpec::new(name("BROKEN"))
     });
+    nodes.push(handlers::NodeSpec {
+        work: handlers::Work::simulated(500, 0.0),
+        ..handlers::NodeSpec::new(name("SLOW"))
+    });
     let app = spawn_on(NatsServer::start_jetstream(), nodes, |_| {}).await;
 
     let (status, reply) = app
@@ -112,19 +116,80 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
     assert_eq!(get(&app.base, "/activations/no-such-one").await.0, 404);
     assert_eq!(get(&app.base, "/activations/a.b").await.0, 400);
     assert_eq!(get(&app.base, "/activations/a%2A").await.0, 400);
-    // The same id again: the newest run is the one kept, listed once.
-    let (status, _) = app
+    // The same id again names another activation: refused, the first record intact,
+    // also at once after the first answer and while the first still runs.
+    let (status, conflict) = app
         .activate(json!({"activation_id": "insp-1", "node": "T"}))
         .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"], "conflict");
+    let again = kept(&app.base, "/activations/insp-1").await;
+    assert_eq!(again["node"], "UI");
+    assert_eq!(again["request"]["input"], json!({"n": 1}));
+    let (first, second) = tokio::join!(
+        app.activate(json!({"activation_id": "insp-3", "node": "SLOW"})),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            app.activate(json!({"activation_id": "insp-3", "node": "T"}))
+                .await
+        }
+    );
+    assert_eq!((first.0, second.0), (200, 409), "{first:?} {second:?}");
+    let (status, _) = app
+        .activate(json!({"activation_id": "insp-4", "node": "T"}))
+        .await;
     assert_eq!(status, 200);
-    eventually("insp-1 kept again", WAIT, || async {
-        let (_, r) = get(&app.base, "/activations/insp-1").await;
-        (r["node"] == "T").then_some(())
-    })
-    .await;
+    let (status, _) = app
+        .activate(json!({"activation_id": "insp-4", "node": "T"}))
+        .await;
+    assert_eq!(
+        status, 409,
+        "refused before the stream has the first record"
+    );
+    kept(&app.base, "/activations/insp-4").await;
     let (_, list) = get(&app.base, "/activations").await;
     let ids = listed(&list);
-    assert_eq!(ids, ["insp-1", "insp-2"]);
+    assert_eq!(ids, ["insp-4", "insp-3", "insp-2", "insp-1"]);
+
+    // Junk on the records' subjects: skipped and counted, never a 503, and the list
+    // still shows the real ones.
+    let js = async_nats::jetstream::new(app.nats.clone());
+    for i in 0..300 {
+        js.publish(format!("mesh.activations.junk-{i}"), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut forged = again.clone();
+    forged["request"]["input"] = json!("forged");
+    js.publish("mesh.activations.insp-9", forged.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(get(&app.base, "/activations/junk-7").await.0, 404);
+    assert_eq!(
+        get(&app.base, "/activations/insp-9").await.0,
+        404,
+        "insp-1's record on insp-9's subject"
+    );
+    let (status, list) = get(&app.base, "/activations").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&list), ["insp-4", "insp-3", "insp-2", "insp-1"]);
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mesh_gateway_records_refused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= 302, "{refused}");
 
     // Another gateway, and one started later, answer for them: they are on the bus.
     let other = Gw::start(&app.server.url(), |c| {

@@ -111,6 +111,14 @@ async fn a_change_reaches_every_replica_also_later_ones_and_a_reset_undoes_it() 
     let (_, t) = app.get_json("/topology").await;
     assert_eq!(topology_node(&t, "A")["fail_rate"], 0.0);
     late.shutdown(Duration::from_secs(1)).await;
+
+    // The bucket is bounded: settings for invented names cannot fill the server.
+    let js = async_nats::jetstream::new(app.nats.clone());
+    let mut bucket = js.get_stream("KV_MESH_NODE_CONFIG").await.unwrap();
+    assert_eq!(
+        bucket.info().await.unwrap().config.max_bytes,
+        mesh_core::live_config::MAX_BYTES
+    );
 }
 
 #[tokio::test]
