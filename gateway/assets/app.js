@@ -59,6 +59,7 @@ async function renderTopology(topology) {
     return;
   }
   $('diagram').innerHTML = svg; // Mermaid output, rendered with securityLevel "strict"
+  if (topology.truncated) $('diagram').prepend(hint(topology.truncated));
   const byId = new Map(topology.nodes.map((n) => [n.mermaid_id, n]));
   mesh.elements.clear();
   for (const el of $('diagram').querySelectorAll('g.node')) {
@@ -92,6 +93,7 @@ function renderList(topology, note) {
     mesh.elements.set(node.name, li);
   }
   $('diagram').replaceChildren(hint(note), list);
+  if (topology.truncated) $('diagram').prepend(hint(topology.truncated));
   repaint();
   showStats(topology);
   showConfig();

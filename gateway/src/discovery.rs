@@ -20,7 +20,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    graph::{Discovered, GraphView},
+    graph::{
+        Discovered, GraphView, LeftOut, MAX_DOWNSTREAM, MAX_ENDPOINTS, MAX_ENDPOINTS_PER_NODE,
+        MAX_NODES, MAX_REPLICAS, MAX_REPLICAS_PER_NODE, MAX_SUBJECT_LEN,
+    },
     settings::DiscoverySettings,
     sse::{frame, ingest::Ingest, states::Latest},
 };
@@ -36,6 +39,11 @@ struct Round {
     described_by: BTreeMap<NodeName, String>,
     /// `$SRV.STATS` summed over each name's replicas.
     stats: BTreeMap<NodeName, ServiceStats>,
+    /// What was heard past the graph's bounds.
+    left_out: LeftOut,
+    /// Replicas and endpoints kept, over every node.
+    replicas: usize,
+    endpoints: usize,
 }
 
 /// A `$SRV.INFO` answer, read leniently: services written with any client library.
@@ -148,20 +156,47 @@ fn sum_stats(answers: Vec<Stats>) -> BTreeMap<NodeName, ServiceStats> {
 }
 
 impl Round {
+    /// Adds one replica's answer, within the graph's bounds (what is past them is
+    /// counted in `left_out`).
     fn add(
         &mut self,
         name: NodeName,
         instance: String,
-        meta: NodeMeta,
+        mut meta: NodeMeta,
         kind: NodeKind,
         endpoints: impl IntoIterator<Item = String>,
     ) {
+        if !self.nodes.contains_key(&name) && self.nodes.len() >= MAX_NODES {
+            self.left_out.services += 1;
+            return;
+        }
+        if meta.downstream.len() > MAX_DOWNSTREAM {
+            self.left_out.downstream += meta.downstream.len() - MAX_DOWNSTREAM;
+            meta.downstream.truncate(MAX_DOWNSTREAM);
+        }
         let entry = self.nodes.entry(name.clone()).or_default();
+        if !entry.instances.contains(&instance) {
+            if entry.instances.len() >= MAX_REPLICAS_PER_NODE || self.replicas >= MAX_REPLICAS {
+                self.left_out.replicas += 1;
+                return;
+            }
+            self.replicas += 1;
+        }
         if !entry.instances.is_empty() && (entry.meta != meta || entry.kind != kind) {
             self.conflicts.insert(name.clone());
         }
         entry.instances.insert(instance.clone());
-        entry.endpoints.extend(endpoints);
+        for subject in endpoints {
+            if entry.endpoints.contains(&subject) {
+                continue;
+            }
+            if entry.endpoints.len() >= MAX_ENDPOINTS_PER_NODE || self.endpoints >= MAX_ENDPOINTS {
+                self.left_out.endpoints += 1;
+                continue;
+            }
+            self.endpoints += 1;
+            entry.endpoints.insert(subject);
+        }
         let keep = self
             .described_by
             .get(&name)
@@ -227,9 +262,8 @@ async fn discover(client: &Client, window: Duration) -> Result<Round, async_nats
         let endpoints = info
             .endpoints
             .into_iter()
-            .map(|e| e.subject.chars().take(256).collect::<String>())
-            .filter(|s| !s.is_empty())
-            .take(64);
+            .map(|e| e.subject.chars().take(MAX_SUBJECT_LEN).collect::<String>())
+            .filter(|s| !s.is_empty());
         found.add(
             name,
             info.id.chars().take(64).collect(),
@@ -273,6 +307,7 @@ pub async fn run(
                 }
                 conflicts = round.conflicts;
                 view.set_stats(round.stats);
+                view.set_left_out(round.left_out);
                 if view.replace(round.nodes) {
                     let graph = latest.with(|states| view.snapshot(states));
                     tracing::info!(nodes = graph.nodes.len(), "topology changed");

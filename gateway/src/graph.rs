@@ -31,6 +31,52 @@ pub struct Discovered {
     pub endpoints: BTreeSet<String>,
 }
 
+/// Most nodes the graph holds (discovered ones first, then ones only named downstream).
+pub const MAX_NODES: usize = 512;
+/// Most replicas shown per node, and in the whole graph.
+pub const MAX_REPLICAS_PER_NODE: usize = 64;
+/// Most replicas in the whole graph.
+pub const MAX_REPLICAS: usize = 2048;
+/// Most downstream nodes shown per node.
+pub const MAX_DOWNSTREAM: usize = 64;
+/// Most edges in the graph.
+pub const MAX_EDGES: usize = 2048;
+/// Most endpoint subjects shown per service, and in the whole graph; each at most
+/// [`MAX_SUBJECT_LEN`] characters.
+pub const MAX_ENDPOINTS_PER_NODE: usize = 16;
+/// Most endpoint subjects in the whole graph.
+pub const MAX_ENDPOINTS: usize = 1024;
+/// Longest endpoint subject shown.
+pub const MAX_SUBJECT_LEN: usize = 128;
+
+/// What discovery heard but the graph leaves out, past its bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Services (names) past [`MAX_NODES`].
+    pub services: usize,
+    /// Replicas past [`MAX_REPLICAS_PER_NODE`] or [`MAX_REPLICAS`].
+    pub replicas: usize,
+    /// Downstream names past [`MAX_DOWNSTREAM`], or edges past [`MAX_EDGES`].
+    pub downstream: usize,
+    /// Endpoint subjects past the endpoint bounds.
+    pub endpoints: usize,
+}
+
+impl LeftOut {
+    /// The note the graph carries, when anything was left out.
+    pub fn note(&self) -> Option<String> {
+        (*self != Self::default()).then(|| {
+            format!(
+                "discovery heard more than the gateway shows: left out {} services, {} replicas, \
+                 {} downstream names or edges and {} endpoints (at most {MAX_NODES} nodes, \
+                 {MAX_REPLICAS_PER_NODE} replicas, {MAX_DOWNSTREAM} downstream nodes and \
+                 {MAX_ENDPOINTS_PER_NODE} endpoints each, {MAX_EDGES} edges)",
+                self.services, self.replicas, self.downstream, self.endpoints
+            )
+        })
+    }
+}
+
 /// Live settings kept for nodes discovery does not know (the newest): settings arrive
 /// from anyone who may publish on `mesh.config.*` or write the bucket.
 pub const UNKNOWN_LIVE: usize = crate::sse::states::UNKNOWN_NODES;
@@ -53,6 +99,8 @@ pub struct GraphView {
     /// Replicas that missed the latest discovery round, kept for one more: a busy
     /// replica (or a busy gateway) that answers late does not make the graph flap.
     missed: std::sync::Mutex<BTreeSet<(NodeName, String)>>,
+    /// What the latest discovery round left out.
+    left_out: std::sync::Mutex<LeftOut>,
     discovered_once: AtomicBool,
 }
 
@@ -65,6 +113,7 @@ impl GraphView {
             stats: RwLock::default(),
             live: RwLock::default(),
             missed: Default::default(),
+            left_out: Default::default(),
             discovered_once: AtomicBool::new(false),
         }
     }
@@ -159,22 +208,31 @@ impl GraphView {
         *self.stats.write().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
-    /// The graph, with each node's latest state from `states`.
+    /// Notes what the latest discovery round left out.
+    pub fn set_left_out(&self, left_out: LeftOut) {
+        *self.left_out.lock().unwrap_or_else(|p| p.into_inner()) = left_out;
+    }
+
+    /// The graph, with each node's latest state from `states`: at most [`MAX_NODES`]
+    /// nodes and [`MAX_EDGES`] edges, with a note saying what was left out.
     pub fn snapshot(&self, states: &LatestStates) -> Graph {
         let nodes = self.read();
         let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        let mut names: BTreeSet<NodeName> = nodes.keys().cloned().collect();
-        names.extend(
-            nodes
-                .values()
-                .flat_map(|d| d.meta.downstream.iter().cloned()),
-        );
+        let mut left_out = *self.left_out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: BTreeSet<NodeName> = nodes.keys().take(MAX_NODES).cloned().collect();
+        for child in nodes.values().flat_map(|d| d.meta.downstream.iter()) {
+            if names.len() >= MAX_NODES && !names.contains(child) {
+                left_out.downstream += 1;
+                continue;
+            }
+            names.insert(child.clone());
+        }
         let mut graph = Graph {
             entry: Some(self.entry.clone()),
             ..Graph::default()
         };
-        for (index, name) in names.into_iter().enumerate() {
+        for (index, name) in names.iter().cloned().enumerate() {
             let found = nodes.get(&name).cloned();
             let serving = found.is_some();
             let found = found.unwrap_or_default();
@@ -187,6 +245,10 @@ impl GraphView {
                 .copied()
                 .unwrap_or_default();
             for child in &found.meta.downstream {
+                if graph.edges.len() >= MAX_EDGES || !names.contains(child) {
+                    left_out.downstream += 1;
+                    continue;
+                }
                 graph.edges.push(Edge {
                     from: name.clone(),
                     to: child.clone(),
@@ -212,6 +274,7 @@ impl GraphView {
                 name,
             });
         }
+        graph.truncated = left_out.note();
         graph
     }
 
@@ -234,6 +297,9 @@ impl GraphView {
                         instances: BTreeSet::new(),
                         ..before.clone()
                     });
+                    if entry.instances.len() >= MAX_REPLICAS_PER_NODE {
+                        continue;
+                    }
                     entry.instances.insert(instance.clone());
                     missing_now.insert(key);
                 }

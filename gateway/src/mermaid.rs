@@ -84,6 +84,7 @@ mod tests {
                 node(2, "end", false),
             ],
             edges: vec![edge("A", "B"), edge("A", "end"), edge("A", "ghost")],
+            truncated: None,
         };
         assert_eq!(
             render(&graph),

@@ -101,4 +101,9 @@ pub struct Graph {
     pub nodes: Vec<GraphNode>,
     /// Every downstream relation.
     pub edges: Vec<Edge>,
+    /// Present when the gateway shows less than discovery heard (the graph is bounded
+    /// in nodes, replicas, edges and endpoints): what was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    pub truncated: Option<String>,
 }

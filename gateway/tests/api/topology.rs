@@ -181,3 +181,85 @@ async fn any_services_api_service_is_shown_with_its_endpoints_and_stats() {
         .unwrap();
     assert!(mermaid.contains(r#"{{"weather"}}"#), "{mermaid}");
 }
+
+/// One rogue `$SRV.INFO` responder answering every discovery with 3,000 services, a
+/// node naming 20,000 downstream nodes and 500 replicas of A: the graph the gateway
+/// serves (and sends first to every SSE client) stays bounded and says what it left out.
+#[tokio::test]
+async fn a_rogue_responder_cannot_make_the_topology_unbounded() {
+    use futures::StreamExt;
+    let app = spawn_app(vec![spec("A", &["B"], 0), spec("B", &[], 0)], |_| {}).await;
+    let rogue = async_nats::connect(app.server.url()).await.unwrap();
+    let mut asked = rogue.subscribe("$SRV.INFO").await.unwrap();
+    rogue.flush().await.unwrap();
+    let info = |name: &str, id: String, downstream: String, endpoints: usize| {
+        let endpoints: Vec<_> = (0..endpoints)
+            .map(|e| serde_json::json!({"subject": format!("rogue.{e}.{}", "x".repeat(300))}))
+            .collect();
+        serde_json::json!({
+            "name": name, "id": id, "version": "1.0.0",
+            "metadata": {"mesh.kind": "node", "mesh.downstream": downstream},
+            "endpoints": endpoints,
+        })
+        .to_string()
+    };
+    let responder = tokio::spawn(async move {
+        while let Some(request) = asked.next().await {
+            let Some(reply) = request.reply else { continue };
+            let many: String = (0..20_000).map(|i| format!("D{i},")).collect();
+            let mut answers = vec![info("WIDE", "wide-1".into(), many, 40)];
+            answers.extend((0..500).map(|i| info("A", format!("a-{i}"), "B".into(), 0)));
+            answers.extend(
+                (0..3_000).map(|i| info(&format!("S{i}"), format!("s-{i}"), String::new(), 0)),
+            );
+            for answer in answers {
+                if rogue.publish(reply.clone(), answer.into()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let t = eventually(
+        "the rogue services heard",
+        Duration::from_secs(30),
+        || async {
+            let (_, t) = app.get_json("/topology").await;
+            t["truncated"].is_string().then_some(t)
+        },
+    )
+    .await;
+    responder.abort();
+    // Unbounded, it was 4.3 MB.
+    let bytes = t.to_string().len();
+    assert!(bytes < 1024 * 1024, "/topology is {bytes} bytes");
+    let nodes = t["nodes"].as_array().unwrap();
+    assert!(nodes.len() <= gateway::graph::MAX_NODES, "{}", nodes.len());
+    assert!(t["edges"].as_array().unwrap().len() <= gateway::graph::MAX_EDGES);
+    for node in nodes {
+        let count = |field: &str| node[field].as_array().unwrap().len();
+        assert!(count("instances") <= gateway::graph::MAX_REPLICAS_PER_NODE);
+        assert!(count("downstream") <= gateway::graph::MAX_DOWNSTREAM);
+        for e in node["endpoints"].as_array().unwrap() {
+            assert!(e.as_str().unwrap().len() <= gateway::graph::MAX_SUBJECT_LEN);
+        }
+    }
+    let note = t["truncated"].as_str().unwrap();
+    assert!(note.contains("left out"), "{note}");
+    let mermaid = app
+        .http
+        .get(app.url("/topology/mermaid"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        mermaid.len() < 256 * 1024,
+        "{} bytes of Mermaid",
+        mermaid.len()
+    );
+    // The real nodes are still there and still activate.
+    let (status, _) = app.activate(serde_json::json!({"node": "A"})).await;
+    assert_eq!(status, 200);
+}
