@@ -7,6 +7,11 @@
 //! larger than the limit, fails with 502. When the activation's budget runs out the call
 //! is dropped and the whole process group is killed. stdout is read up to the limit and
 //! stderr keeps only its tail, so a chatty program costs bounded memory.
+//!
+//! The program runs under the [reaper](crate::reap) (the `handlers` binary itself, see
+//! [`use_reaper`]): nothing it starts outlives the activation, in a new session or not,
+//! and its result is taken when it exits. Without a reaper (the library embedded in
+//! another program that never named one) only the program's process group is killed.
 
 use std::{
     collections::BTreeMap,
@@ -29,6 +34,17 @@ const STDERR_LINES: usize = 5;
 /// Environment variables passed through from the node process; everything else is
 /// withheld (the node's NATS credentials among them).
 const PASS_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+
+/// The reaper program, once named (see [`use_reaper`]).
+static REAPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Runs every exec function under `handlers` (the binary at `path`) in its reaper mode
+/// ([`crate::reap`]). The `handlers` binary names itself at start; a test or another
+/// program embedding the library names the `handlers` binary it built. The first call
+/// wins.
+pub fn use_reaper(path: PathBuf) {
+    let _ = REAPER.set(path);
+}
 
 /// How to run a program.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,12 +82,25 @@ impl Function for Exec {
 }
 
 /// Kills the process group when dropped (the call ended, or was dropped at the
-/// deadline), so that nothing the program started outlives it.
-struct Group(Option<Pid>);
+/// deadline), so that nothing the program started outlives it. Under the reaper (whose
+/// pid is the group's id) the reaper is asked first, so it can kill what left the group;
+/// the group is killed a moment later whatever happens.
+struct Group {
+    pgid: Option<Pid>,
+    reaped: bool,
+}
+
+/// How long the reaper has to clean up before its group is killed.
+const REAPER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Group {
-    fn kill(&self) {
-        if let Some(pgid) = self.0 {
+    /// Ends the program and everything it started: the reaper is asked (SIGTERM), or
+    /// the group killed.
+    fn end(&self) {
+        let Some(pgid) = self.pgid else { return };
+        if self.reaped {
+            let _ = signal::kill(pgid, signal::Signal::SIGTERM);
+        } else {
             // ESRCH (the group is gone already) is the usual case after a normal exit.
             let _ = signal::killpg(pgid, signal::Signal::SIGKILL);
         }
@@ -80,7 +109,22 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.kill();
+        let Some(pgid) = self.pgid else { return };
+        if !self.reaped {
+            self.end();
+            return;
+        }
+        if signal::kill(pgid, signal::Signal::SIGTERM).is_err() {
+            return; // Gone already: it cleaned up when the program ended.
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(REAPER_GRACE).await;
+                let _ = signal::killpg(pgid, signal::Signal::SIGKILL);
+            });
+        } else {
+            let _ = signal::killpg(pgid, signal::Signal::SIGKILL);
+        }
     }
 }
 
@@ -90,7 +134,15 @@ async fn run(spec: &ExecSpec, call: Call) -> Result<Value, FunctionError> {
     };
     let document = serde_json::to_vec(&call.document())
         .map_err(|e| FunctionError::failed(format!("cannot encode the input: {e}")))?;
-    let mut command = tokio::process::Command::new(program);
+    let reaper = REAPER.get();
+    let mut command = match reaper {
+        Some(reaper) => {
+            let mut command = tokio::process::Command::new(reaper);
+            command.arg(crate::reap::ARG).arg(program);
+            command
+        }
+        None => tokio::process::Command::new(program),
+    };
     command
         .args(args)
         .env_clear()
@@ -107,7 +159,8 @@ async fn run(spec: &ExecSpec, call: Call) -> Result<Value, FunctionError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
+        // The reaper is told to end (SIGTERM) and cleans up; the group is killed later.
+        .kill_on_drop(reaper.is_none());
     if let Some(traceparent) = &call.traceparent {
         command.env("TRACEPARENT", traceparent);
     }
@@ -117,12 +170,13 @@ async fn run(spec: &ExecSpec, call: Call) -> Result<Value, FunctionError> {
     let mut child = command
         .spawn()
         .map_err(|e| FunctionError::failed(format!("cannot start {program}: {e}")))?;
-    let group = Group(
-        child
+    let group = Group {
+        pgid: child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw),
-    );
+        reaped: reaper.is_some(),
+    };
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -136,14 +190,17 @@ async fn run(spec: &ExecSpec, call: Call) -> Result<Value, FunctionError> {
     let read_out = async {
         let out = read_bounded(stdout, spec.max_output_bytes).await;
         if out.is_none() {
-            group.kill();
+            group.end();
         }
         out
     };
     let wait = async {
         let status = child.wait().await;
-        // Whatever the program left behind in its group goes with it.
-        group.kill();
+        // Whatever the program left behind in its group goes with it (the reaper has
+        // killed it all already).
+        if !group.reaped {
+            group.end();
+        }
         status
     };
     let ((), out, err, status) = tokio::join!(write, read_out, read_tail(stderr), wait);

@@ -54,6 +54,7 @@ pub mod function;
 pub mod http;
 pub mod live;
 pub mod node;
+pub mod reap;
 pub mod runner;
 pub mod runtime;
 pub mod topology;

@@ -255,6 +255,15 @@ const RENAMED: &[env::Renamed] = &[
 ];
 
 fn main() -> ExitCode {
+    // `handlers __reap <program> <args>…`: the reaper of one exec activation.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == handlers::reap::ARG) {
+        let code = handlers::reap::run(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        handlers::exec::use_reaper(exe);
+    }
     let (cli, renamed) = env::parse::<Cli>(&[env::NATS_RENAMED, RENAMED].concat());
     // One service name per node: the process's own when it serves one node (as in
     // compose), else each node's spans exported under its own.

@@ -516,3 +516,58 @@ async fn the_wordcount_example_counts() {
         "{result}"
     );
 }
+
+/// A program that leaves a child in a new session (and a double-forked one) holding its
+/// stdout: its result is taken when it exits, not when its whole budget has run out, and
+/// nothing it started is left running after the activation.
+#[tokio::test]
+async fn nothing_a_program_starts_outlives_its_activation() {
+    let server = NatsServer::start();
+    let (_dir, nodes) = topology(
+        r#"
+        [[node]]
+        name = "LEAVER"
+        exec = ["sh", "leaver.sh"]
+        "#,
+        &[(
+            "leaver.sh",
+            "setsid sleep 27.1828 &\n\
+             (setsid sh -c 'sleep 27.1828' &) \n\
+             sh -c 'sleep 27.1828 & exec sleep 27.1828' &\n\
+             sleep 0.2\n\
+             echo '{\"left\": true}'\n",
+        )],
+    );
+    let _running = serve(&server, nodes).await;
+    let client = connect(&server).await;
+    let started = Instant::now();
+    let reply = activate(&client, "LEAVER", with_input(Value::Null, 20_000)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
+    assert_eq!(reply.result, Some(json!({"left": true})));
+    assert!(
+        took < Duration::from_secs(5),
+        "answered after {took:?}, not at the program's exit"
+    );
+    eventually("no process is left", Duration::from_secs(10), || async {
+        processes_with("sleep 27.1828").is_empty().then_some(())
+    })
+    .await;
+
+    // At the deadline too, the reaper takes everything with it.
+    let (_dir, nodes) = topology(
+        r#"
+        [[node]]
+        name = "STUCK"
+        exec = ["sh", "-c", "setsid sleep 23.1406 & (setsid sh -c 'sleep 23.1406' &); sleep 23.1406"]
+        "#,
+        &[],
+    );
+    let _stuck = serve(&server, nodes).await;
+    let reply = activate(&client, "STUCK", with_input(Value::Null, 400)).await;
+    assert_eq!(reply.outcome, Outcome::Timeout, "{reply:#?}");
+    eventually("no process is left", Duration::from_secs(10), || async {
+        processes_with("sleep 23.1406").is_empty().then_some(())
+    })
+    .await;
+}

@@ -19,7 +19,10 @@ pub async fn serve(server: &NatsServer, nodes: Vec<NodeSpec>) -> Running {
     serve_with(server, nodes, Settings::default()).await
 }
 
+/// Nodes served in this process; exec functions run under the built `handlers` binary's
+/// reaper, as in the binary.
 pub async fn serve_with(server: &NatsServer, nodes: Vec<NodeSpec>, settings: Settings) -> Running {
+    handlers::exec::use_reaper(env!("CARGO_BIN_EXE_handlers").into());
     Running::start(connect(server).await, nodes, settings)
         .await
         .unwrap()
