@@ -16,6 +16,7 @@ const STATE_COLOR = { running: '#ffe600', ok: '#39ff14', failed: '#ff2e63', manu
 const $ = (id) => document.getElementById(id);
 const mesh = {
   topology: { nodes: [], edges: [] },
+  started: false,        // the stream and the lists are running (reads open, or a session)
   source: '',
   elements: new Map(),   // node name -> SVG <g> of the node
   latest: new Map(),     // node name -> { state, color, activation }
@@ -440,11 +441,16 @@ function showStats(topology) {
     title.textContent = text;
   }
 }
-$('token-form').addEventListener('submit', (ev) => {
+$('token-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   try { sessionStorage.setItem('mesh-token', $('token').value.trim()); } catch { /* storage off */ }
   $('token').value = '';
   $('token-result').textContent = token() ? 'token kept for this tab' : 'token cleared';
+  if (mesh.started || !token()) return;
+  // Private reads: the token opens a session (an HttpOnly cookie EventSource sends too).
+  const r = await fetch('/session', { method: 'POST', headers: { authorization: `Bearer ${token()}` } }).catch(() => null);
+  if (r && r.ok) start();
+  else $('token-result').textContent = 'that token does not open this gateway\'s reads';
 });
 if (token()) $('token-form').hidden = false;
 $('filter').addEventListener('change', () => setFilter($('filter').value.trim()));
@@ -671,11 +677,24 @@ async function loadTriggers() {
   } catch { /* the stream's reconnect says so */ }
 }
 
-connect();
+/** Starts the live page, unless reads are private and no session is open yet. */
+async function start() {
+  const probe = await fetch('/topology', { cache: 'no-store' }).catch(() => null);
+  if (probe && probe.status === 401) {
+    $('token-why').textContent = 'this gateway keeps its reads private: its read token (or API token) opens them';
+    $('token-form').hidden = false;
+    return;
+  }
+  if (mesh.started) return;
+  mesh.started = true;
+  connect();
+  loadRecent();
+  loadFunctions();
+  loadTriggers();
+}
+
+start();
 pollBus();
-loadRecent();
-loadFunctions();
-loadTriggers();
 setInterval(pollBus, 5000);
 setInterval(loadTriggers, 5000);
 setInterval(loadFunctions, 5000);

@@ -16,6 +16,10 @@ pub struct Settings {
     pub activate_timeout: Duration,
     /// Bearer token the mutating operations require; open when absent.
     pub api_token: Option<String>,
+    /// Token the reading operations (`/events`, `/activations`, `/topology`, the
+    /// functions and triggers) require, as a bearer token or the session cookie `POST
+    /// /session` sets; the API token is accepted too. Open when absent.
+    pub read_token: Option<String>,
     /// Origins allowed by CORS; CORS is off when empty.
     pub cors_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
@@ -108,6 +112,7 @@ impl Default for Settings {
             gateway_id: None,
             activate_timeout: Duration::from_millis(5_000),
             api_token: None,
+            read_token: None,
             cors_origins: Vec::new(),
             max_body_bytes: 16 * 1024,
             max_module_bytes: 16 * 1024 * 1024,

@@ -14,7 +14,11 @@ use schemas::{
 };
 
 use super::{ApiError, ApiTags};
-use crate::{activations::ReadError, state::State};
+use crate::{
+    activations::ReadError,
+    auth::{Reader, CHALLENGE},
+    state::State,
+};
 
 /// Activations listed when the query gives no `limit`.
 const DEFAULT_LIMIT: u32 = 50;
@@ -137,6 +141,10 @@ pub enum ListResponse {
     /// The kept activations cannot be read now (JetStream does not answer).
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
 }
 
 fn list_bad_request(err: poem::Error) -> ListResponse {
@@ -162,6 +170,10 @@ pub enum GetResponse {
     /// The kept activations cannot be read now (JetStream does not answer).
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
 }
 
 fn get_bad_request(err: poem::Error) -> GetResponse {
@@ -192,6 +204,7 @@ impl ActivationsApi {
     )]
     async fn list(
         &self,
+        reader: Reader,
         /// How many to list (1 to 500; 50 by default).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
@@ -199,6 +212,9 @@ impl ActivationsApi {
         #[oai(validator(pattern = "^dead$"))]
         state: Query<Option<String>>,
     ) -> ListResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return ListResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT) as usize;
         if state.0.is_some() {
             let Some(jobs) = &self.0.jobs else {
@@ -235,7 +251,10 @@ impl ActivationsApi {
         tag = "ApiTags::Activation",
         operation_id = "get_activation"
     )]
-    async fn get(&self, id: Path<ActivationId>) -> GetResponse {
+    async fn get(&self, reader: Reader, id: Path<ActivationId>) -> GetResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return GetResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let job = match &self.0.jobs {
             Some(jobs) => match jobs.record(&id.0).await {
                 Ok(job) => job,
@@ -320,7 +339,7 @@ impl RetryApi {
     )]
     async fn retry(&self, caller: crate::auth::Caller, id: Path<ActivationId>) -> RetryResponse {
         if let Err(e) = caller.authorize(self.0.settings.api_token.as_deref()) {
-            return RetryResponse::Unauthorized(Json(e), crate::auth::CHALLENGE.into());
+            return RetryResponse::Unauthorized(Json(e), CHALLENGE.into());
         }
         let Some(jobs) = &self.0.jobs else {
             return RetryResponse::NotFound(Json(ApiError::new(

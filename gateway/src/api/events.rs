@@ -12,6 +12,7 @@ use schemas::{ActivationId, NodeName};
 
 use super::{ApiError, ApiTags};
 use crate::{
+    auth::{Reader, CHALLENGE},
     sse::{
         log::ClientGuard,
         session::{self, Filter},
@@ -42,6 +43,10 @@ pub enum EventsResponse {
     /// The gateway already serves its maximum number of SSE clients.
     #[oai(status = 503)]
     TooManyClients(Json<ApiError>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
 }
 
 fn bad_request(err: poem::Error) -> EventsResponse {
@@ -67,6 +72,7 @@ impl EventsApi {
     )]
     async fn events(
         &self,
+        reader: Reader,
         /// Only events of these nodes (repeat the parameter for several).
         #[oai(name = "node", default)]
         node: Query<Vec<NodeName>>,
@@ -77,6 +83,9 @@ impl EventsApi {
         last_event_id: Header<Option<String>>,
         request: &poem::Request,
     ) -> EventsResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return EventsResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let state = &self.0;
         let max = state.settings.sse.max_clients;
         let Some(guard) = ClientGuard::take(state.ingest.log().clone(), max) else {

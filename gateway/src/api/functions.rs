@@ -17,7 +17,7 @@ use schemas::{function::FunctionSettings, NodeName};
 
 use super::{ApiError, ApiTags};
 use crate::{
-    auth::{Caller, CHALLENGE},
+    auth::{Caller, Reader, CHALLENGE},
     state::State,
 };
 use mesh_wasm::store::{StoreError, Version};
@@ -181,6 +181,10 @@ pub enum ReadResponse {
     /// NATS or JetStream is down.
     #[oai(status = 503)]
     BusDown(Json<ApiError>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
 }
 
 fn read_bad_request(err: poem::Error) -> ReadResponse {
@@ -196,6 +200,10 @@ pub enum ListResponse {
     /// NATS or JetStream is down.
     #[oai(status = 503)]
     BusDown(Json<ApiError>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
 }
 
 /// The answer to a delete.
@@ -400,7 +408,10 @@ impl FunctionsApi {
         tag = "ApiTags::Functions",
         operation_id = "list_functions"
     )]
-    async fn list(&self) -> ListResponse {
+    async fn list(&self, reader: Reader) -> ListResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return ListResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let listed = async {
             let store = self.0.deployments.store().await?;
             let mut functions = Vec::new();
@@ -427,7 +438,10 @@ impl FunctionsApi {
         tag = "ApiTags::Functions",
         operation_id = "get_function"
     )]
-    async fn get(&self, name: Path<NodeName>) -> ReadResponse {
+    async fn get(&self, reader: Reader, name: Path<NodeName>) -> ReadResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return ReadResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
         let read = async {
             let store = self.0.deployments.store().await?;
             let versions = store.versions(&name.0).await?;

@@ -7,6 +7,7 @@ mod events;
 mod functions;
 mod health;
 mod nodes;
+mod session;
 mod topology;
 mod triggers;
 
@@ -37,6 +38,8 @@ enum ApiTags {
     Topology,
     /// Liveness and readiness.
     Health,
+    /// A read session for browsers, when reads are private.
+    Session,
 }
 
 /// Every group of operations.
@@ -50,6 +53,7 @@ pub type Operations = (
     events::EventsApi,
     topology::TopologyApi,
     health::HealthApi,
+    session::SessionApi,
 );
 
 /// The OpenAPI service of every route.
@@ -64,7 +68,8 @@ pub fn service(state: Arc<State>) -> OpenApiService<Operations, ()> {
             triggers::TriggersApi(state.clone()),
             events::EventsApi(state.clone()),
             topology::TopologyApi(state.clone()),
-            health::HealthApi(state),
+            health::HealthApi(state.clone()),
+            session::SessionApi(state),
         ),
         "nats-mesh gateway",
         env!("CARGO_PKG_VERSION"),

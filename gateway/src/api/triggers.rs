@@ -7,7 +7,7 @@ use schemas::{trigger::Trigger, NodeName};
 
 use super::{ApiError, ApiTags};
 use crate::{
-    auth::{Caller, CHALLENGE},
+    auth::{Caller, Reader, CHALLENGE},
     state::State,
 };
 
@@ -114,6 +114,18 @@ impl TriggersApi {
     }
 }
 
+/// The answer to a listing.
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// Every trigger.
+    #[oai(status = 200)]
+    Listed(Json<TriggerList>),
+    /// Reads are private on this gateway (`MESH_GATEWAY_READ_TOKEN`) and neither its
+    /// token, the API token nor a session cookie was sent.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
+}
+
 #[OpenApi]
 impl TriggersApi {
     /// List triggers
@@ -126,8 +138,11 @@ impl TriggersApi {
         tag = "ApiTags::Triggers",
         operation_id = "list_triggers"
     )]
-    async fn list(&self) -> Json<TriggerList> {
-        Json(TriggerList {
+    async fn list(&self, reader: Reader) -> ListResponse {
+        if let Err(e) = reader.may_read(&self.0.settings) {
+            return ListResponse::Unauthorized(Json(e), CHALLENGE.into());
+        }
+        ListResponse::Listed(Json(TriggerList {
             triggers: self
                 .0
                 .triggers
@@ -135,7 +150,7 @@ impl TriggersApi {
                 .into_iter()
                 .map(|(n, t)| view(n, t))
                 .collect(),
-        })
+        }))
     }
 
     /// Set a trigger

@@ -51,6 +51,11 @@ struct Config {
     /// when unset.
     #[arg(long, env = "MESH_GATEWAY_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Token required to read (`/events`, `/activations`, `/topology`, `GET /functions`,
+    /// `GET /triggers`): as `Authorization: Bearer`, or the cookie `POST /session` sets
+    /// for the page and EventSource; the API token reads too. Reads are open when unset.
+    #[arg(long, env = "MESH_GATEWAY_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
     /// Origins allowed to call the API from browsers (CORS), repeat or comma-separate;
     /// CORS is off when none is given.
     #[arg(
@@ -296,6 +301,7 @@ impl Config {
             gateway_id: self.gateway_id.clone(),
             activate_timeout: Duration::from_millis(self.activate_timeout_ms),
             api_token: self.api_token.clone(),
+            read_token: self.read_token.clone(),
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
             max_module_bytes: usize::try_from(self.max_module_bytes)?,

@@ -569,6 +569,38 @@ async fn page_lists_a_graph_too_big_to_draw_and_takes_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
+async fn page_asks_for_the_read_token_when_reads_are_private() {
+    let app = spawn_app(vec![spec("A", &[], 0)], |c| {
+        c.read_token = Some("r3ad".into());
+    })
+    .await;
+    let driver = Driver::open(&app.url("/")).await;
+    driver
+        .wait_for(
+            "the token field offered for private reads",
+            "return !document.getElementById('token-form').hidden
+                && document.getElementById('token-why').textContent.includes('private')
+                && document.querySelectorAll('#diagram g.node').length === 0",
+        )
+        .await;
+    driver
+        .script(
+            "document.getElementById('token').value = 'r3ad';
+             document.getElementById('token-btn').click(); return true",
+        )
+        .await;
+    // The session cookie opens the stream (EventSource) and the graph.
+    driver
+        .wait_for(
+            "the page live with the session",
+            "return document.getElementById('conn').dataset.state === 'open'
+                && !!document.querySelector('#diagram [data-node=\"A\"]')",
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "external: needs chromium and chromedriver; ./scripts/test installs them and runs this"]
 async fn page_inspects_an_activation_and_repeats_it() {
     // TM works 300 ms, everyone else nothing: the critical path is UI D P V TM.
     let nodes = seed_zero_work()

@@ -178,8 +178,13 @@ impl App {
             .unwrap()
     }
 
+    /// `GET path` as JSON (with the read token, when the gateway has one).
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = &self.state.settings.read_token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap())
     }

@@ -14,6 +14,7 @@ mod inspector;
 mod live_config;
 mod load;
 mod permissions;
+mod private_reads;
 mod schemathesis;
 mod shutdown;
 mod spec;
