@@ -7,8 +7,9 @@
 //! response head is written once, and the event stream's chunks go to the socket as they
 //! come, close-delimited (`connection: close`, no chunked framing). That spares each
 //! stream hyper's per-connection buffers (8 KiB read, and a write buffer) and a layer of
-//! framing per write, and a client that closes is seen at once (the socket is read while
-//! the stream is written; hyper does not read a connection while it streams a body).
+//! framing per write, and a client that resets its connection is seen at once (the
+//! socket is read while the stream is written; hyper does not read a connection while it
+//! streams a body). A half-closed client is written on until a write fails.
 //!
 //! The stream itself is written by the connection's task until it is caught up and
 //! idle, then by the [`Hub`], which writes each event to every such client from one
@@ -298,31 +299,55 @@ fn unwritable(headers: &HeaderMap) -> Option<&'static str> {
 
 /// Writes `session`'s stream to `socket`: this task writes until the stream is caught
 /// up and idle, then the hub does, until it hands the stream back; until the stream
-/// ends, the client leaves or a write fails.
+/// ends, the client leaves or a write fails. A client that half-closes (it sent its
+/// FIN, and may still read) is probed once, by this task: a client that has really
+/// gone answers the first keep-alive with a reset, and the second write fails.
 async fn drive(mut session: Session, socket: &Arc<TcpStream>, streams: &Streams) {
+    let mut half_closed = false;
+    let mut probed = false;
     loop {
         let cursor = loop {
+            if half_closed && !probed {
+                probed = true;
+                if !still_reading(socket, streams.idle).await {
+                    return;
+                }
+            }
             if let Some(parked) = session.park() {
                 break parked;
             }
             let chunk = tokio::select! {
                 chunk = session.next_chunk() => chunk,
-                _ = closed(socket) => return,
+                ended = closed(socket), if !half_closed => match ended {
+                    Ended::Failed => return,
+                    Ended::HalfClosed => {
+                        half_closed = true;
+                        continue;
+                    }
+                },
             };
             let Some(chunk) = chunk else { return };
             if write_all(socket, &chunk, streams.idle).await.is_err() {
                 return;
             }
         };
-        let Some((membership, back)) = streams.hub.join(socket.clone(), cursor) else {
+        let Some((membership, mut back)) = streams.hub.join(socket.clone(), cursor) else {
             return;
         };
         let returned = tokio::select! {
-            returned = back => returned,
-            _ = closed(socket) => {
-                membership.leave();
-                return;
-            }
+            returned = &mut back => returned,
+            ended = closed(socket), if !half_closed => match ended {
+                Ended::Failed => {
+                    membership.leave();
+                    return;
+                }
+                // Back from the hub, to be probed by this task.
+                Ended::HalfClosed => {
+                    half_closed = true;
+                    membership.recall();
+                    back.await
+                }
+            },
             _ = session.stopping().cancelled() => return,
         };
         let Ok(returned) = returned else { return };
@@ -337,17 +362,43 @@ async fn drive(mut session: Session, socket: &Arc<TcpStream>, streams: &Streams)
     }
 }
 
+/// Pause between the two keep-alives that tell a half-closed client from a gone one.
+const PROBE_GAP: Duration = Duration::from_millis(20);
+
+/// Whether a client that half-closed still takes writes: two keep-alive comments, a
+/// moment apart (a peer that has closed answers the first with a reset).
+async fn still_reading(socket: &TcpStream, idle: Duration) -> bool {
+    for _ in 0..2 {
+        if write_all(socket, crate::sse::frame::KEEP_ALIVE, idle)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        tokio::time::sleep(PROBE_GAP).await;
+    }
+    true
+}
+
 /// Writes `body`'s chunks to `socket` until the body ends, a write fails, or the client
 /// closes its side.
 async fn pump<S>(socket: &TcpStream, mut body: Pin<&mut S>, idle: Duration)
 where
     S: Stream<Item = io::Result<Bytes>>,
 {
+    // A half-closed client still gets the whole body; a failed write ends it.
+    let mut half_closed = false;
     loop {
         let chunk = tokio::select! {
             biased;
             chunk = body.next() => chunk,
-            _ = closed(socket) => return,
+            ended = closed(socket), if !half_closed => match ended {
+                Ended::Failed => return,
+                Ended::HalfClosed => {
+                    half_closed = true;
+                    continue;
+                }
+            },
         };
         match chunk {
             Some(Ok(chunk)) if write_all(socket, &chunk, idle).await.is_ok() => {}
@@ -356,19 +407,26 @@ where
     }
 }
 
-/// Completes when the client has closed its side (or the socket failed); what it sends
-/// meanwhile is read and dropped.
-async fn closed(socket: &TcpStream) {
+/// How the client ended its side.
+enum Ended {
+    /// The connection failed (reset).
+    Failed,
+    /// The client sent its FIN: it sends nothing more, but may still read.
+    HalfClosed,
+}
+
+/// Completes when the client ends its side; what it sends meanwhile is read and dropped.
+async fn closed(socket: &TcpStream) -> Ended {
     let mut scratch = [0u8; 64];
     loop {
         if socket.readable().await.is_err() {
-            return;
+            return Ended::Failed;
         }
         match socket.try_read(&mut scratch) {
-            Ok(0) => return,
+            Ok(0) => return Ended::HalfClosed,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return Ended::Failed,
         }
     }
 }

@@ -81,6 +81,7 @@ struct Member {
 enum Command {
     Join(Member),
     Leave(u64),
+    Recall(u64),
 }
 
 /// The hub: its shards' command channels.
@@ -99,6 +100,11 @@ impl Membership {
     /// Leaves the hub (the client is gone); nothing is handed back.
     pub fn leave(self) {
         let _ = self.shard.send(Command::Leave(self.key));
+    }
+
+    /// Asks for the client back: its task writes to it again (the hub hands it back).
+    pub fn recall(self) {
+        let _ = self.shard.send(Command::Recall(self.key));
     }
 }
 
@@ -186,6 +192,7 @@ async fn run_shard(
             command = commands.recv() => match command {
                 Some(Command::Join(member)) => shard.join(member),
                 Some(Command::Leave(key)) => shard.leave(key),
+                Some(Command::Recall(key)) => shard.recall(key),
                 None => return,
             },
             received = live.recv() => match received {
@@ -250,6 +257,12 @@ impl Shard {
     fn leave(&mut self, key: u64) {
         if let Some(i) = self.members.iter().position(|m| m.key == key) {
             self.members.swap_remove(i);
+        }
+    }
+
+    fn recall(&mut self, key: u64) {
+        if let Some(i) = self.members.iter().position(|m| m.key == key) {
+            hand_back(&self.log, self.members.swap_remove(i), Bytes::new(), false);
         }
     }
 

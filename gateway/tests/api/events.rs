@@ -460,3 +460,49 @@ async fn a_client_too_slow_for_the_hub_gets_every_event_in_order_once_it_reads_a
         fast_expected += 1;
     }
 }
+
+/// A client that shuts down its sending side right after its request (a half-close,
+/// as `curl` piping or some proxies do) is still written to: it gets the whole stream,
+/// not the first few KB.
+#[tokio::test]
+async fn a_half_closed_client_still_gets_the_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(seed_zero_work(), |_| {}).await;
+    let address = app.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket
+        .write_all(b"GET /events HTTP/1.1\r\nhost: mesh\r\n\r\n")
+        .await
+        .unwrap();
+    socket.shutdown().await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    // 20 seed activations are 320 status events, far more than 5 KB.
+    for _ in 0..20 {
+        let (status, _) = app.activate(json!({})).await;
+        assert_eq!(status, 200);
+    }
+    let want = 320;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while String::from_utf8_lossy(&seen)
+        .matches("event: status")
+        .count()
+        < want
+    {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let n = tokio::time::timeout(left, socket.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {want} events after {} bytes",
+                    String::from_utf8_lossy(&seen)
+                        .matches("event: status")
+                        .count(),
+                    seen.len()
+                )
+            })
+            .unwrap();
+        assert!(n > 0, "the gateway closed after {} bytes", seen.len());
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
