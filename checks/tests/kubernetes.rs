@@ -136,7 +136,9 @@ fn environment(objects: &[Value], container: &Value) -> BTreeMap<String, Option<
             None => {
                 let optional = reference["optional"] == true;
                 let keys: &[&str] = match base_name(name) {
-                    "nats-mesh-gateway-api" => &["MESH_GATEWAY_API_TOKEN"],
+                    "nats-mesh-gateway-api" => {
+                        &["MESH_GATEWAY_API_TOKEN", "MESH_GATEWAY_READ_TOKEN"]
+                    }
                     _ => &["NATS_USER", "NATS_PASSWORD"],
                 };
                 assert!(
