@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     graph::{
-        Discovered, GraphView, LeftOut, MAX_DOWNSTREAM, MAX_ENDPOINTS, MAX_ENDPOINTS_PER_NODE,
-        MAX_NODES, MAX_REPLICAS, MAX_REPLICAS_PER_NODE, MAX_SUBJECT_LEN,
+        Discovered, GraphView, LeftOut, MAX_DOWNSTREAM, MAX_EDGES, MAX_ENDPOINTS,
+        MAX_ENDPOINTS_PER_NODE, MAX_NODES, MAX_REPLICAS, MAX_REPLICAS_PER_NODE, MAX_SUBJECT_LEN,
     },
     settings::DiscoverySettings,
     sse::{frame, ingest::Ingest, states::Latest},
@@ -41,9 +41,13 @@ struct Round {
     stats: BTreeMap<NodeName, ServiceStats>,
     /// What was heard past the graph's bounds.
     left_out: LeftOut,
-    /// Replicas and endpoints kept, over every node.
+    /// Replicas, endpoints and downstream names kept, over every node.
     replicas: usize,
     endpoints: usize,
+    downstream: usize,
+    /// Per node, how many downstream names it keeps (fixed at its first answer, so its
+    /// replicas are cut alike and do not look as if they disagreed).
+    downstream_kept: BTreeMap<NodeName, usize>,
 }
 
 /// A `$SRV.INFO` answer, read leniently: services written with any client library.
@@ -170,9 +174,22 @@ impl Round {
             self.left_out.services += 1;
             return;
         }
-        if meta.downstream.len() > MAX_DOWNSTREAM {
-            self.left_out.downstream += meta.downstream.len() - MAX_DOWNSTREAM;
-            meta.downstream.truncate(MAX_DOWNSTREAM);
+        let room = match self.downstream_kept.get(&name) {
+            Some(kept) => *kept,
+            None => {
+                let room = meta
+                    .downstream
+                    .len()
+                    .min(MAX_DOWNSTREAM)
+                    .min(MAX_EDGES.saturating_sub(self.downstream));
+                self.downstream += room;
+                self.downstream_kept.insert(name.clone(), room);
+                room
+            }
+        };
+        if meta.downstream.len() > room {
+            self.left_out.downstream += meta.downstream.len() - room;
+            meta.downstream.truncate(room);
         }
         let entry = self.nodes.entry(name.clone()).or_default();
         if !entry.instances.contains(&instance) {

@@ -38,8 +38,8 @@ pub const MAX_REPLICAS_PER_NODE: usize = 64;
 /// Most replicas in the whole graph.
 pub const MAX_REPLICAS: usize = 2048;
 /// Most downstream nodes shown per node.
-pub const MAX_DOWNSTREAM: usize = 64;
-/// Most edges in the graph.
+pub const MAX_DOWNSTREAM: usize = 512;
+/// Most edges in the graph, and downstream names over every node.
 pub const MAX_EDGES: usize = 2048;
 /// Most endpoint subjects shown per service, and in the whole graph; each at most
 /// [`MAX_SUBJECT_LEN`] characters.
