@@ -103,6 +103,11 @@ fn wait_for(program: Pid) -> Option<WaitStatus> {
 /// Kills every descendant until none is left: a process whose parent is killed comes
 /// to this subreaper, so the loop ends only when the whole tree is gone.
 fn kill_descendants() {
+    // No child at all (the usual case: the program started nothing that outlived it):
+    // nothing can be below, and /proc need not be read.
+    if waitpid(None, Some(WaitPidFlag::WNOHANG)) == Err(Errno::ECHILD) {
+        return;
+    }
     let me = getpid();
     loop {
         let left = descendants(me);
