@@ -19,18 +19,25 @@ async fn binary_serves_topology_and_stops_on_sigterm() {
             .args(["--fail-rate", "0", "--seed", "1"]),
     );
     let client = connect(&server).await;
-    let reply = eventually("the binary serves UI", Duration::from_secs(10), || async {
-        let r = activate(
-            &client,
-            "UI",
-            ActivationRequest {
-                timeout_ms: Some(5000),
-                ..Default::default()
-            },
-        )
-        .await;
-        (r.outcome != Outcome::Unavailable).then_some(r)
-    })
+    // Every node of the tree serving: the binary registers its nodes one after another,
+    // so UI may answer while a node below it is not serving yet.
+    let reply = eventually(
+        "the binary serves every node",
+        Duration::from_secs(20),
+        || async {
+            let r = activate(
+                &client,
+                "UI",
+                ActivationRequest {
+                    timeout_ms: Some(5000),
+                    ..Default::default()
+                },
+            )
+            .await;
+            let serving = !r.iter().any(|n| n.outcome == Outcome::Unavailable);
+            serving.then_some(r)
+        },
+    )
     .await;
     assert_eq!(reply.outcome, Outcome::Ok, "{reply:#?}");
     assert_eq!(reply.count(), 8);
