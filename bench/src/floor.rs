@@ -2,7 +2,8 @@
 //! client per status event. It takes the same clients and the same events as a gateway
 //! (it relays `status.>` from NATS), with no HTTP server, no task per client and no
 //! history: what a delivery costs the kernel on this machine, the baseline a gateway's
-//! CPU per delivery is compared with.
+//! CPU per delivery is compared with. It also says how long the writes of one event
+//! take (to every client, one after the other), on `bench.floor.writes` in microseconds.
 
 use std::{
     io::Write,
@@ -12,6 +13,9 @@ use std::{
 
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
+
+/// Where the floor says how long the writes of each event took (µs, decimal).
+pub const WRITES: &str = "bench.floor.writes";
 
 /// Serves `127.0.0.1:port` until killed.
 pub async fn serve(nats_url: &str, port: u16) -> anyhow::Result<()> {
@@ -52,10 +56,13 @@ pub async fn serve(nats_url: &str, port: u16) -> anyhow::Result<()> {
         let mut frame = format!("id: {id}\nevent: status\ndata: ").into_bytes();
         frame.extend_from_slice(&event.payload);
         frame.extend_from_slice(b"\n\n");
+        let started = std::time::Instant::now();
         clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain_mut(|socket| socket.write_all(&frame).is_ok());
+        let took = started.elapsed().as_micros().to_string();
+        client.publish(WRITES, took.into()).await?;
     }
     Ok(())
 }

@@ -10,15 +10,21 @@
 //! (default `1000,10000`) sets the fan-out sizes; `BENCH_QUICK=1` measures the NATS
 //! scenarios only; `BENCH_SSE_ONLY=1` the SSE fan-outs only; `BENCH_WASM_ONLY=1` one hop
 //! and the function rows (WebAssembly beside Rust and exec); `BENCH_ASYNC_ONLY=1` one hop
-//! and asynchronous activations. `BENCH_SSE_SINGLES` (default
-//! `5000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
+//! and asynchronous activations; `BENCH_ACTIVATE_ONLY=1` seed activations through
+//! `POST /activate` against the same over NATS, with each process's CPU per activation.
+//! `BENCH_SSE_SINGLES` (default
+//! `1000,10000`) sets the sizes of the fan-outs of single events at 10 per second.
 //!
 //! `bench --drive NATS_URL NODE CONCURRENCY COUNT` runs COUNT activations of NODE and
 //! prints how many per second: a load for side-by-side comparisons of builds outside
-//! the bench (each activation must succeed).
+//! the bench (each activation must succeed); `bench --drive-http BASE_URL CONCURRENCY
+//! COUNT` the same through `POST /activate` of the gateway at BASE_URL, and `bench
+//! --drive-get BASE_URL PATH CONCURRENCY COUNT` GETs of PATH (the cost of HTTP alone).
 
 mod asynchronous;
 mod floor;
+mod gateway_path;
+mod http_load;
 mod procs;
 mod sse;
 mod stats;
@@ -61,6 +67,31 @@ async fn main() -> anyhow::Result<()> {
         [_, flag, url, node, c, n] if flag == "--drive" => {
             let client = async_nats::connect(url).await?;
             let s = nats_scenario(&client, node, c.parse()?, true, n.parse()?).await;
+            println!("{}", s.rate());
+            return Ok(());
+        }
+        [_, flag, base, c, n] if flag == "--drive-http" => {
+            let s = http_scenario_of(base, c.parse()?, n.parse()?).await;
+            println!("{}", s.rate());
+            return Ok(());
+        }
+        // `bench --drive-get BASE_URL PATH CONCURRENCY COUNT`: GETs of PATH, each answered
+        // 200: the cost of HTTP alone, beside `--drive-http`.
+        [_, flag, base, path, c, n] if flag == "--drive-get" => {
+            let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
+            let connections = Arc::new(http_load::Connections::new(addr));
+            let path: &'static str = Box::leak(path.clone().into_boxed_str());
+            let s = measure(n.parse()?, c.parse()?, move || {
+                let connections = connections.clone();
+                async move {
+                    let (status, _) = connections
+                        .send(hyper::Method::GET, path, b"")
+                        .await
+                        .expect("GET");
+                    assert_eq!(status, 200);
+                }
+            })
+            .await;
             println!("{}", s.rate());
             return Ok(());
         }
@@ -132,11 +163,18 @@ async fn main() -> anyhow::Result<()> {
     let wasm_only = std::env::var_os("BENCH_WASM_ONLY").is_some();
     // BENCH_ASYNC_ONLY=1: one hop and the asynchronous activations only.
     let async_only = std::env::var_os("BENCH_ASYNC_ONLY").is_some();
+    // BENCH_ACTIVATE_ONLY=1: the gateway's activation path against the bus only.
+    let activate_only = std::env::var_os("BENCH_ACTIVATE_ONLY").is_some();
+    let (quick, wasm_only, async_only) = if activate_only {
+        (true, false, false)
+    } else {
+        (quick, wasm_only, async_only)
+    };
     // Each compared scenario runs ROUNDS times, each round right after a raw round trip
     // at the same concurrency: a ratio compares two measurements taken side by side.
     let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
     let mut raw_c1 = Vec::new();
-    for c in [1, 16, 64].into_iter().filter(|_| nats) {
+    for c in [1, 16, 64].into_iter().filter(|_| nats && !activate_only) {
         let mut r = Compared::new("one hop (node E, zero work)", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
@@ -236,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut idle_gateway_us = Vec::new();
     let nats = nats && !wasm_only && !async_only;
-    for c in [1, 16, 64].into_iter().filter(|_| nats) {
+    for c in [1, 16, 64].into_iter().filter(|_| nats && !activate_only) {
         let mut r = Compared::new("seed activation over NATS", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
@@ -265,6 +303,28 @@ async fn main() -> anyhow::Result<()> {
         }
         rows.push(r.row(RawShare::Seed));
     }
+    // The gateway's activation path against the bus, with the CPU split per process.
+    let mut gateway_path = Vec::new();
+    if nats && (activate_only || !quick) {
+        let clocks = gateway_path::Clocks {
+            gateway: &gateway,
+            server_stat: format!("/proc/{}/stat", server.pid().unwrap_or(0)),
+            seed: &seed,
+        };
+        for c in [1, 64] {
+            let mut rounds = gateway_path::Rounds {
+                concurrency: c,
+                ..Default::default()
+            };
+            for _ in 0..gateway_path::ROUNDS {
+                let nats = nats_scenario(&client, "UI", c, true, REQUESTS);
+                rounds.nats.push(clocks.measure(REQUESTS, nats).await);
+                let http = http_scenario(&base_url, c);
+                rounds.http.push(clocks.measure(REQUESTS, http).await);
+            }
+            gateway_path.push(rounds);
+        }
+    }
     let idle_gateway_us_per_activation = if idle_gateway_us.is_empty() {
         f64::NAN
     } else {
@@ -274,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
         let mut r = Compared::new("seed activation via POST /activate", c);
         for _ in 0..ROUNDS {
             let base = raw(c).await;
-            r.add(&base, &http_scenario(&http, &base_url, c).await);
+            r.add(&base, &http_scenario(&base_url, c).await);
         }
         rows.push(r.row(RawShare::Seed));
     }
@@ -292,7 +352,7 @@ async fn main() -> anyhow::Result<()> {
         fanouts.push(fan_out(&client, &fresh, port, n, Load::Bursts).await?);
     }
     // Single events spread over time (the normal case): one status event every 100 ms.
-    for n in sizes("BENCH_SSE_SINGLES", default_sizes("5000,10000")) {
+    for n in sizes("BENCH_SSE_SINGLES", default_sizes("1000,10000")) {
         let (fresh, port) = fresh_gateway(&client, &http, &nats_env).await?;
         fanouts.push(fan_out(&client, &fresh, port, n, Load::Singles).await?);
         drop(fresh);
@@ -312,18 +372,21 @@ async fn main() -> anyhow::Result<()> {
     // What carrying the trace context costs: the seed at c=64 with it (the default) and
     // with OTEL_PROPAGATORS=none, same build, rounds interleaved.
     drop(seed);
-    let propagation = if nats {
+    let propagation = if nats && !activate_only {
         Some(propagation_cost(&client, &server, &topology, &nats_env).await?)
     } else {
         None
     };
 
     let mut markdown = report(&rows, &fanouts, idle_node_kib, idle_gateway_kib);
-    if nats {
+    if nats && !activate_only {
         markdown.push_str(&format!(
             "\nGateway CPU per seed activation over NATS with no SSE client (its 16 status events read from the stream, checked, counted and kept as they came; nothing rendered), at c=64, median of {ROUNDS} rounds: {idle_gateway_us_per_activation:.1} µs (min {:.1}).\n",
             min(&idle_gateway_us)
         ));
+    }
+    for rounds in &gateway_path {
+        markdown.push_str(&rounds.markdown());
     }
     if let Some(propagation) = &propagation {
         markdown.push_str(&propagation.markdown());
@@ -347,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_node_rss_kib": idle_node_kib,
             "idle_gateway_rss_kib": idle_gateway_kib,
             "propagation": propagation,
+            "gateway_path": gateway_path,
             "wasm": wasm_report,
             "asynchronous": async_report,
             "idle_gateway_us_per_activation": idle_gateway_us,
@@ -670,22 +734,26 @@ async fn nats_scenario(
     .await
 }
 
-async fn http_scenario(http: &reqwest::Client, base: &str, concurrency: usize) -> Sample {
-    let http = http.clone();
-    let url = format!("{base}/activate");
-    measure(REQUESTS, concurrency, move || {
-        let http = http.clone();
-        let url = url.clone();
+async fn http_scenario(base: &str, concurrency: usize) -> Sample {
+    http_scenario_of(base, concurrency, REQUESTS).await
+}
+
+/// `total` seed activations through `POST /activate` at `base` (`http://host:port`),
+/// sent by the lean load generator ([`http_load`]).
+async fn http_scenario_of(base: &str, concurrency: usize, total: usize) -> Sample {
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the gateway's address is host:port");
+    let connections = Arc::new(http_load::Connections::new(addr));
+    measure(total, concurrency, move || {
+        let connections = connections.clone();
         async move {
-            let r = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
+            let (status, body) = connections
+                .send(hyper::Method::POST, "/activate", b"{}")
                 .await
                 .expect("POST /activate");
-            assert_eq!(r.status(), 200);
-            let _ = r.bytes().await;
+            assert_eq!(status, 200, "{body:?}");
         }
     })
     .await
@@ -745,6 +813,9 @@ struct FanOut {
     gateway_cpu_seconds: f64,
     load_generator_cpu_seconds: f64,
     gateway_cpu_us_per_delivery: f64,
+    /// The floor only: how long the writes of one event to every client took, ms (p50,
+    /// p99 over the events).
+    writes_of_one_event_ms: Option<(f64, f64)>,
 }
 
 async fn fan_out(
@@ -789,6 +860,10 @@ async fn fan_out(
     let connect_failures = failed.load(std::sync::atomic::Ordering::Relaxed);
     let connected_rss = gateway.rss_kib();
 
+    let mut floor_writes = match load {
+        Load::Floor => Some(client.subscribe(floor::WRITES).await?),
+        _ => None,
+    };
     let ui = NodeName::new("UI")?;
     let gateway_cpu = gateway.cpu_seconds();
     let own_cpu = procs::cpu_seconds("/proc/self/stat");
@@ -828,6 +903,24 @@ async fn fan_out(
     }
     let elapsed = started.elapsed();
     let gateway_cpu = gateway.cpu_seconds() - gateway_cpu;
+    let mut writes = Vec::new();
+    if let Some(sub) = &mut floor_writes {
+        while writes.len() < load.events() {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                Ok(Some(m)) => writes.extend(
+                    std::str::from_utf8(&m.payload)
+                        .ok()
+                        .and_then(|us| us.parse().ok())
+                        .map(Duration::from_micros),
+                ),
+                _ => break,
+            }
+        }
+    }
+    let writes_of_one_event_ms = (!writes.is_empty()).then(|| {
+        let s = Sample::new(writes, elapsed);
+        (s.ms(0.5), s.ms(0.99))
+    });
     let own_cpu = procs::cpu_seconds("/proc/self/stat") - own_cpu;
     // Every client has closed its connection: memory once the gateway has let go (the
     // floor process keeps nothing worth measuring).
@@ -892,6 +985,7 @@ async fn fan_out(
         gateway_cpu_seconds: gateway_cpu,
         load_generator_cpu_seconds: own_cpu,
         gateway_cpu_us_per_delivery: gateway_cpu * 1e6 / delivered.max(1) as f64,
+        writes_of_one_event_ms,
     })
 }
 
@@ -969,10 +1063,46 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
             f.gateway_cpu_us_per_delivery
         ));
     }
+    out.push_str(&single_events(fanouts));
     out.push_str(&format!(
         "\nIdle resident memory: node process {:.1} MiB, gateway {:.1} MiB.\n",
         node_kib as f64 / 1024.0,
         gateway_kib as f64 / 1024.0
     ));
+    out
+}
+
+/// Single events to many clients against the fewest clients of the same run (p50), and
+/// p99 against how long the floor's writes of one event to as many clients took.
+fn single_events(fanouts: &[FanOut]) -> String {
+    let singles: Vec<&FanOut> = fanouts
+        .iter()
+        .filter(|f| matches!(f.load, Load::Singles))
+        .collect();
+    let Some(fewest) = singles.iter().min_by_key(|f| f.clients) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for f in &singles {
+        let writes = fanouts
+            .iter()
+            .find(|o| matches!(o.load, Load::Floor) && o.clients == f.clients)
+            .and_then(|o| o.writes_of_one_event_ms);
+        let Some((writes_p50, writes_p99)) = writes else {
+            continue;
+        };
+        out.push_str(&format!(
+            "\nSingle events to {} clients: p50 {:.2} ms, {:.2}x the p50 with {} clients; p99 {:.2} ms, {:.2}x the time the floor's writes of one event to {} clients took (p50 {:.2} ms, p99 {:.2} ms).\n",
+            f.clients,
+            f.p50_ms,
+            f.p50_ms / fewest.p50_ms,
+            fewest.clients,
+            f.p99_ms,
+            f.p99_ms / writes_p50,
+            f.clients,
+            writes_p50,
+            writes_p99,
+        ));
+    }
     out
 }

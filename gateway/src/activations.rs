@@ -24,8 +24,9 @@ use async_nats::{
 use prometheus_client::metrics::counter::Counter;
 use schemas::{
     record::{self, ActivationRecord, ActivationSummary, TimelineMark},
-    ActivationId, StatusEvent,
+    ActivationId, NodeName, NodeState, StatusEvent,
 };
+use tokio::sync::mpsc;
 
 use crate::settings::StreamSettings;
 
@@ -60,19 +61,35 @@ impl Watches {
 
     /// Notes `event` when its activation is watched (costs an atomic load otherwise).
     pub fn note(&self, event: &StatusEvent) {
+        if let Some(id) = &event.activation_id {
+            self.mark(
+                id.as_str(),
+                || event.node.clone(),
+                event.state,
+                event.instance.as_deref(),
+            );
+        }
+    }
+
+    /// Notes a mark of `node` in `state` when activation `id` is watched: the node's
+    /// name is made only then.
+    fn mark(
+        &self,
+        id: &str,
+        node: impl FnOnce() -> NodeName,
+        state: NodeState,
+        instance: Option<&str>,
+    ) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let Some(id) = &event.activation_id else {
-            return;
-        };
         if let Some((started, marks)) = lock(&self.running).get_mut(id) {
             if marks.len() < MAX_MARKS {
                 marks.push(TimelineMark {
-                    node: event.node.clone(),
-                    state: event.state,
+                    node: node(),
+                    state,
                     offset_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    instance: event.instance.clone(),
+                    instance: instance.map(str::to_string),
                 });
             }
         }
@@ -116,8 +133,10 @@ impl Watches {
 /// The watched activations' events, as an observer of ingest.
 impl crate::sse::ingest::Observer for Watches {
     fn observe(&self, event: &crate::sse::ingest::Accepted<'_>) {
-        if self.watching() && event.activation.is_some() {
-            self.note(&event.to_event());
+        if let Some(id) = event.activation {
+            // Accepted events name valid nodes.
+            let node = || NodeName::new(event.node).unwrap_or_else(|_| unreachable!());
+            self.mark(id, node, event.state, event.instance());
         }
     }
 }
@@ -160,13 +179,19 @@ pub enum ReadError {
 /// Where finished activations are kept.
 pub struct Kept {
     stream: Option<(jetstream::Context, stream::Stream)>,
+    /// The writer of records to the stream (see [`Kept::keep`]).
+    writer: Option<mpsc::Sender<ActivationRecord>>,
     memory: Mutex<VecDeque<Arc<ActivationRecord>>>,
     /// Messages read from the stream that were no valid record of their subject's id.
     refused: Counter,
     /// Ids whose records are on their way to the stream (a repeat of one is refused
     /// before the stream has it).
-    writing: Mutex<HashSet<ActivationId>>,
+    writing: Arc<Mutex<HashSet<ActivationId>>>,
 }
+
+/// Records waiting for the writer; past that (NATS not taking writes for a while) a
+/// record is not kept, and the drop is logged.
+const WAITING_RECORDS: usize = 4096;
 
 impl Kept {
     /// Opens (creating when missing) the stream `settings` describe, or keeps records
@@ -179,7 +204,7 @@ impl Kept {
     ) -> Self {
         let Some(settings) = settings else {
             tracing::info!("activations kept in memory only (--activations-stream is empty)");
-            return Self::with(None, refused);
+            return Self::with(client, None, refused);
         };
         let context = jetstream::new(client.clone());
         let base = stream::Config {
@@ -189,22 +214,34 @@ impl Kept {
         match crate::streams::open(&context, settings, record::SUBJECT_ALL, base).await {
             Ok(stream) => {
                 tracing::info!(stream = %settings.name, "finished activations are kept in JetStream");
-                Self::with(Some((context, stream)), refused)
+                Self::with(client, Some((context, stream)), refused)
             }
             Err(cause) => {
                 tracing::warn!(%cause, "no JetStream: finished activations kept in this gateway's memory only");
-                Self::with(None, refused)
+                Self::with(client, None, refused)
             }
         }
     }
 
-    /// Kept in `stream` when there is one, else in memory.
-    fn with(stream: Option<(jetstream::Context, stream::Stream)>, refused: Counter) -> Self {
+    /// Kept in `stream` when there is one (written by a task started here), else in
+    /// memory.
+    fn with(
+        client: &Client,
+        stream: Option<(jetstream::Context, stream::Stream)>,
+        refused: Counter,
+    ) -> Self {
+        let writing: Arc<Mutex<HashSet<ActivationId>>> = Arc::default();
+        let writer = stream.as_ref().map(|_| {
+            let (tx, rx) = mpsc::channel(WAITING_RECORDS);
+            tokio::spawn(write_records(client.clone(), rx, writing.clone()));
+            tx
+        });
         Self {
             stream,
+            writer,
             memory: Mutex::new(VecDeque::new()),
             refused,
-            writing: Mutex::default(),
+            writing,
         }
     }
 
@@ -226,47 +263,28 @@ impl Kept {
         self.stream.is_some()
     }
 
-    /// Keeps `record`: in memory at once, or in the stream from a task (whoever waits
-    /// for the answer does not wait for the stream).
+    /// Keeps `record`: in memory at once, or in the stream by the writer task (whoever
+    /// waits for the answer does not wait for the stream).
     pub fn keep(self: &Arc<Self>, record: ActivationRecord) {
-        if self.stream.is_none() {
+        let Some(writer) = &self.writer else {
             let mut memory = lock(&self.memory);
             if memory.len() >= MEMORY_RECORDS {
                 memory.pop_front();
             }
             memory.push_back(Arc::new(record));
             return;
-        }
-        let kept = self.clone();
+        };
         let id = record.summary.activation_id.clone();
         lock(&self.writing).insert(id.clone());
-        tokio::spawn(async move {
-            kept.put(record).await;
-            lock(&kept.writing).remove(&id);
-        });
+        if let Err(e) = writer.try_send(record) {
+            lock(&self.writing).remove(&id);
+            tracing::warn!(activation = %id, cause = %e, "activation not kept: records wait for NATS");
+        }
     }
 
     /// Whether a record of `id` is kept, or on its way.
     pub async fn holds(&self, id: &ActivationId) -> bool {
         lock(&self.writing).contains(id) || self.get(id).await.is_ok()
-    }
-
-    /// Keeps `record` in the stream, waiting for its acknowledgement.
-    async fn put(&self, record: ActivationRecord) {
-        let Some((context, _)) = &self.stream else {
-            return;
-        };
-        let subject = record::subject(&record.summary.activation_id);
-        let Ok(body) = serde_json::to_vec(&record) else {
-            return;
-        };
-        let acked = match context.publish(subject, body.into()).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = acked {
-            tracing::debug!(activation = %record.summary.activation_id, cause = %e, "activation not kept");
-        }
     }
 
     /// The kept record of `id`.
@@ -330,5 +348,30 @@ impl Kept {
         }
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+/// Writes each record of `records` to its subject, in order, until `Kept` is dropped.
+///
+/// A plain publish, which the stream captures: no acknowledgement is asked for, so a
+/// record costs the server one stored message and the gateway one write. A record is
+/// on its way (in `writing`) until the connection has it: any later read by this
+/// gateway goes out on the same connection, after it.
+async fn write_records(
+    client: Client,
+    mut records: mpsc::Receiver<ActivationRecord>,
+    writing: Arc<Mutex<HashSet<ActivationId>>>,
+) {
+    while let Some(record) = records.recv().await {
+        let id = &record.summary.activation_id;
+        match serde_json::to_vec(&record) {
+            Ok(body) => {
+                if let Err(e) = client.publish(record::subject(id), body.into()).await {
+                    tracing::debug!(activation = %id, cause = %e, "activation not kept");
+                }
+            }
+            Err(e) => tracing::debug!(activation = %id, cause = %e, "activation not encoded"),
+        }
+        lock(&writing).remove(id);
     }
 }

@@ -122,6 +122,13 @@ impl ActivationId {
     }
 }
 
+/// Looked up by its text (a status event's id, read in place) in maps keyed by id.
+impl std::borrow::Borrow<str> for ActivationId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ActivationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -10,7 +10,7 @@ use schemas::{
     ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome,
 };
 
-use super::{ApiError, ApiTags};
+use super::{encoded::Encoded, ApiError, ApiTags};
 use crate::{
     auth::{Caller, CHALLENGE},
     state::State,
@@ -68,7 +68,7 @@ pub enum ActivateResponse {
     /// Every node succeeded.
     #[oai(status = 200)]
     Ok(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// With `Prefer: respond-async`: the activation is stored and will run; `Location`
@@ -97,13 +97,13 @@ pub enum ActivateResponse {
     /// No node of that name is known to discovery and none answered.
     #[oai(status = 404)]
     UnknownNode(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The node's own simulated work failed with 500.
     #[oai(status = 500)]
     Failed(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The node's work failed with 502, a downstream node did not succeed, a node sent
@@ -111,7 +111,7 @@ pub enum ActivateResponse {
     /// code of its own (4xx).
     #[oai(status = 502)]
     BadGateway(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The node is known but no instance answers, it is at its in-flight limit, or NATS
@@ -119,19 +119,19 @@ pub enum ActivateResponse {
     /// was stored).
     #[oai(status = 503)]
     Unavailable(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The budget ran out before the node answered.
     #[oai(status = 504)]
     Timeout(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
     /// The activation looped back to a node already on its path.
     #[oai(status = 508)]
     Loop(
-        Json<ActivationReply>,
+        Encoded<ActivationReply>,
         #[oai(header = "X-Activation-Id")] String,
     ),
 }
@@ -200,11 +200,25 @@ impl ActivateApi {
             timeout_ms: budget,
             input: body.0.input,
         };
+        // Boxed: the futures stay small, and moving them through poem's layers cheap.
         if prefer.0.as_deref().is_some_and(prefers_async) {
-            return self
-                .queue(id, asked, idempotency_key.0, callback_url.0)
-                .await;
+            return Box::pin(self.queue(id, asked, idempotency_key.0, callback_url.0)).await;
         }
+        Box::pin(self.run(id, chosen, asked)).await
+    }
+}
+
+impl ActivateApi {
+    /// Runs the activation `asked` as `id` (`chosen` by the client or not) and answers
+    /// with its reply tree; keeps its record.
+    async fn run(
+        &self,
+        id: ActivationId,
+        chosen: bool,
+        asked: RecordedRequest,
+    ) -> ActivateResponse {
+        let state = &self.0;
+        let (node, budget) = (asked.node.clone(), asked.timeout_ms);
         let request = ActivationRequest {
             activation_id: Some(id.clone()),
             color: asked.color.clone(),
@@ -233,6 +247,7 @@ impl ActivateApi {
         };
         let elapsed = started.elapsed();
         let (reply, code) = as_answered(reply, state.view.knows(&node));
+        let response = respond(&reply, code);
         let record = ActivationRecord {
             summary: ActivationSummary {
                 activation_id: reply.activation_id.clone(),
@@ -243,13 +258,12 @@ impl ActivateApi {
                 started_at,
             },
             request: asked,
-            reply: reply.clone(),
+            reply,
             timeline: watch.finish(),
             trace_id: mesh_core::trace_context::trace_id(&tracing::Span::current()),
             gateway: state.gateway_id().to_string(),
         };
         state.kept.keep(record);
-        let response = respond(reply, code);
         state
             .metrics
             .activation_seconds
@@ -257,9 +271,7 @@ impl ActivateApi {
             .observe(elapsed.as_secs_f64());
         response
     }
-}
 
-impl ActivateApi {
     /// Whether a client-chosen `id` names an activation already kept, or an
     /// asynchronous one: an id names one activation, and a second never replaces the
     /// first's record. (Two gateways starting the same new id at the same instant are
@@ -323,7 +335,7 @@ impl ActivateApi {
         };
         let unavailable = |id: ActivationId, node: NodeName, message: String| {
             let reply = ActivationReply::new(node, id.clone(), Outcome::Unavailable, message);
-            ActivateResponse::Unavailable(Json(reply), id.to_string())
+            ActivateResponse::Unavailable(Encoded::new(&reply), id.to_string())
         };
         let Some(jobs) = &state.jobs else {
             return unavailable(
@@ -385,9 +397,9 @@ fn as_answered(mut reply: ActivationReply, known: bool) -> (ActivationReply, u16
 }
 
 /// The HTTP answer for a reply tree with status `code` (from [`as_answered`]).
-fn respond(reply: ActivationReply, code: u16) -> ActivateResponse {
+fn respond(reply: &ActivationReply, code: u16) -> ActivateResponse {
     let id = reply.activation_id.to_string();
-    let json = Json(reply);
+    let json = Encoded::new(reply);
     match code {
         code::OK => ActivateResponse::Ok(json, id),
         code::FAILED => ActivateResponse::Failed(json, id),

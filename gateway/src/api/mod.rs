@@ -2,6 +2,7 @@
 
 mod activate;
 mod activations;
+mod encoded;
 mod error;
 mod events;
 mod functions;

@@ -79,6 +79,14 @@ impl Accepted<'_> {
             Event::Decoded(event) => event.clone(),
         }
     }
+
+    /// The replica that published it.
+    pub fn instance(&self) -> Option<&str> {
+        match self.event {
+            Event::Read(event) => event.instance,
+            Event::Decoded(event) => event.instance.as_deref(),
+        }
+    }
 }
 
 /// Something that sees every accepted status event, right after it is in the log.
