@@ -37,6 +37,9 @@ pub struct Rounds {
     pub nats: Vec<Side>,
     /// Through `POST /activate`, one per round (each right after its NATS side).
     pub http: Vec<Side>,
+    /// p50 ms of one raw NATS request-reply and of one `GET /healthz`, per round: what a
+    /// hop of each kind costs by itself.
+    pub hops: Vec<(f64, f64)>,
 }
 
 /// CPU clocks of the processes under test, read before and after a side.
@@ -108,6 +111,20 @@ impl Rounds {
             median(&self.http.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
             median(&self.nats.iter().map(|s| s.p50_ms).collect::<Vec<_>>()),
         );
+        if !self.hops.is_empty() {
+            let raw = median(&self.hops.iter().map(|h| h.0).collect::<Vec<_>>());
+            let get = median(&self.hops.iter().map(|h| h.1).collect::<Vec<_>>());
+            let nats = median(&self.nats.iter().map(|s| s.p50_ms).collect::<Vec<_>>());
+            out = out.replacen(
+                "\n\n|",
+                &format!(
+                    " One HTTP round trip to the gateway (`GET /healthz`) p50 {get:.3} ms, one raw NATS request-reply {raw:.3} ms: \
+                     an activation through the gateway takes the same NATS hops plus that HTTP round trip: {:.2}x the NATS p50 by that hop alone.\n\n|",
+                    (nats + get) / nats
+                ),
+                1,
+            );
+        }
         let mut totals = (0.0, 0.0);
         for (i, process) in PROCESSES.iter().enumerate() {
             let (n, h) = (Self::cpu(&self.nats, i), Self::cpu(&self.http, i));

@@ -78,20 +78,8 @@ async fn main() -> anyhow::Result<()> {
         // `bench --drive-get BASE_URL PATH CONCURRENCY COUNT`: GETs of PATH, each answered
         // 200: the cost of HTTP alone, beside `--drive-http`.
         [_, flag, base, path, c, n] if flag == "--drive-get" => {
-            let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
-            let connections = Arc::new(http_load::Connections::new(addr));
             let path: &'static str = Box::leak(path.clone().into_boxed_str());
-            let s = measure(n.parse()?, c.parse()?, move || {
-                let connections = connections.clone();
-                async move {
-                    let (status, _) = connections
-                        .send(hyper::Method::GET, path, b"")
-                        .await
-                        .expect("GET");
-                    assert_eq!(status, 200);
-                }
-            })
-            .await;
+            let s = get_scenario(base, path, c.parse()?, n.parse()?).await;
             println!("{}", s.rate());
             return Ok(());
         }
@@ -321,6 +309,10 @@ async fn main() -> anyhow::Result<()> {
                 rounds.nats.push(clocks.measure(REQUESTS, nats).await);
                 let http = http_scenario(&base_url, c);
                 rounds.http.push(clocks.measure(REQUESTS, http).await);
+                // One hop of each kind, for what an HTTP hop adds by itself.
+                let raw = raw(c).await.ms(0.5);
+                let get = get_scenario(&base_url, "/healthz", c, REQUESTS).await;
+                rounds.hops.push((raw, get.ms(0.5)));
             }
             gateway_path.push(rounds);
         }
@@ -736,6 +728,26 @@ async fn nats_scenario(
 
 async fn http_scenario(base: &str, concurrency: usize) -> Sample {
     http_scenario_of(base, concurrency, REQUESTS).await
+}
+
+/// `total` GETs of `path` at `base` (`http://host:port`), each answered 200.
+async fn get_scenario(base: &str, path: &'static str, concurrency: usize, total: usize) -> Sample {
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the gateway's address is host:port");
+    let connections = Arc::new(http_load::Connections::new(addr));
+    measure(total, concurrency, move || {
+        let connections = connections.clone();
+        async move {
+            let (status, _) = connections
+                .send(hyper::Method::GET, path, b"")
+                .await
+                .expect("GET");
+            assert_eq!(status, 200);
+        }
+    })
+    .await
 }
 
 /// `total` seed activations through `POST /activate` at `base` (`http://host:port`),
