@@ -2,8 +2,8 @@
 //!
 //! poem-openapi's `Json<T>` answers by building a `serde_json::Value` of `T` and then
 //! encoding that: a map and a string per field, on every answer. [`Encoded`] encodes
-//! `T` straight to bytes (the same JSON: the types' serde and OpenAPI forms are one), so
-//! a reply tree that is also kept is encoded once for both (see `Kept::keep`).
+//! `T` straight to bytes: the same JSON, since the types' serde and OpenAPI forms are
+//! one (the test below holds them to it).
 
 use std::marker::PhantomData;
 
@@ -28,27 +28,18 @@ impl<T: Serialize> Encoded<T> {
     pub fn new(value: &T) -> Self {
         // Types made of strings, numbers and maps with string keys always encode.
         let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
-        Self::from_bytes(bytes.into())
-    }
-}
-
-impl<T> Encoded<T> {
-    /// Bytes that are the JSON of a `T`.
-    pub fn from_bytes(bytes: Bytes) -> Self {
         Self {
-            bytes,
+            bytes: bytes.into(),
             of: PhantomData,
         }
     }
-
-    /// The JSON.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
 }
 
+/// The content type of every [`Encoded`] body.
+const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
 impl<T: Type> Payload for Encoded<T> {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+    const CONTENT_TYPE: &'static str = CONTENT_TYPE;
 
     fn schema_ref() -> MetaSchemaRef {
         T::schema_ref()
@@ -62,14 +53,8 @@ impl<T: Type> Payload for Encoded<T> {
 impl<T: Send> IntoResponse for Encoded<T> {
     fn into_response(self) -> Response {
         Response::builder()
-            .header(header::CONTENT_TYPE, Self::content_type())
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .body(self.bytes)
-    }
-}
-
-impl<T> Encoded<T> {
-    fn content_type() -> &'static str {
-        "application/json; charset=utf-8"
     }
 }
 
@@ -113,7 +98,7 @@ mod tests {
             ActivationReply::new(node("E"), id, Outcome::Unavailable, "gone"),
         ];
         let encoded = Encoded::new(&reply);
-        let ours: serde_json::Value = serde_json::from_slice(encoded.bytes()).unwrap();
+        let ours: serde_json::Value = serde_json::from_slice(&encoded.bytes).unwrap();
         assert_eq!(Some(ours), reply.to_json());
     }
 }
