@@ -732,40 +732,45 @@ async fn http_scenario(base: &str, concurrency: usize) -> Sample {
 
 /// `total` GETs of `path` at `base` (`http://host:port`), each answered 200.
 async fn get_scenario(base: &str, path: &'static str, concurrency: usize, total: usize) -> Sample {
-    let addr: std::net::SocketAddr = base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the gateway's address is host:port");
-    let connections = Arc::new(http_load::Connections::new(addr));
-    measure(total, concurrency, move || {
-        let connections = connections.clone();
-        async move {
-            let (status, _) = connections
-                .send(hyper::Method::GET, path, b"")
-                .await
-                .expect("GET");
-            assert_eq!(status, 200);
-        }
-    })
+    http_requests(base, hyper::Method::GET, path, b"", concurrency, total).await
+}
+
+/// `total` seed activations through `POST /activate` at `base` (`http://host:port`).
+async fn http_scenario_of(base: &str, concurrency: usize, total: usize) -> Sample {
+    http_requests(
+        base,
+        hyper::Method::POST,
+        "/activate",
+        b"{}",
+        concurrency,
+        total,
+    )
     .await
 }
 
-/// `total` seed activations through `POST /activate` at `base` (`http://host:port`),
-/// sent by the lean load generator ([`http_load`]).
-async fn http_scenario_of(base: &str, concurrency: usize, total: usize) -> Sample {
+/// `total` requests `method` `path` with `body` at `base` (`http://host:port`), each
+/// answered 200, sent by the lean load generator ([`http_load`]).
+async fn http_requests(
+    base: &str,
+    method: hyper::Method,
+    path: &'static str,
+    body: &'static [u8],
+    concurrency: usize,
+    total: usize,
+) -> Sample {
     let addr: std::net::SocketAddr = base
         .trim_start_matches("http://")
         .parse()
         .expect("the gateway's address is host:port");
     let connections = Arc::new(http_load::Connections::new(addr));
     measure(total, concurrency, move || {
-        let connections = connections.clone();
+        let (connections, method) = (connections.clone(), method.clone());
         async move {
-            let (status, body) = connections
-                .send(hyper::Method::POST, "/activate", b"{}")
+            let (status, answer) = connections
+                .send(method.clone(), path, body)
                 .await
-                .expect("POST /activate");
-            assert_eq!(status, 200, "{body:?}");
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_eq!(status, 200, "{method} {path}: {answer:?}");
         }
     })
     .await
