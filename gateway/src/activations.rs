@@ -24,7 +24,7 @@ use async_nats::{
 use prometheus_client::metrics::counter::Counter;
 use schemas::{
     record::{self, ActivationRecord, ActivationSummary, TimelineMark},
-    ActivationId, NodeName, NodeState, StatusEvent,
+    ActivationId, NodeName, NodeState,
 };
 use tokio::sync::mpsc;
 
@@ -54,25 +54,8 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Whether any activation is watched (else [`Watches::note`] does nothing).
-    pub fn watching(&self) -> bool {
-        self.count.load(Ordering::Relaxed) > 0
-    }
-
-    /// Notes `event` when its activation is watched (costs an atomic load otherwise).
-    pub fn note(&self, event: &StatusEvent) {
-        if let Some(id) = &event.activation_id {
-            self.mark(
-                id.as_str(),
-                || event.node.clone(),
-                event.state,
-                event.instance.as_deref(),
-            );
-        }
-    }
-
-    /// Notes a mark of `node` in `state` when activation `id` is watched: the node's
-    /// name is made only then.
+    /// Notes a mark of `node` in `state` when activation `id` is watched (costs an
+    /// atomic load when none is): the node's name is made only then.
     fn mark(
         &self,
         id: &str,

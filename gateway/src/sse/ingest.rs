@@ -72,14 +72,6 @@ enum Event<'a> {
 }
 
 impl Accepted<'_> {
-    /// The event, owned.
-    pub fn to_event(&self) -> StatusEvent {
-        match self.event {
-            Event::Read(event) => event.to_owned_event(),
-            Event::Decoded(event) => event.clone(),
-        }
-    }
-
     /// The replica that published it.
     pub fn instance(&self) -> Option<&str> {
         match self.event {
