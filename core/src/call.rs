@@ -1,7 +1,10 @@
 //! Activating a node over NATS. Every way a call can end becomes an [`ActivationReply`],
 //! so callers (parent nodes and the gateway) never handle transport errors themselves.
 
-use std::time::{Duration, Instant};
+use std::{
+    borrow::Cow,
+    time::{Duration, Instant},
+};
 
 use async_nats::{
     client::RequestErrorKind,
@@ -54,11 +57,17 @@ async fn send(
     let started = Instant::now();
     // The caller names the activation when the request does not, so that a reply made
     // here (no node answered) belongs to the same activation as the node's would.
-    let mut request = request.clone();
-    let activation_id = request
-        .activation_id
-        .get_or_insert_with(ActivationId::generate)
-        .clone();
+    let (request, activation_id) = match &request.activation_id {
+        Some(id) => (Cow::Borrowed(request), id.clone()),
+        None => {
+            let id = ActivationId::generate();
+            let named = ActivationRequest {
+                activation_id: Some(id.clone()),
+                ..request.clone()
+            };
+            (Cow::Owned(named), id)
+        }
+    };
     let failed = |outcome: Outcome, message: String| {
         ActivationReply::new(node.clone(), activation_id.clone(), outcome, message)
             .elapsed(started.elapsed())
@@ -69,7 +78,7 @@ async fn send(
             format!("no budget left to activate {node}"),
         );
     }
-    let payload = match serde_json::to_vec(&request) {
+    let payload = match serde_json::to_vec(&*request) {
         Ok(p) => p,
         Err(e) => return failed(Outcome::Rejected, format!("cannot encode request: {e}")),
     };

@@ -247,7 +247,10 @@ impl ActivateApi {
         };
         let elapsed = started.elapsed();
         let (reply, code) = as_answered(reply, state.view.knows(&node));
-        let response = respond(&reply, code);
+        let json = Encoded::new(&reply);
+        // The record takes the answer's bytes as they are.
+        let encoded = json.bytes();
+        let response = respond(json, &reply, code);
         let record = ActivationRecord {
             summary: ActivationSummary {
                 activation_id: reply.activation_id.clone(),
@@ -263,7 +266,7 @@ impl ActivateApi {
             trace_id: mesh_core::trace_context::trace_id(&tracing::Span::current()),
             gateway: state.gateway_id().to_string(),
         };
-        state.kept.keep(record);
+        state.kept.keep(record, Some(encoded));
         state
             .metrics
             .activation_seconds
@@ -396,10 +399,10 @@ fn as_answered(mut reply: ActivationReply, known: bool) -> (ActivationReply, u16
     (reply, status)
 }
 
-/// The HTTP answer for a reply tree with status `code` (from [`as_answered`]).
-fn respond(reply: &ActivationReply, code: u16) -> ActivateResponse {
+/// The HTTP answer for a reply tree (encoded in `json`) with status `code` (from
+/// [`as_answered`]).
+fn respond(json: Encoded<ActivationReply>, reply: &ActivationReply, code: u16) -> ActivateResponse {
     let id = reply.activation_id.to_string();
-    let json = Encoded::new(reply);
     match code {
         code::OK => ActivateResponse::Ok(json, id),
         code::FAILED => ActivateResponse::Failed(json, id),

@@ -33,6 +33,11 @@ impl<T: Serialize> Encoded<T> {
             of: PhantomData,
         }
     }
+
+    /// The JSON, shared (not copied).
+    pub fn bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
 }
 
 /// The content type of every [`Encoded`] body.
