@@ -56,48 +56,64 @@ pub async fn client(
     let mut chunk = vec![0u8; 8192];
     let mut open = false;
     let mut last_id = 0u64;
+    // One timer per client, not one per read: when it fires, the deadline may have
+    // moved (the run started late, or is over).
+    let first = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+    let timer = tokio::time::sleep_until(first);
+    tokio::pin!(timer);
     loop {
-        let limit = *deadline.lock().unwrap_or_else(|p| p.into_inner());
         let want = expected.load(Ordering::Relaxed) as u64;
         if want > 0 && seen.received >= want {
             break;
         }
-        let read = match tokio::time::timeout_at(limit, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            Ok(_) => break,
-            Err(_) => {
-                if want > 0 {
+        let read = tokio::select! {
+            read = stream.read(&mut chunk) => match read {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            },
+            () = &mut timer => {
+                let limit = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+                if limit > Instant::now() {
+                    timer.as_mut().reset(limit);
+                } else if want > 0 {
                     break; // the run is over
+                } else {
+                    // Still waiting for the run to start.
+                    timer.as_mut().reset(Instant::now() + std::time::Duration::from_secs(1));
                 }
-                continue; // still waiting for the run to start
+                continue;
             }
         };
         let received_at = OffsetDateTime::now_utc();
         buffer.extend_from_slice(&chunk[..read]);
-        while let Some(end) = find(&buffer, b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+        // Every whole frame in the buffer, read in place; the rest waits for more.
+        let mut from = 0;
+        while let Some(end) = find(&buffer[from..], b"\n\n") {
+            let frame = &buffer[from..from + end + 2];
+            from += end + 2;
             if !open {
                 open = true;
                 connected.fetch_add(1, Ordering::Relaxed);
             }
-            if find(&frame, b"event: status\n").is_some() {
+            if frame.starts_with(b"event: status\n") || find(frame, b"\nevent: status\n").is_some()
+            {
                 seen.received += 1;
-                if let Some(id) = field(&frame, b"id: ", b"\n").and_then(|v| v.parse::<u64>().ok())
-                {
+                if let Some(id) = field(frame, b"id: ", b"\n").and_then(|v| v.parse::<u64>().ok()) {
                     seen.in_order &= id > last_id;
                     last_id = id;
                 }
-                if let Some(at) = field(&frame, b"\"at\":\"", b"\"") {
-                    if let Ok(at) = OffsetDateTime::parse(&at, &Rfc3339) {
+                if let Some(at) = field(frame, b"\"at\":\"", b"\"") {
+                    if let Ok(at) = OffsetDateTime::parse(at, &Rfc3339) {
                         let us = (received_at - at).whole_microseconds().max(0);
                         seen.latencies_us
                             .push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                 }
-            } else if find(&frame, b"event: lagged\n").is_some() {
+            } else if find(frame, b"event: lagged\n").is_some() {
                 seen.lagged += 1;
             }
         }
+        buffer.drain(..from);
     }
     if !open {
         // Closed (or refused with an HTTP error) before the stream opened.
@@ -110,8 +126,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn field(frame: &[u8], start: &[u8], end: &[u8]) -> Option<String> {
+/// The text between `start` and `end` in `frame`, read in place.
+fn field<'a>(frame: &'a [u8], start: &[u8], end: &[u8]) -> Option<&'a str> {
     let from = find(frame, start)? + start.len();
     let len = find(&frame[from..], end)?;
-    String::from_utf8(frame[from..from + len].to_vec()).ok()
+    std::str::from_utf8(&frame[from..from + len]).ok()
 }
