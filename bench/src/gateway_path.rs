@@ -35,7 +35,10 @@ pub struct Rounds {
     pub concurrency: usize,
     /// Over NATS, one per round.
     pub nats: Vec<Side>,
-    /// Through `POST /activate`, one per round (each right after its NATS side).
+    /// Over NATS, each activation in a trace of its own (as the gateway starts one per
+    /// request, carried over every hop), one per round.
+    pub traced: Vec<Side>,
+    /// Through `POST /activate`, one per round (each right after its NATS sides).
     pub http: Vec<Side>,
     /// p50 ms of one raw NATS request-reply and of one `GET /healthz`, per round: what a
     /// hop of each kind costs by itself.
@@ -84,11 +87,13 @@ impl Clocks<'_> {
 impl Rounds {
     /// `http` over `nats`, the median of the rounds' ratios, of `f`.
     fn ratio(&self, f: fn(&Side) -> f64) -> f64 {
-        let (h, n): (Vec<f64>, Vec<f64>) = (
-            self.http.iter().map(f).collect(),
-            self.nats.iter().map(f).collect(),
-        );
-        median_ratio(&h, &n)
+        Self::ratio_of(&self.http, &self.nats, f)
+    }
+
+    /// `a` over `b`, the median of the rounds' ratios, of `f`.
+    fn ratio_of(a: &[Side], b: &[Side], f: fn(&Side) -> f64) -> f64 {
+        let (a, b): (Vec<f64>, Vec<f64>) = (a.iter().map(f).collect(), b.iter().map(f).collect());
+        median_ratio(&a, &b)
     }
 
     fn cpu(sides: &[Side], i: usize) -> f64 {
@@ -121,6 +126,22 @@ impl Rounds {
                     " One HTTP round trip to the gateway (`GET /healthz`) p50 {get:.3} ms, one raw NATS request-reply {raw:.3} ms: \
                      an activation through the gateway takes the same NATS hops plus that HTTP round trip: {:.2}x the NATS p50 by that hop alone.\n\n|",
                     (nats + get) / nats
+                ),
+                1,
+            );
+        }
+        if !self.traced.is_empty() {
+            let all = |s: &Side| s.cpu_us.iter().sum::<f64>();
+            out = out.replacen(
+                "\n\n|",
+                &format!(
+                    " Against the same over NATS with a trace context each (as the gateway starts for every request, carried over all 7 hops): \
+                     throughput {:.2}x, p50 {:.2}x; the trace context alone costs the bus side {:.2}x its throughput, {:.2}x its p50, {:.2}x its CPU.\n\n|",
+                    Self::ratio_of(&self.http, &self.traced, |s| s.per_second),
+                    Self::ratio_of(&self.http, &self.traced, |s| s.p50_ms),
+                    Self::ratio_of(&self.traced, &self.nats, |s| s.per_second),
+                    Self::ratio_of(&self.traced, &self.nats, |s| s.p50_ms),
+                    Self::ratio_of(&self.traced, &self.nats, all),
                 ),
                 1,
             );

@@ -307,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
             for _ in 0..gateway_path::ROUNDS {
                 let nats = nats_scenario(&client, "UI", c, true, REQUESTS);
                 rounds.nats.push(clocks.measure(REQUESTS, nats).await);
+                let traced = traced_scenario(&client, "UI", c, REQUESTS);
+                rounds.traced.push(clocks.measure(REQUESTS, traced).await);
                 let http = http_scenario(&base_url, c);
                 rounds.http.push(clocks.measure(REQUESTS, http).await);
                 // One hop of each kind, for what an HTTP hop adds by itself.
@@ -710,20 +712,40 @@ async fn nats_scenario(
         async move {
             if node {
                 let name = NodeName::new(target).unwrap_or_else(|_| unreachable!());
-                let r = call::activate(
-                    &client,
-                    &name,
-                    &ActivationRequest::default(),
-                    Duration::from_secs(10),
-                )
-                .await;
-                assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+                activate_ok(&client, &name, false).await;
             } else {
                 client.request(target, "{}".into()).await.expect("echo");
             }
         }
     })
     .await
+}
+
+/// `total` activations of `node` over NATS at `concurrency`, each carrying a trace
+/// context of its own, as the gateway starts one for every `POST /activate`.
+async fn traced_scenario(client: &Client, node: &str, concurrency: usize, total: usize) -> Sample {
+    let client = client.clone();
+    let name = NodeName::new(node).unwrap_or_else(|_| unreachable!());
+    measure(total, concurrency, move || {
+        let (client, name) = (client.clone(), name.clone());
+        async move { activate_ok(&client, &name, true).await }
+    })
+    .await
+}
+
+/// Activates `name` with the default request, in a fresh trace when `traced`; the
+/// activation must succeed.
+async fn activate_ok(client: &Client, name: &NodeName, traced: bool) {
+    let request = ActivationRequest::default();
+    let call = call::activate(client, name, &request, Duration::from_secs(10));
+    let r = if traced {
+        mesh_core::trace_context::TraceContext::fresh()
+            .scope(call)
+            .await
+    } else {
+        call.await
+    };
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
 }
 
 async fn http_scenario(base: &str, concurrency: usize) -> Sample {
