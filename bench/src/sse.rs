@@ -95,8 +95,7 @@ pub async fn client(
                 open = true;
                 connected.fetch_add(1, Ordering::Relaxed);
             }
-            if frame.starts_with(b"event: status\n") || find(frame, b"\nevent: status\n").is_some()
-            {
+            if find(frame, b"event: status\n").is_some() {
                 seen.received += 1;
                 if let Some(id) = field(frame, b"id: ", b"\n").and_then(|v| v.parse::<u64>().ok()) {
                     seen.in_order &= id > last_id;
