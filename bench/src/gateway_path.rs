@@ -1,7 +1,9 @@
 //! The gateway's activation path against the bus: seed activations sent through
 //! `POST /activate` and the same activations sent over NATS, in interleaved rounds, with
 //! the CPU each one cost every process on the machine. The ratios are issue #29's
-//! targets (throughput at c=64, p50 at c=1); the CPU split says where the difference goes.
+//! targets (throughput at c=64, p50 at c=1); the CPU split says where the difference goes,
+//! and the floor (an HTTP hop in front of NATS that does nothing else) what the machine
+//! allows any HTTP front.
 
 use serde::Serialize;
 
@@ -40,6 +42,9 @@ pub struct Rounds {
     pub traced: Vec<Side>,
     /// Through `POST /activate`, one per round (each right after its NATS sides).
     pub http: Vec<Side>,
+    /// Through the floor ([`crate::activate_floor`]), one per round (right after its
+    /// gateway side); its `cpu_us[0]` is the floor process's.
+    pub floor: Vec<Side>,
     /// p50 ms of one raw NATS request-reply and of one `GET /healthz`, per round: what a
     /// hop of each kind costs by itself.
     pub hops: Vec<(f64, f64)>,
@@ -142,6 +147,23 @@ impl Rounds {
                     Self::ratio_of(&self.traced, &self.nats, |s| s.per_second),
                     Self::ratio_of(&self.traced, &self.nats, |s| s.p50_ms),
                     Self::ratio_of(&self.traced, &self.nats, all),
+                ),
+                1,
+            );
+        }
+        if !self.floor.is_empty() {
+            out = out.replacen(
+                "\n\n|",
+                &format!(
+                    " The floor (an HTTP hop in front of NATS that does nothing else, a process of its own) against the same over NATS: \
+                     throughput {:.2}x, p50 {:.2}x, with {:.1} µs of its own CPU per activation (the gateway: {:.1}); \
+                     `POST /activate` against the floor: throughput {:.2}x, p50 {:.2}x.\n\n|",
+                    Self::ratio_of(&self.floor, &self.nats, |s| s.per_second),
+                    Self::ratio_of(&self.floor, &self.nats, |s| s.p50_ms),
+                    Self::cpu(&self.floor, 0),
+                    Self::cpu(&self.http, 0),
+                    Self::ratio_of(&self.http, &self.floor, |s| s.per_second),
+                    Self::ratio_of(&self.http, &self.floor, |s| s.p50_ms),
                 ),
                 1,
             );

@@ -20,7 +20,10 @@
 //! the bench (each activation must succeed); `bench --drive-http BASE_URL CONCURRENCY
 //! COUNT` the same through `POST /activate` of the gateway at BASE_URL, and `bench
 //! --drive-get BASE_URL PATH CONCURRENCY COUNT` GETs of PATH (the cost of HTTP alone).
+//! `bench --activate-floor NATS_URL PORT NODE` serves the activation path's floor (see
+//! `activate_floor`), `bench --sse-floor NATS_URL PORT` the fan-out's (see `floor`).
 
+mod activate_floor;
 mod asynchronous;
 mod floor;
 mod gateway_path;
@@ -59,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
         // `bench --sse-floor URL PORT`: the floor of SSE fan-out (see `floor`).
         [_, flag, url, port] if flag == "--sse-floor" => {
             return floor::serve(url, port.parse()?).await;
+        }
+        // `bench --activate-floor URL PORT NODE`: the floor of the activation path (see
+        // `activate_floor`).
+        [_, flag, url, port, node] if flag == "--activate-floor" => {
+            return activate_floor::serve(url, port.parse()?, node).await;
         }
         // `bench --rust-function URL`: the Rust function the WebAssembly one is compared with.
         [_, flag, url] if flag == "--rust-function" => {
@@ -294,9 +302,25 @@ async fn main() -> anyhow::Result<()> {
     // The gateway's activation path against the bus, with the CPU split per process.
     let mut gateway_path = Vec::new();
     if nats && (activate_only || !quick) {
+        let server_stat = format!("/proc/{}/stat", server.pid().unwrap_or(0));
         let clocks = gateway_path::Clocks {
             gateway: &gateway,
-            server_stat: format!("/proc/{}/stat", server.pid().unwrap_or(0)),
+            server_stat: server_stat.clone(),
+            seed: &seed,
+        };
+        // The floor: an HTTP hop in front of NATS doing nothing else, its CPU in the
+        // first column of its own clocks.
+        let floor_port = free_port();
+        let floor = Proc::start(
+            "bench",
+            &["--activate-floor", &url, &floor_port.to_string(), "UI"],
+            &[],
+        )?;
+        let floor_url = format!("http://127.0.0.1:{floor_port}");
+        wait_answers(&floor_url).await;
+        let floor_clocks = gateway_path::Clocks {
+            gateway: &floor,
+            server_stat,
             seed: &seed,
         };
         for c in [1, 64] {
@@ -311,6 +335,10 @@ async fn main() -> anyhow::Result<()> {
                 rounds.traced.push(clocks.measure(REQUESTS, traced).await);
                 let http = http_scenario(&base_url, c);
                 rounds.http.push(clocks.measure(REQUESTS, http).await);
+                let bare = http_scenario(&floor_url, c);
+                rounds
+                    .floor
+                    .push(floor_clocks.measure(REQUESTS, bare).await);
                 // One hop of each kind, for what an HTTP hop adds by itself.
                 let raw = raw(c).await.ms(0.5);
                 let get = get_scenario(&base_url, "/healthz", c, REQUESTS).await;
@@ -673,6 +701,23 @@ async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
             (t["nodes"].as_array()?.len() == 11).then_some(())
         },
     )
+    .await;
+}
+
+/// Waits until the activation floor at `base` answers a seed activation with 200.
+async fn wait_answers(base: &str) {
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the floor's address is host:port");
+    let connections = http_load::Connections::new(addr);
+    eventually("the floor answers", Duration::from_secs(30), || async {
+        let (status, _) = connections
+            .send(hyper::Method::POST, "/activate", b"{}")
+            .await
+            .ok()?;
+        (status == 200).then_some(())
+    })
     .await;
 }
 
@@ -1111,30 +1156,45 @@ fn report(rows: &[Row], fanouts: &[FanOut], node_kib: u64, gateway_kib: u64) -> 
     out
 }
 
-/// Single events to many clients against the fewest clients of the same run (p50), and
-/// p99 against how long the floor's writes of one event to as many clients took.
+/// Single events to many clients against the fewest clients of the same run (p50), beside
+/// the same ratio of the floor (what the machine allows: one write per client per event,
+/// nothing else), and p99 against how long the floor's writes of one event to as many
+/// clients took.
 fn single_events(fanouts: &[FanOut]) -> String {
-    let singles: Vec<&FanOut> = fanouts
-        .iter()
-        .filter(|f| matches!(f.load, Load::Singles))
-        .collect();
+    let of = |load: fn(&Load) -> bool| -> Vec<&FanOut> {
+        fanouts.iter().filter(|f| load(&f.load)).collect()
+    };
+    let singles = of(|l| matches!(l, Load::Singles));
+    let floors = of(|l| matches!(l, Load::Floor));
     let Some(fewest) = singles.iter().min_by_key(|f| f.clients) else {
         return String::new();
     };
+    let floor_of = |clients: usize| floors.iter().find(|o| o.clients == clients);
     let mut out = String::new();
     for f in &singles {
-        let writes = fanouts
-            .iter()
-            .find(|o| matches!(o.load, Load::Floor) && o.clients == f.clients)
-            .and_then(|o| o.writes_of_one_event_ms);
-        let Some((writes_p50, writes_p99)) = writes else {
+        let Some(floor) = floor_of(f.clients) else {
             continue;
         };
+        let Some((writes_p50, writes_p99)) = floor.writes_of_one_event_ms else {
+            continue;
+        };
+        let ratio = f.p50_ms / fewest.p50_ms;
+        // The floor's own growth from the fewest clients to as many: the machine's.
+        let floor_ratio = floor_of(fewest.clients)
+            .filter(|_| f.clients != fewest.clients)
+            .map(|few| floor.p50_ms / few.p50_ms);
+        let beside = floor_ratio.map_or(String::new(), |r| {
+            format!(
+                " (the floor's: {r:.2}x, from {:.2} to {:.2} ms; the gateway's growth is {:.2}x the floor's)",
+                floor_of(fewest.clients).map_or(f64::NAN, |few| few.p50_ms),
+                floor.p50_ms,
+                ratio / r,
+            )
+        });
         out.push_str(&format!(
-            "\nSingle events to {} clients: p50 {:.2} ms, {:.2}x the p50 with {} clients; p99 {:.2} ms, {:.2}x the time the floor's writes of one event to {} clients took (p50 {:.2} ms, p99 {:.2} ms).\n",
+            "\nSingle events to {} clients: p50 {:.2} ms, {ratio:.2}x the p50 with {} clients{beside}; p99 {:.2} ms, {:.2}x the time the floor's writes of one event to {} clients took (p50 {:.2} ms, p99 {:.2} ms).\n",
             f.clients,
             f.p50_ms,
-            f.p50_ms / fewest.p50_ms,
             fewest.clients,
             f.p99_ms,
             f.p99_ms / writes_p50,
