@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         }
         [_, flag, url, node, c, n] if flag == "--drive" => {
             let client = async_nats::connect(url).await?;
-            let s = nats_scenario(&client, node, c.parse()?, true, n.parse()?).await;
+            let s = nats_scenario(&client, node, c.parse()?, Sends::Activation, n.parse()?).await;
             println!("{}", s.rate());
             return Ok(());
         }
@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     };
     // Each compared scenario runs ROUNDS times, each round right after a raw round trip
     // at the same concurrency: a ratio compares two measurements taken side by side.
-    let raw = |c: usize| nats_scenario(&client, "bench.echo", c, false, REQUESTS);
+    let raw = |c: usize| nats_scenario(&client, "bench.echo", c, Sends::Echo, REQUESTS);
     let mut raw_c1 = Vec::new();
     for c in [1, 16, 64].into_iter().filter(|_| nats && !activate_only) {
         let mut r = Compared::new("one hop (node E, zero work)", c);
@@ -177,7 +177,10 @@ async fn main() -> anyhow::Result<()> {
             if c == 1 {
                 raw_c1.push(base.ms(0.5));
             }
-            r.add(&base, &nats_scenario(&client, "E", c, true, REQUESTS).await);
+            r.add(
+                &base,
+                &nats_scenario(&client, "E", c, Sends::Activation, REQUESTS).await,
+            );
         }
         rows.push(r.row(RawShare::RoundTrips(1)));
     }
@@ -193,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
     };
     for &(node, what) in functions {
         for (c, simulated) in [(1, hop_c1), (16, hop_c16)] {
-            let s = nats_scenario(&client, node, c, true, FUNCTION_REQUESTS).await;
+            let s = nats_scenario(&client, node, c, Sends::Activation, FUNCTION_REQUESTS).await;
             let note = format!(
                 "{:.1}x node E (same work, simulated); +{:.2} ms per activation",
                 s.ms(0.5) / simulated,
@@ -221,9 +224,11 @@ async fn main() -> anyhow::Result<()> {
             deploy_ms.push(wasm::deploy_to_first_ok(&client, &http, &base_url, &name).await?);
         }
         for c in [1, 16] {
-            let rust = nats_scenario(&client, wasm::RUST_NODE, c, true, REQUESTS).await;
-            let wasm_fn = nats_scenario(&client, wasm::WASM_NODE, c, true, REQUESTS).await;
-            let exec = nats_scenario(&client, "FX", c, true, FUNCTION_REQUESTS).await;
+            let rust =
+                nats_scenario(&client, wasm::RUST_NODE, c, Sends::Activation, REQUESTS).await;
+            let wasm_fn =
+                nats_scenario(&client, wasm::WASM_NODE, c, Sends::Activation, REQUESTS).await;
+            let exec = nats_scenario(&client, "FX", c, Sends::Activation, FUNCTION_REQUESTS).await;
             rows.push(rust.row(
                 "Rust function answering 1 (node FR)",
                 c,
@@ -276,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
             let base = raw(c).await;
             let relayed_before = events_relayed(&http, &base_url).await;
             let gateway_cpu = gateway.cpu_seconds();
-            let s = nats_scenario(&client, "UI", c, true, REQUESTS).await;
+            let s = nats_scenario(&client, "UI", c, Sends::Activation, REQUESTS).await;
             if c == 64 {
                 // Every activation's 16 events reach the gateway, with no SSE client to
                 // send them to: its CPU once it relayed them all, per activation (the
@@ -329,9 +334,9 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             for _ in 0..gateway_path::ROUNDS {
-                let nats = nats_scenario(&client, "UI", c, true, REQUESTS);
+                let nats = nats_scenario(&client, "UI", c, Sends::Activation, REQUESTS);
                 rounds.nats.push(clocks.measure(REQUESTS, nats).await);
-                let traced = traced_scenario(&client, "UI", c, REQUESTS);
+                let traced = nats_scenario(&client, "UI", c, Sends::TracedActivation, REQUESTS);
                 rounds.traced.push(clocks.measure(REQUESTS, traced).await);
                 let http = http_scenario(&base_url, c);
                 rounds.http.push(clocks.measure(REQUESTS, http).await);
@@ -543,7 +548,9 @@ async fn propagation_cost(
             wait_for_node(client, "UI").await;
             let cpu = || seed.cpu_seconds() + procs::cpu_seconds(&server_stat);
             let before = cpu();
-            let rate = nats_scenario(client, "UI", 64, true, REQUESTS).await.rate();
+            let rate = nats_scenario(client, "UI", 64, Sends::Activation, REQUESTS)
+                .await
+                .rate();
             let cpu_us = (cpu() - before) * 1e6 / REQUESTS as f64;
             if on {
                 result.on_per_second.push(rate);
@@ -741,39 +748,38 @@ async fn wait_for_node(client: &Client, node: &str) {
     .await;
 }
 
-/// `total` request-replies on `target`: a raw subject, or (with `node`) an activation.
+/// What a NATS scenario sends on its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sends {
+    /// `{}` to a raw subject, answered by anything.
+    Echo,
+    /// An activation of the node of that name, which must succeed.
+    Activation,
+    /// The same, each in a trace of its own (carried over every hop), as the gateway
+    /// starts one for every `POST /activate`.
+    TracedActivation,
+}
+
+/// `total` request-replies on `target` at `concurrency`, each what `sends` says.
 async fn nats_scenario(
     client: &Client,
     target: &str,
     concurrency: usize,
-    node: bool,
+    sends: Sends,
     total: usize,
 ) -> Sample {
     let client = client.clone();
     let target = target.to_string();
+    let name = (sends != Sends::Echo)
+        .then(|| NodeName::new(target.as_str()).unwrap_or_else(|e| panic!("{target}: {e}")));
     measure(total, concurrency, move || {
-        let client = client.clone();
-        let target = target.clone();
+        let (client, target, name) = (client.clone(), target.clone(), name.clone());
         async move {
-            if node {
-                let name = NodeName::new(target).unwrap_or_else(|_| unreachable!());
-                activate_ok(&client, &name, false).await;
-            } else {
-                client.request(target, "{}".into()).await.expect("echo");
+            match name {
+                Some(name) => activate_ok(&client, &name, sends == Sends::TracedActivation).await,
+                None => drop(client.request(target, "{}".into()).await.expect("echo")),
             }
         }
-    })
-    .await
-}
-
-/// `total` activations of `node` over NATS at `concurrency`, each carrying a trace
-/// context of its own, as the gateway starts one for every `POST /activate`.
-async fn traced_scenario(client: &Client, node: &str, concurrency: usize, total: usize) -> Sample {
-    let client = client.clone();
-    let name = NodeName::new(node).unwrap_or_else(|_| unreachable!());
-    measure(total, concurrency, move || {
-        let (client, name) = (client.clone(), name.clone());
-        async move { activate_ok(&client, &name, true).await }
     })
     .await
 }
