@@ -19,8 +19,12 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Connections to `addr` (made as needed).
-    pub fn new(addr: SocketAddr) -> Self {
+    /// Connections to the server at `base`, `http://host:port` (made as needed).
+    pub fn to(base: &str) -> Self {
+        let addr: SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{base} is not http://host:port: {e}"));
         Self {
             addr,
             host: addr.to_string(),

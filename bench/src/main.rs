@@ -713,11 +713,7 @@ async fn wait_ready(client: &Client, http: &reqwest::Client, base: &str) {
 
 /// Waits until the activation floor at `base` answers a seed activation with 200.
 async fn wait_answers(base: &str) {
-    let addr: std::net::SocketAddr = base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the floor's address is host:port");
-    let connections = http_load::Connections::new(addr);
+    let connections = http_load::Connections::to(base);
     eventually("the floor answers", Duration::from_secs(30), || async {
         let (status, _) = connections
             .send(hyper::Method::POST, "/activate", b"{}")
@@ -831,11 +827,7 @@ async fn http_requests(
     concurrency: usize,
     total: usize,
 ) -> Sample {
-    let addr: std::net::SocketAddr = base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the gateway's address is host:port");
-    let connections = Arc::new(http_load::Connections::new(addr));
+    let connections = Arc::new(http_load::Connections::to(base));
     measure(total, concurrency, move || {
         let (connections, method) = (connections.clone(), method.clone());
         async move {
