@@ -52,8 +52,8 @@ pub struct Rounds {
 
 /// CPU clocks of the processes under test, read before and after a side.
 pub struct Clocks<'a> {
-    /// The gateway.
-    pub gateway: &'a Proc,
+    /// The process in front of the bus: the gateway, or the floor.
+    pub front: &'a Proc,
     /// `/proc/<pid>/stat` of the NATS server.
     pub server_stat: String,
     /// The seed nodes' process.
@@ -63,7 +63,7 @@ pub struct Clocks<'a> {
 impl Clocks<'_> {
     fn now(&self) -> [f64; 4] {
         [
-            self.gateway.cpu_seconds(),
+            self.front.cpu_seconds(),
             cpu_seconds(&self.server_stat),
             self.seed.cpu_seconds(),
             cpu_seconds("/proc/self/stat"),

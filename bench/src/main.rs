@@ -309,12 +309,12 @@ async fn main() -> anyhow::Result<()> {
     if nats && (activate_only || !quick) {
         let server_stat = format!("/proc/{}/stat", server.pid().unwrap_or(0));
         let clocks = gateway_path::Clocks {
-            gateway: &gateway,
+            front: &gateway,
             server_stat: server_stat.clone(),
             seed: &seed,
         };
-        // The floor: an HTTP hop in front of NATS doing nothing else, its CPU in the
-        // first column of its own clocks.
+        // The floor: an HTTP hop in front of NATS doing nothing else, with clocks of its
+        // own.
         let floor_port = free_port();
         let floor = Proc::start(
             "bench",
@@ -324,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
         let floor_url = format!("http://127.0.0.1:{floor_port}");
         wait_answers(&floor_url).await;
         let floor_clocks = gateway_path::Clocks {
-            gateway: &floor,
+            front: &floor,
             server_stat,
             seed: &seed,
         };
