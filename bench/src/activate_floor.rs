@@ -19,8 +19,8 @@ use hyper_util::rt::TokioIo;
 
 /// Serves `127.0.0.1:port`, forwarding to `activate.<node>`, until killed.
 pub async fn serve(nats_url: &str, port: u16, node: &str) -> anyhow::Result<()> {
+    let subject = schemas::subject::activate(&schemas::NodeName::new(node)?);
     let client = async_nats::connect(nats_url).await?;
-    let subject = format!("activate.{node}");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     loop {
         let (socket, _) = listener.accept().await?;

@@ -1178,17 +1178,17 @@ fn single_events(fanouts: &[FanOut]) -> String {
         };
         let ratio = f.p50_ms / fewest.p50_ms;
         // The floor's own growth from the fewest clients to as many: the machine's.
-        let floor_ratio = floor_of(fewest.clients)
+        let beside = floor_of(fewest.clients)
             .filter(|_| f.clients != fewest.clients)
-            .map(|few| floor.p50_ms / few.p50_ms);
-        let beside = floor_ratio.map_or(String::new(), |r| {
-            format!(
-                " (the floor's: {r:.2}x, from {:.2} to {:.2} ms; the gateway's growth is {:.2}x the floor's)",
-                floor_of(fewest.clients).map_or(f64::NAN, |few| few.p50_ms),
-                floor.p50_ms,
-                ratio / r,
-            )
-        });
+            .map_or(String::new(), |few| {
+                let growth = floor.p50_ms / few.p50_ms;
+                format!(
+                    " (the floor's: {growth:.2}x, from {:.2} to {:.2} ms; the gateway's growth is {:.2}x the floor's)",
+                    few.p50_ms,
+                    floor.p50_ms,
+                    ratio / growth,
+                )
+            });
         out.push_str(&format!(
             "\nSingle events to {} clients: p50 {:.2} ms, {ratio:.2}x the p50 with {} clients{beside}; p99 {:.2} ms, {:.2}x the time the floor's writes of one event to {} clients took (p50 {:.2} ms, p99 {:.2} ms).\n",
             f.clients,
