@@ -349,9 +349,6 @@ impl Gateway {
                 .boxed();
         }
         endpoint
-            .with(
-                poem::middleware::SetHeader::new().overriding("X-Content-Type-Options", "nosniff"),
-            )
             .around(move |endpoint, req| {
                 observe::observe(endpoint, req, metrics.clone(), table.clone())
             })

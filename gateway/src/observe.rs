@@ -3,7 +3,8 @@
 //! the request's [`mesh_core::trace_context::TraceContext`], its exported span's when
 //! spans are exported (none with `OTEL_PROPAGATORS=none`). Probes
 //! (`/healthz`, `/readyz`) and scrapes (`/metrics`) are counted but not traced: they
-//! would be most of the traces and say nothing.
+//! would be most of the traces and say nothing. Every response, errors included, says
+//! `X-Content-Type-Options: nosniff`.
 
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ impl Extractor for HttpHeaders<'_> {
 /// Paths served without a span.
 const UNTRACED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// Wraps one request: span, metrics, trace id header.
+/// Wraps one request: span, metrics, trace id and `nosniff` headers.
 pub async fn observe<E: Endpoint>(
     endpoint: E,
     req: Request,
@@ -139,8 +140,14 @@ pub async fn observe<E: Endpoint>(
             status,
         })
         .inc();
+    let headers = response.headers_mut();
+    // No answer is to be sniffed, errors included (poem's `SetHeader` skips those).
+    headers.insert(
+        poem::http::header::X_CONTENT_TYPE_OPTIONS,
+        poem::http::HeaderValue::from_static("nosniff"),
+    );
     if let Some(id) = trace_id.and_then(|id| id.parse().ok()) {
-        response.headers_mut().insert("x-trace-id", id);
+        headers.insert("x-trace-id", id);
     }
     Ok(response)
 }

@@ -75,6 +75,13 @@ async fn page_and_assets_are_served_from_the_binary() {
     docs.assert_header("x-frame-options", "DENY");
     let api = cli.get("/topology").send().await;
     api.assert_header("x-content-type-options", "nosniff");
+    // Errors that no handler answered too: an unknown path, a method not allowed.
+    let missing = cli.get("/no-such-path").send().await;
+    missing.assert_status(poem::http::StatusCode::NOT_FOUND);
+    missing.assert_header("x-content-type-options", "nosniff");
+    let refused = cli.delete("/activate").send().await;
+    refused.assert_status(poem::http::StatusCode::METHOD_NOT_ALLOWED);
+    refused.assert_header("x-content-type-options", "nosniff");
     let page = cli.get("/").send().await;
     page.assert_status_is_ok();
     page.assert_content_type("text/html; charset=utf-8");
