@@ -9,7 +9,7 @@
 //! they become its timeline.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -17,6 +17,7 @@ use std::{
     time::Instant,
 };
 
+use crate::{record_writer::Writer, settings::StreamSettings};
 use async_nats::{
     jetstream::{self, stream},
     Client,
@@ -27,9 +28,6 @@ use schemas::{
     record::{self, ActivationRecord, ActivationSummary, TimelineMark},
     ActivationId, NodeName, NodeState,
 };
-use tokio::sync::mpsc;
-
-use crate::settings::StreamSettings;
 
 /// Records kept in memory without JetStream.
 pub const MEMORY_RECORDS: usize = 256;
@@ -164,18 +162,11 @@ pub enum ReadError {
 pub struct Kept {
     stream: Option<(jetstream::Context, stream::Stream)>,
     /// The writer of records to the stream (see [`Kept::keep`]).
-    writer: Option<mpsc::Sender<ToWrite>>,
+    writer: Option<Writer>,
     memory: Mutex<VecDeque<Arc<ActivationRecord>>>,
     /// Messages read from the stream that were no valid record of their subject's id.
     refused: Counter,
-    /// Ids whose records are on their way to the stream (a repeat of one is refused
-    /// before the stream has it).
-    writing: Arc<Mutex<HashSet<ActivationId>>>,
 }
-
-/// Records waiting for the writer; past that (NATS not taking writes for a while) a
-/// record is not kept, and the drop is logged.
-const WAITING_RECORDS: usize = 4096;
 
 impl Kept {
     /// Opens (creating when missing) the stream `settings` describe, or keeps records
@@ -214,18 +205,12 @@ impl Kept {
         stream: Option<(jetstream::Context, stream::Stream)>,
         refused: Counter,
     ) -> Self {
-        let writing: Arc<Mutex<HashSet<ActivationId>>> = Arc::default();
-        let writer = stream.as_ref().map(|_| {
-            let (tx, rx) = mpsc::channel(WAITING_RECORDS);
-            tokio::spawn(write_records(client.clone(), rx, writing.clone()));
-            tx
-        });
+        let writer = stream.as_ref().map(|_| Writer::start(client.clone()));
         Self {
             stream,
             writer,
             memory: Mutex::new(VecDeque::new()),
             refused,
-            writing,
         }
     }
 
@@ -247,30 +232,35 @@ impl Kept {
         self.stream.is_some()
     }
 
-    /// Keeps `record`: in memory at once, or in the stream by the writer task (whoever
-    /// waits for the answer does not wait for the stream). `reply`, when given, is the
+    /// Keeps `record`: in memory at once, or in the stream by the writer task, in bursts
+    /// ([`crate::record_writer`]; whoever waits for the answer does not wait for the
+    /// stream). `reply`, when given, is the
     /// record's reply tree as JSON (the bytes the client was answered with): the writer
     /// puts them in the record as they are instead of encoding the tree again.
     pub fn keep(self: &Arc<Self>, record: ActivationRecord, reply: Option<Bytes>) {
-        let Some(writer) = &self.writer else {
-            let mut memory = lock(&self.memory);
-            if memory.len() >= MEMORY_RECORDS {
-                memory.pop_front();
+        match &self.writer {
+            Some(writer) => writer.write(record, reply),
+            None => {
+                let mut memory = lock(&self.memory);
+                if memory.len() >= MEMORY_RECORDS {
+                    memory.pop_front();
+                }
+                memory.push_back(Arc::new(record));
             }
-            memory.push_back(Arc::new(record));
-            return;
-        };
-        let id = record.summary.activation_id.clone();
-        lock(&self.writing).insert(id.clone());
-        if let Err(e) = writer.try_send(ToWrite { record, reply }) {
-            lock(&self.writing).remove(&id);
-            tracing::warn!(activation = %id, cause = %e, "activation not kept: records wait for NATS");
+        }
+    }
+
+    /// Returns once every record kept so far is on its way to the stream (on the
+    /// connection): before a read, and before the gateway stops.
+    pub async fn flush(&self) {
+        if let Some(writer) = &self.writer {
+            writer.flush().await;
         }
     }
 
     /// Whether a record of `id` is kept, or on its way.
     pub async fn holds(&self, id: &ActivationId) -> bool {
-        lock(&self.writing).contains(id) || self.get(id).await.is_ok()
+        self.writer.as_ref().is_some_and(|w| w.writing(id)) || self.get(id).await.is_ok()
     }
 
     /// The kept record of `id`.
@@ -283,6 +273,9 @@ impl Kept {
                 .map(|r| (**r).clone())
                 .ok_or_else(|| ReadError::NotFound(id.clone()));
         };
+        if let Some(writer) = self.writer.as_ref().filter(|w| w.writing(id)) {
+            writer.flush().await;
+        }
         use jetstream::stream::LastRawMessageErrorKind as Kind;
         match stream
             .get_last_raw_message_by_subject(&record::subject(id))
@@ -306,6 +299,7 @@ impl Kept {
                 .map(|r| r.summary.clone())
                 .collect());
         };
+        self.flush().await;
         let info = stream
             .get_info()
             .await
@@ -334,134 +328,5 @@ impl Kept {
         }
         out.truncate(limit);
         Ok(out)
-    }
-}
-
-/// A record on its way to the stream, with its reply tree's JSON when already encoded.
-struct ToWrite {
-    record: ActivationRecord,
-    reply: Option<Bytes>,
-}
-
-/// A record's fields but its reply tree, in the record's JSON form.
-#[derive(serde::Serialize)]
-struct AllButReply<'a> {
-    #[serde(flatten)]
-    summary: &'a ActivationSummary,
-    request: &'a record::RecordedRequest,
-    timeline: &'a [TimelineMark],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: &'a Option<String>,
-    gateway: &'a str,
-}
-
-/// `record` as JSON, with `reply` (its reply tree's JSON) put in as it is when given.
-fn encode(record: &ActivationRecord, reply: Option<&[u8]>) -> serde_json::Result<Vec<u8>> {
-    let Some(reply) = reply else {
-        return serde_json::to_vec(record);
-    };
-    let mut out = Vec::with_capacity(reply.len() + 1024);
-    serde_json::to_writer(
-        &mut out,
-        &AllButReply {
-            summary: &record.summary,
-            request: &record.request,
-            timeline: &record.timeline,
-            trace_id: &record.trace_id,
-            gateway: &record.gateway,
-        },
-    )?;
-    // An object with fields (the summary's at least): `{...}` becomes `{...,"reply":...}`.
-    out.pop();
-    out.extend_from_slice(b",\"reply\":");
-    out.extend_from_slice(reply);
-    out.push(b'}');
-    Ok(out)
-}
-
-/// Writes each record of `records` to its subject, in order, until `Kept` is dropped.
-///
-/// A plain publish, which the stream captures: no acknowledgement is asked for, so a
-/// record costs the server one stored message and the gateway one write. A record is
-/// on its way (in `writing`) until the connection has it: any later read by this
-/// gateway goes out on the same connection, after it.
-async fn write_records(
-    client: Client,
-    mut records: mpsc::Receiver<ToWrite>,
-    writing: Arc<Mutex<HashSet<ActivationId>>>,
-) {
-    while let Some(ToWrite { record, reply }) = records.recv().await {
-        let id = &record.summary.activation_id;
-        match encode(&record, reply.as_deref()) {
-            Ok(body) => {
-                if let Err(e) = client.publish(record::subject(id), body.into()).await {
-                    tracing::debug!(activation = %id, cause = %e, "activation not kept");
-                }
-            }
-            Err(e) => tracing::debug!(activation = %id, cause = %e, "activation not encoded"),
-        }
-        lock(&writing).remove(id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use schemas::{record::RecordedRequest, ActivationReply, NodeState, Outcome};
-
-    use super::*;
-
-    fn record(trace_id: Option<String>) -> ActivationRecord {
-        let node = NodeName::new("UI").unwrap();
-        let id = ActivationId::new("a1").unwrap();
-        let mut reply = ActivationReply::new(node.clone(), id.clone(), Outcome::Ok, "ok \"q\"");
-        reply.children = vec![ActivationReply::new(
-            NodeName::new("D").unwrap(),
-            id.clone(),
-            Outcome::Failed,
-            "no",
-        )];
-        ActivationRecord {
-            summary: ActivationSummary {
-                activation_id: id,
-                node: node.clone(),
-                outcome: Outcome::Ok,
-                code: 200,
-                elapsed_ms: 3,
-                started_at: "2026-12-03T08:00:00Z".into(),
-            },
-            request: RecordedRequest {
-                node: node.clone(),
-                color: None,
-                timeout_ms: 1000,
-                input: Some(serde_json::json!({"x": [1, 2]})),
-            },
-            reply,
-            timeline: vec![TimelineMark {
-                node,
-                state: NodeState::Running,
-                offset_us: 12,
-                instance: Some("i1".into()),
-            }],
-            trace_id,
-            gateway: "gw-1".into(),
-        }
-    }
-
-    /// The reply's bytes put in as they are make the record serde would have encoded.
-    #[test]
-    fn a_record_with_its_reply_encoded_is_the_record() {
-        for trace_id in [None, Some("0af7651916cd43dd8448eb211c80319c".to_string())] {
-            let record = record(trace_id);
-            let reply = serde_json::to_vec(&record.reply).unwrap();
-            let spliced = encode(&record, Some(&reply)).unwrap();
-            let back: ActivationRecord = serde_json::from_slice(&spliced).unwrap();
-            assert_eq!(back, record);
-            let plain: serde_json::Value =
-                serde_json::from_slice(&encode(&record, None).unwrap()).unwrap();
-            assert_eq!(
-                serde_json::from_slice::<serde_json::Value>(&spliced).unwrap(),
-                plain
-            );
-        }
     }
 }

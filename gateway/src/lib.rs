@@ -39,6 +39,7 @@ pub mod mermaid;
 pub mod metrics;
 mod observe;
 pub mod page;
+mod record_writer;
 pub mod routes;
 pub mod settings;
 pub mod sse;
@@ -392,6 +393,9 @@ impl Gateway {
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;
+        // The records of the last activations leave before the connection closes.
+        self.state.kept.flush().await;
+        let _ = self.state.client.flush().await;
         self.state.stop.cancel();
         self.tasks.wait().await;
         result

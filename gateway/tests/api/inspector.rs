@@ -208,6 +208,39 @@ async fn activations_are_kept_on_the_bus_for_any_gateway() {
     );
 }
 
+/// Records go to the stream in bursts (a few milliseconds later), yet a gateway reads
+/// what it kept at once: a read first sends the records still gathering.
+#[tokio::test]
+async fn a_gateway_reads_its_own_records_at_once() {
+    let app = spawn_on(NatsServer::start_jetstream(), seed_zero_work(), |_| {}).await;
+    for i in 0..10 {
+        let id = format!("own-{i}");
+        let (status, reply) = app.activate(json!({"activation_id": id})).await;
+        assert_eq!(status, 200, "{reply}");
+        // No waiting: the record is read right after the answer.
+        let (status, record) = get(&app.base, &format!("/activations/{id}")).await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(record["reply"], reply);
+    }
+    let ids: Vec<String> = (0..10).map(|i| format!("own-{i}")).collect();
+    let batch = futures::future::join_all(
+        ids.iter()
+            .map(|id| app.activate(json!({"activation_id": format!("{id}-b")}))),
+    )
+    .await;
+    assert!(batch.iter().all(|(status, _)| *status == 200), "{batch:?}");
+    let (status, list) = get(&app.base, "/activations?limit=20").await;
+    assert_eq!(status, 200);
+    let listed: HashSet<String> = listed(&list).into_iter().collect();
+    for id in &ids {
+        assert!(listed.contains(id), "{id} not in {listed:?}");
+        assert!(
+            listed.contains(&format!("{id}-b")),
+            "{id}-b not in {listed:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_jetstream_a_gateway_keeps_its_own_newest_in_memory() {
     let app = spawn_app(seed_zero_work(), |_| {}).await;

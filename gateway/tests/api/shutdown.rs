@@ -1,4 +1,5 @@
-//! The `gateway` binary stops promptly on SIGTERM, ending every open event stream.
+//! The `gateway` binary stops promptly on SIGTERM, ending every open event stream, and
+//! with the records of its last activations on the bus.
 
 use std::time::{Duration, Instant};
 
@@ -97,5 +98,57 @@ async fn sigterm_with_1000_streams_open_exits_at_once() {
             eof.is_ok(),
             "a stream stayed open after the gateway stopped"
         );
+    }
+}
+
+/// The records still gathering for a burst are sent before the gateway exits.
+#[tokio::test]
+async fn the_last_records_are_kept_when_the_gateway_stops() {
+    let app = spawn_on(NatsServer::start_jetstream(), seed_zero_work(), |_| {}).await;
+    let port = testsupport::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Proc::spawn(
+        "gateway",
+        std::process::Command::new(BIN)
+            .args(["--nats-url", &app.server.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn"),
+    );
+    let http = reqwest::Client::new();
+    let activate =
+        |body: serde_json::Value| http.post(format!("{base}/activate")).json(&body).send();
+    // Activations until the seed is discovered (ids the gateway chooses), then the last.
+    let first: String = eventually(
+        "the gateway activates UI",
+        Duration::from_secs(20),
+        || async {
+            let r = activate(serde_json::json!({})).await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            let reply: serde_json::Value = r.json().await.ok()?;
+            reply["activation_id"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    let last = activate(serde_json::json!({"activation_id": "last-before-stop"}))
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 200);
+    child.signal(Signal::SIGTERM);
+    let status = child
+        .exit_within(Duration::from_secs(20))
+        .await
+        .expect("the gateway exits within 20 s");
+    assert!(status.success(), "{status:?}");
+    let stream = async_nats::jetstream::new(app.nats.clone())
+        .get_stream("MESH_ACTIVATIONS")
+        .await
+        .unwrap();
+    for id in [first.as_str(), "last-before-stop"] {
+        let kept = stream
+            .get_last_raw_message_by_subject(&format!("mesh.activations.{id}"))
+            .await;
+        assert!(kept.is_ok(), "{id}: {kept:?}");
     }
 }
