@@ -9,7 +9,8 @@
 //! - [`discovery`]: the nodes found through `$SRV.INFO`; [`graph`]: the graph they form;
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
-//! - [`activations`]: finished activations kept for the inspector.
+//! - [`activations`]: finished activations kept for the inspector; `record_writer`:
+//!   their records sent to the stream in bursts.
 //! - [`jobs`]: asynchronous activations: their queue, records, retries and dispatcher.
 //! - [`triggers`]: activations started by messages on a subject or by a schedule.
 //! - [`deployments`]: WebAssembly functions deployed through `/functions`: the bus's
