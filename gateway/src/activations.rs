@@ -17,7 +17,6 @@ use std::{
     time::Instant,
 };
 
-use crate::{record_writer::Writer, settings::StreamSettings};
 use async_nats::{
     jetstream::{self, stream},
     Client,
@@ -43,7 +42,7 @@ pub const JUNK_READS: usize = 4096;
 /// Stream messages read at once while listing.
 const READ_BATCH: usize = 64;
 
-use crate::sync::lock;
+use crate::{record_writer::Writer, settings::StreamSettings, sync::lock};
 
 /// Status events of the activations this gateway is running, as they arrive.
 #[derive(Default)]
@@ -234,9 +233,9 @@ impl Kept {
 
     /// Keeps `record`: in memory at once, or in the stream by the writer task, in bursts
     /// ([`crate::record_writer`]; whoever waits for the answer does not wait for the
-    /// stream). `reply`, when given, is the
-    /// record's reply tree as JSON (the bytes the client was answered with): the writer
-    /// puts them in the record as they are instead of encoding the tree again.
+    /// stream). `reply`, when given, is the record's reply tree as JSON (the bytes the
+    /// client was answered with): the writer puts them in the record as they are
+    /// instead of encoding the tree again.
     pub fn keep(self: &Arc<Self>, record: ActivationRecord, reply: Option<Bytes>) {
         match &self.writer {
             Some(writer) => writer.write(record, reply),

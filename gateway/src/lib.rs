@@ -66,6 +66,8 @@ use sse::{
 };
 pub use state::State;
 
+/// Longest a stopping gateway waits for NATS to take what it still has to send.
+const NATS_FLUSH: Duration = Duration::from_secs(2);
 /// How long open HTTP connections may take to finish once the event streams have ended.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 
@@ -394,11 +396,12 @@ impl Gateway {
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(HTTP_GRACE))
             .await;
-        // The records of the last activations leave before the connection closes.
-        self.state.kept.flush().await;
-        let _ = self.state.client.flush().await;
         self.state.stop.cancel();
         self.tasks.wait().await;
+        // The records of the last activations (asynchronous ones finished by the tasks
+        // above among them) leave before the connection closes.
+        self.state.kept.flush().await;
+        let _ = tokio::time::timeout(NATS_FLUSH, self.state.client.flush()).await;
         result
     }
 }

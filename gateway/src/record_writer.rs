@@ -41,7 +41,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 const WAITING_RECORDS: usize = 4096;
 
 /// Ids whose records are on their way to the stream.
-pub type Writing = Arc<Mutex<HashSet<ActivationId>>>;
+type Writing = Arc<Mutex<HashSet<ActivationId>>>;
 
 /// A record on its way to the stream, with its reply tree's JSON when already encoded.
 struct ToWrite {
@@ -113,19 +113,12 @@ async fn run(client: Client, mut orders: mpsc::Receiver<Order>, writing: Writing
     let mut burst = Vec::with_capacity(MAX_BURST);
     while let Some(first) = orders.recv().await {
         let mut flushed = take(first, &mut burst);
-        if flushed.is_none() {
-            let deadline = tokio::time::Instant::now() + BURST_WINDOW;
-            while burst.len() < MAX_BURST {
-                match tokio::time::timeout_at(deadline, orders.recv()).await {
-                    Ok(Some(order)) => {
-                        flushed = take(order, &mut burst);
-                        if flushed.is_some() {
-                            break;
-                        }
-                    }
-                    // The window is over, or every writer is gone: publish what there is.
-                    Ok(None) | Err(_) => break,
-                }
+        let deadline = tokio::time::Instant::now() + BURST_WINDOW;
+        while flushed.is_none() && burst.len() < MAX_BURST {
+            match tokio::time::timeout_at(deadline, orders.recv()).await {
+                Ok(Some(order)) => flushed = take(order, &mut burst),
+                // The window is over, or every writer is gone: publish what there is.
+                Ok(None) | Err(_) => break,
             }
         }
         publish(&client, &mut burst, &writing).await;
