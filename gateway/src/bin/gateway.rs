@@ -64,6 +64,14 @@ struct Config {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Threads running the gateway's tasks: HTTP, NATS, the event fan-out [default: half
+    /// the cores this process may use, at least 1]. One thread per core costs more in
+    /// hand-offs between threads than it serves when the gateway shares its cores with
+    /// nats-server and the nodes; a gateway with cores of its own serving many event
+    /// streams may want more.
+    #[arg(long, env = "MESH_GATEWAY_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Most HTTP connections at once; more are answered 503 and closed [default: the
     /// file descriptor limit (raised to its hard limit at start) less 256, at most
     /// 100000]. Clamped to that when larger.
@@ -461,8 +469,16 @@ fn main() -> ExitCode {
     if config.stream_max_age_secs.is_some() {
         tracing::warn!("GATEWAY_STREAM_MAX_AGE_SECS is deprecated and will be ignored in the next release: use MESH_STREAM_MAX_AGE_MS (milliseconds)");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
+    let threads = config.threads.map_or_else(default_threads, usize::from);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => {
+            tracing::info!(threads, "async runtime started");
+            r
+        }
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
@@ -475,6 +491,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Worker threads when `--threads` is not given: half the cores this process may use
+/// (its CPU affinity and cgroup quota count), at least one. On 2 cores shared with
+/// nats-server and the nodes, one thread spent 14% less CPU per activation than two and
+/// served 3% more of them (#29, docs/benchmark.md): each request hands work between the
+/// HTTP connection's task and the NATS connection's, and on busy cores a hand-off to
+/// another thread is a wake-up and a context switch.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
