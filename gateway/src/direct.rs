@@ -13,7 +13,7 @@
 //!
 //! The stream itself is written by the connection's task until it is caught up and
 //! idle, then by the [`Hub`], which writes each event to every such client from one
-//! task per core; a client the hub cannot write to comes back to its task (see
+//! task per runtime thread; a client the hub cannot write to comes back to its task (see
 //! [`crate::sse::hub`]).
 //!
 //! Every other connection (and any request that is not exactly `GET /events…`) goes to

@@ -383,7 +383,8 @@ impl Gateway {
         let sse = &self.state.settings.sse;
         let hub = sse::hub::Hub::start(
             self.state.ingest.log().clone(),
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // A shard per runtime thread: more would only take turns on the same ones.
+            tokio::runtime::Handle::current().metrics().num_workers(),
             sse.keepalive,
             self.state.stop.clone(),
         );

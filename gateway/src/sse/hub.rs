@@ -1,9 +1,9 @@
 //! Event streams that keep up, written from one place.
 //!
 //! A client whose stream is caught up and idle joins the hub. One task per shard (one
-//! shard per core) receives each batch of frames once and writes it to every member's
-//! socket with one non-blocking `write` (or `writev`) per member: no task is woken and
-//! nothing is copied per client. A member whose socket cannot take the whole batch at
+//! shard per runtime thread) receives each batch of frames once and writes it to every
+//! member's socket with one non-blocking `write` (or `writev`) per member: no task is
+//! woken and nothing is copied per client. A member whose socket cannot take the whole batch at
 //! once (a slow client), or that the hub cannot catch up from the window, is handed
 //! back to its own task with what it did not get; that task writes it, catches up like
 //! any session and joins again once it is idle. The hub also writes the keep-alive

@@ -11,7 +11,7 @@
 //! - [`cursor`]: where a client's stream stands and what it wants: the one rule.
 //! - [`session`]: what one client is owed: resume, catch-up, live frames, keep-alives
 //!   (no socket: a transport writes its chunks).
-//! - [`hub`]: the streams that keep up, written from one task per core to their
+//! - [`hub`]: the streams that keep up, written from one task per runtime thread to their
 //!   [`hub::Sink`]s.
 //!
 //! The transports that move the bytes are [`crate::direct`] (the socket itself) and
