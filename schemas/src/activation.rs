@@ -93,8 +93,8 @@ impl ActivationRequest {
 
 /// An activation id: 1 to 64 of `A-Z a-z 0-9 _ -`, so that it is safe in logs, filters
 /// and pages.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ActivationId(String);
 
 /// Why an activation id was refused.

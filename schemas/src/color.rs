@@ -3,7 +3,7 @@
 use std::{borrow::Cow, fmt, str::FromStr};
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Colour names accepted besides hex notation (CSS named colours, lower case).
 pub const NAMED_COLORS: &[&str] = &[
@@ -66,8 +66,8 @@ pub fn color_pattern() -> String {
 
 /// A validated colour: `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa` (stored in lower case) or
 /// one of [`NAMED_COLORS`]. Safe to place in CSS, Mermaid `style` lines and HTML.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Color(String);
 
 /// Why a colour was refused.

@@ -44,6 +44,19 @@ pub use color::{Color, ColorError};
 pub use name::{NameError, NodeName};
 pub use status::{NodeState, StatusEvent};
 
+/// Serialises each validated string type (a newtype of `String`) as its text, borrowed:
+/// serde's `into = "String"` would clone the string on every serialisation.
+macro_rules! serialize_as_str {
+    ($($t:ty),+) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    )+};
+}
+serialize_as_str!(ActivationId, Color, NodeName);
+
 /// The current time as RFC 3339 text, as used in [`StatusEvent::at`].
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

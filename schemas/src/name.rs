@@ -3,7 +3,7 @@
 use std::{borrow::Cow, fmt, str::FromStr};
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Longest accepted node name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -15,8 +15,8 @@ pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 ///
 /// Such a name is safe as a NATS subject token (no `.`, `*`, `>` or whitespace), as a
 /// NATS service name, as a Mermaid node id and inside HTML attributes.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct NodeName(String);
 
 /// Why a node name was refused.
