@@ -11,7 +11,11 @@ use async_nats::{
     service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE},
     Client, Message,
 };
-use schemas::{code, subject, ActivationId, ActivationReply, ActivationRequest, NodeName, Outcome};
+use bytes::Bytes;
+use schemas::{
+    code, reply_in_place::ReplyRoot, subject, ActivationId, ActivationReply, ActivationRequest,
+    NodeName, Outcome,
+};
 use tracing::Instrument;
 
 use crate::span_attrs::{self, Messaging};
@@ -29,6 +33,44 @@ pub async fn activate(
     request: &ActivationRequest,
     wait: Duration,
 ) -> ActivationReply {
+    call(client, node, request, wait, |_| None, |reply| reply).await
+}
+
+/// A reply as [`activate_in_place`] answers it.
+#[derive(Debug)]
+pub enum Answer {
+    /// The node's reply tree, its JSON as it came ([`ReplyRoot::read`] accepted it: it is
+    /// the JSON of the tree it decodes to), and its root.
+    Json(Bytes, ReplyRoot),
+    /// Any other reply, as [`activate`] answers it: made here (no reply, an error reply)
+    /// or decoded (a tree [`ReplyRoot::read`] leaves to decoding).
+    Tree(ActivationReply),
+}
+
+/// As [`activate`], but a reply tree whose JSON can be passed on as it came is not
+/// decoded: for a caller that only passes the tree on (the gateway).
+pub async fn activate_in_place(
+    client: &Client,
+    node: &NodeName,
+    request: &ActivationRequest,
+    wait: Duration,
+) -> Answer {
+    let read = |message: &Message| {
+        ReplyRoot::read(&message.payload).map(|root| Answer::Json(message.payload.clone(), root))
+    };
+    call(client, node, request, wait, read, Answer::Tree).await
+}
+
+/// A call in its span: the node's reply `read` in place when it can be, else decoded
+/// (or made here) and given to `tree`.
+async fn call<T: Replied>(
+    client: &Client,
+    node: &NodeName,
+    request: &ActivationRequest,
+    wait: Duration,
+    read: impl FnOnce(&Message) -> Option<T>,
+    tree: impl FnOnce(ActivationReply) -> T,
+) -> T {
     let subject = subject::activate(node);
     let span = tracing::debug_span!(
         "call",
@@ -40,20 +82,42 @@ pub async fn activate(
     if let Some(caller) = request.path.last() {
         span_attrs::caller(&span, caller.as_str());
     }
-    let reply = send(client, node, request, wait, &span)
+    let reply = send(client, node, request, wait, &span, read, tree)
         .instrument(span.clone())
         .await;
-    span_attrs::activation(&span, &reply);
+    reply.describe(&span);
     reply
 }
 
-async fn send(
+/// What a call answers: a reply that describes itself on the call's span.
+trait Replied {
+    fn describe(&self, span: &tracing::Span);
+}
+
+impl Replied for ActivationReply {
+    fn describe(&self, span: &tracing::Span) {
+        span_attrs::activation(span, self);
+    }
+}
+
+impl Replied for Answer {
+    fn describe(&self, span: &tracing::Span) {
+        match self {
+            Answer::Json(_, root) => span_attrs::activation_root(span, root),
+            Answer::Tree(reply) => span_attrs::activation(span, reply),
+        }
+    }
+}
+
+async fn send<T>(
     client: &Client,
     node: &NodeName,
     request: &ActivationRequest,
     wait: Duration,
     span: &tracing::Span,
-) -> ActivationReply {
+    read: impl FnOnce(&Message) -> Option<T>,
+    tree: impl FnOnce(ActivationReply) -> T,
+) -> T {
     let started = Instant::now();
     // The caller names the activation when the request does not, so that a reply made
     // here (no node answered) belongs to the same activation as the node's would.
@@ -73,14 +137,19 @@ async fn send(
             .elapsed(started.elapsed())
     };
     if wait.is_zero() {
-        return failed(
+        return tree(failed(
             Outcome::Timeout,
             format!("no budget left to activate {node}"),
-        );
+        ));
     }
     let payload = match serde_json::to_vec(&*request) {
         Ok(p) => p,
-        Err(e) => return failed(Outcome::Rejected, format!("cannot encode request: {e}")),
+        Err(e) => {
+            return tree(failed(
+                Outcome::Rejected,
+                format!("cannot encode request: {e}"),
+            ))
+        }
     };
     let mut message = async_nats::Request::new()
         .payload(payload.into())
@@ -89,7 +158,10 @@ async fn send(
         message = message.headers(headers);
     }
     let sent = client.send_request(subject::activate(node), message).await;
-    match sent {
+    if let Some(read) = sent.as_ref().ok().and_then(read) {
+        return read;
+    }
+    tree(match sent {
         Ok(message) => decode_reply(node, &message).unwrap_or_else(|(code, text)| {
             failed(Outcome::of_error_code(code), text).with_code(code)
         }),
@@ -110,7 +182,7 @@ async fn send(
                 format!("cannot reach {node} over NATS: {e}"),
             ),
         },
-    }
+    })
 }
 
 /// A reply message as a tree, or the code and text of what was wrong with it (a

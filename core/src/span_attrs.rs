@@ -6,7 +6,7 @@
 
 use opentelemetry::trace::Status;
 use opentelemetry_semantic_conventions::attribute as semconv;
-use schemas::{ActivationReply, Outcome};
+use schemas::{reply_in_place::ReplyRoot, ActivationReply, Outcome};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -55,18 +55,26 @@ pub fn activation(span: &Span, reply: &ActivationReply) {
     if span.is_disabled() {
         return;
     }
-    span.set_attribute("mesh.activation_id", reply.activation_id.to_string());
-    span.set_attribute("mesh.outcome", reply.outcome.to_string());
-    span.set_attribute("mesh.code", i64::from(reply.code));
+    activation_root(span, &ReplyRoot::of(reply));
+}
+
+/// As [`activation`], from the root of a reply tree read in place.
+pub fn activation_root(span: &Span, root: &ReplyRoot) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("mesh.activation_id", root.activation_id.to_string());
+    span.set_attribute("mesh.outcome", root.outcome.to_string());
+    span.set_attribute("mesh.code", i64::from(root.code));
     span.set_attribute(
         "mesh.elapsed_ms",
-        i64::try_from(reply.elapsed_ms).unwrap_or(i64::MAX),
+        i64::try_from(root.elapsed_ms).unwrap_or(i64::MAX),
     );
-    if reply.outcome != Outcome::Ok {
-        span.set_attribute(semconv::ERROR_TYPE, reply.outcome.to_string());
+    if root.outcome != Outcome::Ok {
+        span.set_attribute(semconv::ERROR_TYPE, root.outcome.to_string());
         span.set_status(Status::error(format!(
             "{} {}: {}",
-            reply.code, reply.outcome, reply.message
+            root.code, root.outcome, root.message
         )));
     }
 }

@@ -21,7 +21,6 @@ use async_nats::{
     jetstream::{self, stream},
     Client,
 };
-use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use schemas::{
     record::{self, ActivationRecord, ActivationSummary, TimelineMark},
@@ -42,7 +41,7 @@ pub const JUNK_READS: usize = 4096;
 /// Stream messages read at once while listing.
 const READ_BATCH: usize = 64;
 
-use crate::{record_writer::Writer, settings::StreamSettings, sync::lock};
+use crate::{finished::Finished, record_writer::Writer, settings::StreamSettings, sync::lock};
 
 /// Status events of the activations this gateway is running, as they arrive.
 #[derive(Default)]
@@ -231,15 +230,17 @@ impl Kept {
         self.stream.is_some()
     }
 
-    /// Keeps `record`: in memory at once, or in the stream by the writer task, in bursts
-    /// ([`crate::record_writer`]; whoever waits for the answer does not wait for the
-    /// stream). `reply`, when given, is the record's reply tree as JSON (the bytes the
-    /// client was answered with): the writer puts them in the record as they are
-    /// instead of encoding the tree again.
-    pub fn keep(self: &Arc<Self>, record: ActivationRecord, reply: Option<Bytes>) {
+    /// Keeps the record of `finished`: in memory at once, or in the stream by the
+    /// writer task, in bursts ([`crate::record_writer`]; whoever waits for the answer
+    /// does not wait for the stream). A reply tree given as JSON (the bytes the client
+    /// was answered with) goes into the stream's record as it is, not encoded again.
+    pub fn keep(self: &Arc<Self>, finished: Finished) {
         match &self.writer {
-            Some(writer) => writer.write(record, reply),
+            Some(writer) => writer.write(finished),
             None => {
+                let Some(record) = finished.into_record() else {
+                    return;
+                };
                 let mut memory = lock(&self.memory);
                 if memory.len() >= MEMORY_RECORDS {
                     memory.pop_front();

@@ -561,24 +561,21 @@ async fn run(d: &Dispatch, message: jetstream::Message) {
         }
     };
     let elapsed = started.elapsed();
-    d.kept.keep(
-        schemas::record::ActivationRecord {
-            summary: schemas::record::ActivationSummary {
-                activation_id: id.clone(),
-                node: reply.node.clone(),
-                outcome: reply.outcome,
-                code: reply.code,
-                elapsed_ms: mesh_core::call::millis(elapsed),
-                started_at,
-            },
-            request: job.request.clone(),
-            reply: reply.clone(),
-            timeline: watch.finish(),
-            trace_id: None,
-            gateway: d.gateway.clone(),
+    d.kept.keep(crate::finished::Finished {
+        summary: schemas::record::ActivationSummary {
+            activation_id: id.clone(),
+            node: reply.node.clone(),
+            outcome: reply.outcome,
+            code: reply.code,
+            elapsed_ms: mesh_core::call::millis(elapsed),
+            started_at,
         },
-        None,
-    );
+        request: job.request.clone(),
+        reply: crate::finished::KeptReply::Tree(reply.clone()),
+        timeline: watch.finish(),
+        trace_id: None,
+        gateway: d.gateway.clone(),
+    });
     let last = record.attempts.len() - 1;
     let a = &mut record.attempts[last];
     a.outcome = Some(reply.outcome);

@@ -9,8 +9,9 @@
 //! - [`discovery`]: the nodes found through `$SRV.INFO`; [`graph`]: the graph they form;
 //!   [`mermaid`]: the graph as Mermaid source.
 //! - [`api`]: the OpenAPI operations, one module per group.
-//! - [`activations`]: finished activations kept for the inspector; `record_writer`:
-//!   their records sent to the stream in bursts.
+//! - [`activations`]: finished activations kept for the inspector ([`finished`]: one
+//!   as it is handed over to be kept); `record_writer`: their records sent to the
+//!   stream in bursts.
 //! - [`jobs`]: asynchronous activations: their queue, records, retries and dispatcher.
 //! - [`triggers`]: activations started by messages on a subject or by a schedule.
 //! - [`deployments`]: WebAssembly functions deployed through `/functions`: the bus's
@@ -32,6 +33,7 @@ mod auth;
 pub mod deployments;
 pub mod direct;
 pub mod discovery;
+pub mod finished;
 pub mod graph;
 pub mod jobs;
 mod limit;

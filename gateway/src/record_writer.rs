@@ -21,14 +21,13 @@ use std::{
 };
 
 use async_nats::Client;
-use bytes::Bytes;
-use schemas::{
-    record::{self, ActivationRecord, ActivationSummary, TimelineMark},
-    ActivationId,
-};
+use schemas::{record, ActivationId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sync::lock;
+use crate::{
+    finished::{Finished, KeptReply},
+    sync::lock,
+};
 
 /// Longest a record waits for others to go with it.
 pub const BURST_WINDOW: Duration = Duration::from_millis(10);
@@ -43,16 +42,10 @@ const WAITING_RECORDS: usize = 4096;
 /// Ids whose records are on their way to the stream.
 type Writing = Arc<Mutex<HashSet<ActivationId>>>;
 
-/// A record on its way to the stream, with its reply tree's JSON when already encoded.
-struct ToWrite {
-    record: ActivationRecord,
-    reply: Option<Bytes>,
-}
-
 /// What the writer is asked to do.
 enum Order {
     /// Write a record (boxed: a flush order stays small).
-    Write(Box<ToWrite>),
+    Write(Box<Finished>),
     /// Publish every record gathered so far, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -73,15 +66,12 @@ impl Writer {
         Self { orders, writing }
     }
 
-    /// Writes `record` (its reply tree's JSON in `reply` when already encoded: it is
-    /// put in as it is); the record is on its way until the connection has it.
-    pub fn write(&self, record: ActivationRecord, reply: Option<Bytes>) {
-        let id = record.summary.activation_id.clone();
+    /// Writes the record of `finished` (a reply tree given as JSON is put in as it
+    /// is); the record is on its way until the connection has it.
+    pub fn write(&self, finished: Finished) {
+        let id = finished.summary.activation_id.clone();
         lock(&self.writing).insert(id.clone());
-        if let Err(e) = self
-            .orders
-            .try_send(Order::Write(Box::new(ToWrite { record, reply })))
-        {
+        if let Err(e) = self.orders.try_send(Order::Write(Box::new(finished))) {
             lock(&self.writing).remove(&id);
             tracing::warn!(activation = %id, cause = %e, "activation not kept: records wait for NATS");
         }
@@ -129,7 +119,7 @@ async fn run(client: Client, mut orders: mpsc::Receiver<Order>, writing: Writing
 }
 
 /// Puts a record of `order` in `burst`; a flush's answer is returned.
-fn take(order: Order, burst: &mut Vec<ToWrite>) -> Option<oneshot::Sender<()>> {
+fn take(order: Order, burst: &mut Vec<Finished>) -> Option<oneshot::Sender<()>> {
     match order {
         Order::Write(record) => {
             burst.push(*record);
@@ -140,10 +130,10 @@ fn take(order: Order, burst: &mut Vec<ToWrite>) -> Option<oneshot::Sender<()>> {
 }
 
 /// Publishes every record of `burst` on its subject, in order, and empties it.
-async fn publish(client: &Client, burst: &mut Vec<ToWrite>, writing: &Writing) {
-    for ToWrite { record, reply } in burst.drain(..) {
-        let id = &record.summary.activation_id;
-        match encode(&record, reply.as_deref()) {
+async fn publish(client: &Client, burst: &mut Vec<Finished>, writing: &Writing) {
+    for finished in burst.drain(..) {
+        let id = &finished.summary.activation_id;
+        match encode(&finished) {
             Ok(body) => {
                 if let Err(e) = client.publish(record::subject(id), body.into()).await {
                     tracing::debug!(activation = %id, cause = %e, "activation not kept");
@@ -155,34 +145,19 @@ async fn publish(client: &Client, burst: &mut Vec<ToWrite>, writing: &Writing) {
     }
 }
 
-/// A record's fields but its reply tree, in the record's JSON form.
-#[derive(serde::Serialize)]
-struct AllButReply<'a> {
-    #[serde(flatten)]
-    summary: &'a ActivationSummary,
-    request: &'a record::RecordedRequest,
-    timeline: &'a [TimelineMark],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: &'a Option<String>,
-    gateway: &'a str,
-}
-
-/// `record` as JSON, with `reply` (its reply tree's JSON) put in as it is when given.
-fn encode(record: &ActivationRecord, reply: Option<&[u8]>) -> serde_json::Result<Vec<u8>> {
-    let Some(reply) = reply else {
-        return serde_json::to_vec(record);
+/// The record of `finished` as JSON: its fields but the reply tree, then the tree (a
+/// tree given as JSON put in as it is).
+fn encode(finished: &Finished) -> serde_json::Result<Vec<u8>> {
+    let tree;
+    let reply = match &finished.reply {
+        KeptReply::Json(json) => &json[..],
+        KeptReply::Tree(reply) => {
+            tree = serde_json::to_vec(reply)?;
+            &tree[..]
+        }
     };
     let mut out = Vec::with_capacity(reply.len() + 1024);
-    serde_json::to_writer(
-        &mut out,
-        &AllButReply {
-            summary: &record.summary,
-            request: &record.request,
-            timeline: &record.timeline,
-            trace_id: &record.trace_id,
-            gateway: &record.gateway,
-        },
-    )?;
+    serde_json::to_writer(&mut out, finished)?;
     // An object with fields (the summary's at least): `{...}` becomes `{...,"reply":...}`.
     out.pop();
     out.extend_from_slice(b",\"reply\":");
@@ -193,7 +168,10 @@ fn encode(record: &ActivationRecord, reply: Option<&[u8]>) -> serde_json::Result
 
 #[cfg(test)]
 mod tests {
-    use schemas::{record::RecordedRequest, ActivationReply, NodeName, NodeState, Outcome};
+    use schemas::{
+        record::{ActivationRecord, ActivationSummary, RecordedRequest, TimelineMark},
+        ActivationReply, NodeName, NodeState, Outcome,
+    };
 
     use super::*;
 
@@ -234,21 +212,32 @@ mod tests {
         }
     }
 
-    /// The reply's bytes put in as they are make the record serde would have encoded.
+    /// The record written is the record, whether its tree is given decoded or as JSON
+    /// (put in as it is).
     #[test]
-    fn a_record_with_its_reply_encoded_is_the_record() {
+    fn a_record_is_written_as_the_record() {
         for trace_id in [None, Some("0af7651916cd43dd8448eb211c80319c".to_string())] {
             let record = record(trace_id);
-            let reply = serde_json::to_vec(&record.reply).unwrap();
-            let spliced = encode(&record, Some(&reply)).unwrap();
-            let back: ActivationRecord = serde_json::from_slice(&spliced).unwrap();
-            assert_eq!(back, record);
-            let plain: serde_json::Value =
-                serde_json::from_slice(&encode(&record, None).unwrap()).unwrap();
-            assert_eq!(
-                serde_json::from_slice::<serde_json::Value>(&spliced).unwrap(),
-                plain
-            );
+            let json = serde_json::to_vec(&record.reply).unwrap();
+            let finished = |reply| Finished {
+                summary: record.summary.clone(),
+                request: record.request.clone(),
+                timeline: record.timeline.clone(),
+                trace_id: record.trace_id.clone(),
+                gateway: record.gateway.clone(),
+                reply,
+            };
+            let as_json = finished(KeptReply::Json(json.into()));
+            let as_tree = finished(KeptReply::Tree(record.reply.clone()));
+            for finished in [as_json, as_tree] {
+                let written = encode(&finished).unwrap();
+                let back: ActivationRecord = serde_json::from_slice(&written).unwrap();
+                assert_eq!(back, record);
+                assert_eq!(
+                    serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
+                    serde_json::to_value(&record).unwrap()
+                );
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`color`]: validated colours (CSS hex or a fixed list of names).
 //! - [`subject`]: the NATS subjects nodes serve and publish on.
 //! - [`activation`]: the activation request and the reply tree.
+//! - [`reply_in_place`]: a reply tree checked in place, to be passed on as it came.
 //! - [`status`]: the status event a node publishes on `status.<node>`.
 //! - [`service`]: a node's Services API metadata and the `$SRV` subjects.
 //! - [`config`]: live settings of a node and where they are kept.
@@ -31,6 +32,7 @@ pub mod name;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod record;
+pub mod reply_in_place;
 pub mod service;
 pub mod sse;
 pub mod status;

@@ -6,8 +6,8 @@
 
 use proptest::prelude::*;
 use schemas::{
-    activation::ActivationId, color::color_pattern, name::NAME_PATTERN, ActivationReply,
-    ActivationRequest, Color, NodeName, StatusEvent,
+    activation::ActivationId, color::color_pattern, name::NAME_PATTERN, reply_in_place::ReplyRoot,
+    ActivationReply, ActivationRequest, Color, NodeName, StatusEvent,
 };
 
 /// Arbitrary JSON values, nested a few levels.
@@ -72,6 +72,60 @@ proptest! {
     fn reply_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), value in json()) {
         let _ = serde_json::from_slice::<ActivationReply>(&bytes);
         let _ = serde_json::from_value::<ActivationReply>(value);
+    }
+
+    /// A reply tree read in place is one that decoding accepts, to the same root, and
+    /// whose JSON is what encoding the decoded tree gives (so it may be passed on as it
+    /// came): trees of two levels whose nodes have fields left out, added or replaced.
+    #[test]
+    fn a_reply_read_in_place_is_the_tree_it_decodes_to(
+        edits in prop::collection::vec((0usize..2, 0usize..10, 0usize..9), 0..4),
+        spaced in any::<bool>(),
+    ) {
+        const NAMES: [&str; 10] = ["node", "activation_id", "instance", "outcome", "code",
+            "elapsed_ms", "message", "result", "children", "other"];
+        const VALUES: [&str; 9] = ["\"V\"", "\"ok\"", "null", "200", "-1", "\"a.b\"",
+            "\"x\\u0041\"", "{\"k\":[1,2.5]}", "[]"];
+        let node = |name: &str, children: &str| {
+            let fields: Vec<(String, String)> = [
+                ("node", format!("\"{name}\"")), ("activation_id", "\"a1\"".into()),
+                ("instance", "\"i1\"".into()), ("outcome", "\"ok\"".into()),
+                ("code", "200".into()), ("elapsed_ms", "3".into()),
+                ("message", "\"ok\"".into()), ("children", children.into()),
+            ].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            fields
+        };
+        let leaf = node("D", "[]");
+        let mut nodes = [node("UI", ""), leaf];
+        for (at, name, value) in &edits {
+            let fields = &mut nodes[*at];
+            let name = NAMES[*name].to_string();
+            match fields.iter().position(|(k, _)| *k == name) {
+                // The value 'null' on an existing field stands for leaving it out.
+                Some(i) if *value == 2 => { fields.remove(i); }
+                Some(i) => fields[i].1 = VALUES[*value].into(),
+                None => fields.push((name, VALUES[*value].into())),
+            }
+        }
+        let sep = if spaced { ", " } else { "," };
+        let object = |fields: &[(String, String)]| format!("{{{}}}", fields.iter()
+            .map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(sep));
+        let child = object(&nodes[1]);
+        for field in &mut nodes[0] {
+            if field.0 == "children" && field.1.is_empty() {
+                field.1 = format!("[{child}]");
+            }
+        }
+        let json = object(&nodes[0]);
+        let read = ReplyRoot::read(json.as_bytes());
+        // Not vacuous: the tree as made is read.
+        prop_assert!(read.is_some() || !edits.is_empty(), "{}", json);
+        if let Some(root) = read {
+            let tree: ActivationReply = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&root, &ReplyRoot::of(&tree));
+            let as_sent: serde_json::Value = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(as_sent, serde_json::to_value(&tree).unwrap(), "{}", json);
+        }
     }
 
     #[test]

@@ -3,16 +3,20 @@
 use std::{sync::Arc, time::Duration};
 
 use async_nats::connection::State as Connection;
+use bytes::Bytes;
+use mesh_core::call::Answer;
 use poem_openapi::{param::Header, payload::Json, ApiResponse, Object, OpenApi};
 use schemas::{
     code,
-    record::{ActivationRecord, ActivationSummary, RecordedRequest},
+    record::{ActivationSummary, RecordedRequest},
+    reply_in_place::ReplyRoot,
     ActivationId, ActivationReply, ActivationRequest, Color, NodeName, Outcome,
 };
 
 use super::{encoded::Encoded, ApiError, ApiTags};
 use crate::{
     auth::{Caller, CHALLENGE},
+    finished::{Finished, KeptReply},
     state::State,
 };
 
@@ -234,39 +238,36 @@ impl ActivateApi {
         }
         let started_at = schemas::now_rfc3339();
         let started = std::time::Instant::now();
-        let reply = if state.client.connection_state() == Connection::Connected {
+        let answer = if state.client.connection_state() == Connection::Connected {
             let wait = Duration::from_millis(budget) + REPLY_GRACE;
-            mesh_core::call::activate(&state.client, &node, &request, wait).await
+            mesh_core::call::activate_in_place(&state.client, &node, &request, wait).await
         } else {
-            ActivationReply::new(
+            Answer::Tree(ActivationReply::new(
                 node.clone(),
                 id,
                 Outcome::Unavailable,
                 "the gateway is not connected to NATS; try again shortly",
-            )
+            ))
         };
         let elapsed = started.elapsed();
-        let (reply, code) = as_answered(reply, state.view.knows(&node));
-        let json = Encoded::new(&reply);
+        let (json, root, code) = as_answered(answer, state.view.knows(&node));
+        let response = respond(Encoded::of_json(json.clone()), &root, code);
         // The record takes the answer's bytes as they are.
-        let encoded = json.bytes();
-        let response = respond(json, &reply, code);
-        let record = ActivationRecord {
+        state.kept.keep(Finished {
             summary: ActivationSummary {
-                activation_id: reply.activation_id.clone(),
-                node: reply.node.clone(),
-                outcome: reply.outcome,
+                activation_id: root.activation_id,
+                node: root.node,
+                outcome: root.outcome,
                 code,
                 elapsed_ms: mesh_core::call::millis(elapsed),
                 started_at,
             },
             request: asked,
-            reply,
+            reply: KeptReply::Json(json),
             timeline: watch.finish(),
             trace_id: mesh_core::trace_context::trace_id(&tracing::Span::current()),
             gateway: state.gateway_id().to_string(),
-        };
-        state.kept.keep(record, Some(encoded));
+        });
         state
             .metrics
             .activation_seconds
@@ -376,33 +377,56 @@ impl ActivateApi {
     }
 }
 
-/// The reply as the gateway answers it, and the HTTP status: the root's code, 404 when
-/// nobody answered on a subject discovery never saw (the node does not exist), and 502
-/// for a code a node may not answer with (a 4xx of its own, or anything forged).
-fn as_answered(mut reply: ActivationReply, known: bool) -> (ActivationReply, u16) {
-    if reply.code == code::UNAVAILABLE
-        && reply.outcome == Outcome::Unavailable
-        && reply.instance.is_none()
-        && !known
-    {
+/// The reply's JSON as the gateway answers it, its root, and the HTTP status: the root's
+/// code, 404 when nobody answered on a subject discovery never saw (the node does not
+/// exist), and 502 for a code a node may not answer with (a 4xx of its own, or anything
+/// forged). A node's JSON is passed on as it came unless it must be rewritten (404).
+fn as_answered(answer: Answer, known: bool) -> (Bytes, ReplyRoot, u16) {
+    let unknown = |code: u16, outcome: Outcome, answered: bool| {
+        code == code::UNAVAILABLE && outcome == Outcome::Unavailable && !answered && !known
+    };
+    let mut reply = match answer {
+        Answer::Json(json, root) if !unknown(root.code, root.outcome, root.answered) => {
+            let status = status_of(root.code);
+            return (json, root, status);
+        }
+        // Read in place, so it decodes; a broken one would be the node's fault.
+        Answer::Json(json, root) => serde_json::from_slice(&json).unwrap_or_else(|e| {
+            ActivationReply::new(
+                root.node,
+                root.activation_id,
+                Outcome::Failed,
+                e.to_string(),
+            )
+            .with_code(code::BAD_GATEWAY)
+        }),
+        Answer::Tree(reply) => reply,
+    };
+    let status = if unknown(reply.code, reply.outcome, reply.instance.is_some()) {
         reply.code = code::NOT_FOUND;
         reply.message = format!(
             "no node named {} is known: nothing serves activate.{}",
             reply.node, reply.node
         );
-        return (reply, code::NOT_FOUND);
-    }
-    let status = match reply.code {
-        code::OK | code::FAILED | code::UNAVAILABLE | code::TIMEOUT | code::LOOP => reply.code,
-        _ => code::BAD_GATEWAY,
+        code::NOT_FOUND
+    } else {
+        status_of(reply.code)
     };
-    (reply, status)
+    (Encoded::new(&reply).bytes(), ReplyRoot::of(&reply), status)
 }
 
-/// The HTTP answer for a reply tree (encoded in `json`) with status `code` (from
-/// [`as_answered`]).
-fn respond(json: Encoded<ActivationReply>, reply: &ActivationReply, code: u16) -> ActivateResponse {
-    let id = reply.activation_id.to_string();
+/// The HTTP status of a root's `code` (but 404, see [`as_answered`]).
+fn status_of(code: u16) -> u16 {
+    match code {
+        code::OK | code::FAILED | code::UNAVAILABLE | code::TIMEOUT | code::LOOP => code,
+        _ => code::BAD_GATEWAY,
+    }
+}
+
+/// The HTTP answer for a reply tree (encoded in `json`, its root `root`) with status
+/// `code` (from [`as_answered`]).
+fn respond(json: Encoded<ActivationReply>, root: &ReplyRoot, code: u16) -> ActivateResponse {
+    let id = root.activation_id.to_string();
     match code {
         code::OK => ActivateResponse::Ok(json, id),
         code::FAILED => ActivateResponse::Failed(json, id),

@@ -34,6 +34,15 @@ impl<T: Serialize> Encoded<T> {
         }
     }
 
+    /// `json` as it is: the caller knows it to be the JSON of a `T` (a reply tree read
+    /// by [`schemas::reply_in_place::ReplyRoot::read`], say).
+    pub fn of_json(json: Bytes) -> Self {
+        Self {
+            bytes: json,
+            of: PhantomData,
+        }
+    }
+
     /// The JSON, shared (not copied).
     pub fn bytes(&self) -> Bytes {
         self.bytes.clone()
