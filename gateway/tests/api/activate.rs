@@ -286,3 +286,68 @@ async fn a_node_refusing_a_valid_body_is_a_bad_gateway_not_a_bad_request() {
         "the node's own code is in the tree: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_reply_tree_is_answered_as_it_came_and_anything_else_decoded_or_refused() {
+    let app = spawn_app(vec![], |_| {}).await;
+    // Something on activate.RAW answering with the reply its input names.
+    let mut requests = app.nats.subscribe("activate.RAW").await.unwrap();
+    let nats = app.nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = futures::StreamExt::next(&mut requests).await {
+            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let id = request["activation_id"].as_str().unwrap();
+            let reply = match request["input"].as_str().unwrap() {
+                // A tree in this version's fields, spaced and in another key order.
+                "spaced" => format!(
+                    r#"{{ "children": [], "activation_id": "{id}", "node": "RAW",
+                        "instance": "i-1", "outcome": "ok", "code": 200, "elapsed_ms": 1,
+                        "message": "as \u0069t came", "result": {{"b": 1, "a": [2.5]}} }}"#
+                ),
+                // A field this version does not know.
+                "extra" => json!({
+                    "node": "RAW", "activation_id": id, "instance": "i-1", "outcome": "ok",
+                    "code": 200, "elapsed_ms": 1, "message": "ok", "children": [],
+                    "secret": "dropped"
+                })
+                .to_string(),
+                _ => json!({"node": "RAW", "activation_id": id}).to_string(),
+            };
+            let _ = nats.publish(m.reply.unwrap(), reply.into()).await;
+        }
+    });
+    mesh_core::bus::sync(&app.nats).await.unwrap();
+    let post = |input: &str| app.activate_response(json!({"node": "RAW", "input": input}));
+
+    let r = post("spaced").await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-activation-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with(r#"{ "children": [], "activation_id": ""#) && body.contains("\\u0069"),
+        "answered as it came: {body}"
+    );
+    let tree: schemas::ActivationReply = serde_json::from_str(&body).unwrap();
+    assert_eq!(tree.message, "as it came");
+    let (status, record) = app.get_json(&format!("/activations/{id}")).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["reply"], serde_json::to_value(&tree).unwrap());
+
+    let (status, body) = app.activate(json!({"node": "RAW", "input": "extra"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.get("secret").is_none(),
+        "decoded, not passed on: {body}"
+    );
+    assert_eq!(body["instance"], "i-1");
+
+    let (status, body) = app.activate(json!({"node": "RAW", "input": "junk"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a reply tree"),
+        "{body}"
+    );
+}
