@@ -161,7 +161,8 @@ pub struct Kept {
     stream: Option<(jetstream::Context, stream::Stream)>,
     /// The writer of records to the stream (see [`Kept::keep`]).
     writer: Option<Writer>,
-    memory: Mutex<VecDeque<Arc<ActivationRecord>>>,
+    /// Without a stream: the newest activations, their records made when read.
+    memory: Mutex<VecDeque<Finished>>,
     /// Messages read from the stream that were no valid record of their subject's id.
     refused: Counter,
 }
@@ -238,14 +239,11 @@ impl Kept {
         match &self.writer {
             Some(writer) => writer.write(finished),
             None => {
-                let Some(record) = finished.into_record() else {
-                    return;
-                };
                 let mut memory = lock(&self.memory);
                 if memory.len() >= MEMORY_RECORDS {
                     memory.pop_front();
                 }
-                memory.push_back(Arc::new(record));
+                memory.push_back(finished);
             }
         }
     }
@@ -266,11 +264,13 @@ impl Kept {
     /// The kept record of `id`.
     pub async fn get(&self, id: &ActivationId) -> Result<ActivationRecord, ReadError> {
         let Some((_, stream)) = &self.stream else {
-            return lock(&self.memory)
+            let kept = lock(&self.memory)
                 .iter()
                 .rev()
                 .find(|r| &r.summary.activation_id == id)
-                .map(|r| (**r).clone())
+                .cloned();
+            return kept
+                .and_then(Finished::into_record)
                 .ok_or_else(|| ReadError::NotFound(id.clone()));
         };
         if let Some(writer) = self.writer.as_ref().filter(|w| w.writing(id)) {

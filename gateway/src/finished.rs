@@ -10,7 +10,7 @@ use schemas::{
 
 /// A finished activation to keep: its record's fields, in the record's JSON form, but
 /// the reply tree, which is given decoded or as the JSON it was answered with.
-#[derive(serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 pub struct Finished {
     /// As in [`ActivationRecord`].
     #[serde(flatten)]
@@ -30,6 +30,7 @@ pub struct Finished {
 }
 
 /// The reply tree of a finished activation.
+#[derive(Clone)]
 pub enum KeptReply {
     /// Decoded.
     Tree(ActivationReply),
