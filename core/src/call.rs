@@ -82,7 +82,7 @@ async fn call<T: Replied>(
     if let Some(caller) = request.path.last() {
         span_attrs::caller(&span, caller.as_str());
     }
-    let reply = send(client, node, request, wait, &span, read, tree)
+    let reply = send(client, node, subject, request, wait, &span, read, tree)
         .instrument(span.clone())
         .await;
     reply.describe(&span);
@@ -109,9 +109,12 @@ impl Replied for Answer {
     }
 }
 
+/// Sends `request` on `subject` (`node`'s) within `span`; see [`call`].
+#[allow(clippy::too_many_arguments)]
 async fn send<T>(
     client: &Client,
     node: &NodeName,
+    subject: String,
     request: &ActivationRequest,
     wait: Duration,
     span: &tracing::Span,
@@ -157,7 +160,7 @@ async fn send<T>(
     if let Some(headers) = crate::trace_context::request_headers(span) {
         message = message.headers(headers);
     }
-    let sent = client.send_request(subject::activate(node), message).await;
+    let sent = client.send_request(subject, message).await;
     if let Some(read) = sent.as_ref().ok().and_then(read) {
         return read;
     }

@@ -31,6 +31,19 @@ impl Extractor for HttpHeaders<'_> {
     }
 }
 
+/// A request span's name, `METHOD route` (the method alone for an unmatched path),
+/// written only when the span is enabled.
+struct SpanName<'a>(&'a str, Option<&'a str>);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(route) => write!(f, "{} {route}", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
 /// Paths served without a span.
 const UNTRACED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
@@ -53,13 +66,9 @@ pub async fn observe<E: Endpoint>(
         // unmatched path is named by its method alone (the conventions' low-cardinality
         // rule).
         let matched = (route != crate::routes::UNMATCHED).then_some(route.as_str());
-        let name = match matched {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_string(),
-        };
         let span = tracing::debug_span!(
             "http",
-            otel.name = %name,
+            otel.name = %SpanName(method, matched),
             otel.kind = "server",
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,

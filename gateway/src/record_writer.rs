@@ -148,20 +148,15 @@ async fn publish(client: &Client, burst: &mut Vec<Finished>, writing: &Writing) 
 /// The record of `finished` as JSON: its fields but the reply tree, then the tree (a
 /// tree given as JSON put in as it is).
 fn encode(finished: &Finished) -> serde_json::Result<Vec<u8>> {
-    let tree;
-    let reply = match &finished.reply {
-        KeptReply::Json(json) => &json[..],
-        KeptReply::Tree(reply) => {
-            tree = serde_json::to_vec(reply)?;
-            &tree[..]
-        }
-    };
-    let mut out = Vec::with_capacity(reply.len() + 1024);
+    let mut out = Vec::with_capacity(4096);
     serde_json::to_writer(&mut out, finished)?;
     // An object with fields (the summary's at least): `{...}` becomes `{...,"reply":...}`.
     out.pop();
     out.extend_from_slice(b",\"reply\":");
-    out.extend_from_slice(reply);
+    match &finished.reply {
+        KeptReply::Json(json) => out.extend_from_slice(json),
+        KeptReply::Tree(reply) => serde_json::to_writer(&mut out, reply)?,
+    }
     out.push(b'}');
     Ok(out)
 }

@@ -13,7 +13,7 @@ pub const SUBJECT_ALL: &str = "mesh.activations.*";
 
 /// The subject an activation is kept on.
 pub fn subject(id: &ActivationId) -> String {
-    format!("{SUBJECT_PREFIX}{}", id.as_str())
+    [SUBJECT_PREFIX, id.as_str()].concat()
 }
 
 /// A status event of the activation as the gateway received it.
