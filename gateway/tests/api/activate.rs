@@ -263,22 +263,15 @@ async fn input_reaches_every_function_and_results_come_back() {
 async fn a_node_refusing_a_valid_body_is_a_bad_gateway_not_a_bad_request() {
     let app = spawn_app(vec![], |_| {}).await;
     // Something on activate.FORGE answering every request with its own 400.
-    let mut requests = app.nats.subscribe("activate.FORGE").await.unwrap();
-    let nats = app.nats.clone();
-    tokio::spawn(async move {
-        while let Some(m) = futures::StreamExt::next(&mut requests).await {
-            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            let reply = json!({
-                "node": "FORGE", "activation_id": request["activation_id"],
-                "outcome": "rejected", "code": 400, "elapsed_ms": 0,
-                "message": "refused by the node"
-            });
-            let _ = nats
-                .publish(m.reply.unwrap(), reply.to_string().into())
-                .await;
-        }
-    });
-    mesh_core::bus::sync(&app.nats).await.unwrap();
+    answer_on(&app, "FORGE", |request| {
+        json!({
+            "node": "FORGE", "activation_id": request["activation_id"],
+            "outcome": "rejected", "code": 400, "elapsed_ms": 0,
+            "message": "refused by the node"
+        })
+        .to_string()
+    })
+    .await;
     let (status, body) = app.activate(json!({"node": "FORGE"})).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(
@@ -291,32 +284,26 @@ async fn a_node_refusing_a_valid_body_is_a_bad_gateway_not_a_bad_request() {
 async fn a_reply_tree_is_answered_as_it_came_and_anything_else_decoded_or_refused() {
     let app = spawn_app(vec![], |_| {}).await;
     // Something on activate.RAW answering with the reply its input names.
-    let mut requests = app.nats.subscribe("activate.RAW").await.unwrap();
-    let nats = app.nats.clone();
-    tokio::spawn(async move {
-        while let Some(m) = futures::StreamExt::next(&mut requests).await {
-            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            let id = request["activation_id"].as_str().unwrap();
-            let reply = match request["input"].as_str().unwrap() {
-                // A tree in this version's fields, spaced and in another key order.
-                "spaced" => format!(
-                    r#"{{ "children": [], "activation_id": "{id}", "node": "RAW",
+    answer_on(&app, "RAW", |request| {
+        let id = request["activation_id"].as_str().unwrap();
+        match request["input"].as_str().unwrap() {
+            // A tree in this version's fields, spaced and in another key order.
+            "spaced" => format!(
+                r#"{{ "children": [], "activation_id": "{id}", "node": "RAW",
                         "instance": "i-1", "outcome": "ok", "code": 200, "elapsed_ms": 1,
                         "message": "as \u0069t came", "result": {{"b": 1, "a": [2.5]}} }}"#
-                ),
-                // A field this version does not know.
-                "extra" => json!({
-                    "node": "RAW", "activation_id": id, "instance": "i-1", "outcome": "ok",
-                    "code": 200, "elapsed_ms": 1, "message": "ok", "children": [],
-                    "secret": "dropped"
-                })
-                .to_string(),
-                _ => json!({"node": "RAW", "activation_id": id}).to_string(),
-            };
-            let _ = nats.publish(m.reply.unwrap(), reply.into()).await;
+            ),
+            // A field this version does not know.
+            "extra" => json!({
+                "node": "RAW", "activation_id": id, "instance": "i-1", "outcome": "ok",
+                "code": 200, "elapsed_ms": 1, "message": "ok", "children": [],
+                "secret": "dropped"
+            })
+            .to_string(),
+            _ => json!({"node": "RAW", "activation_id": id}).to_string(),
         }
-    });
-    mesh_core::bus::sync(&app.nats).await.unwrap();
+    })
+    .await;
     let post = |input: &str| app.activate_response(json!({"node": "RAW", "input": input}));
 
     let r = post("spaced").await;
@@ -350,4 +337,26 @@ async fn a_reply_tree_is_answered_as_it_came_and_anything_else_decoded_or_refuse
             .contains("not a reply tree"),
         "{body}"
     );
+}
+
+/// Something on `activate.<node>` (not a mesh node) answering every request with
+/// `reply(request)`, subscribed once this returns.
+async fn answer_on(
+    app: &App,
+    node: &str,
+    reply: impl Fn(&serde_json::Value) -> String + Send + 'static,
+) {
+    let mut requests = app
+        .nats
+        .subscribe(format!("activate.{node}"))
+        .await
+        .unwrap();
+    let nats = app.nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = futures::StreamExt::next(&mut requests).await {
+            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let _ = nats.publish(m.reply.unwrap(), reply(&request).into()).await;
+        }
+    });
+    mesh_core::bus::sync(&app.nats).await.unwrap();
 }
