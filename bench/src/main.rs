@@ -28,6 +28,7 @@ mod asynchronous;
 mod floor;
 mod gateway_path;
 mod http_load;
+mod instructions;
 mod procs;
 mod sse;
 mod stats;
@@ -352,6 +353,12 @@ async fn main() -> anyhow::Result<()> {
             gateway_path.push(rounds);
         }
     }
+    // The same activations' instructions in a gateway of their own, under callgrind.
+    let gateway_instructions = if nats && (activate_only || !quick) {
+        instructions::gateway_per_activation(&nats_env, &dir).await?
+    } else {
+        None
+    };
     let idle_gateway_us_per_activation = if idle_gateway_us.is_empty() {
         f64::NAN
     } else {
@@ -415,6 +422,11 @@ async fn main() -> anyhow::Result<()> {
     for rounds in &gateway_path {
         markdown.push_str(&rounds.markdown());
     }
+    if let Some(n) = gateway_instructions {
+        markdown.push_str(&format!(
+            "\nGateway instructions per seed activation through `POST /activate` (callgrind, user space only; a gateway of its own, c=4, 1,000 activations after 200): {n:.0}.\n"
+        ));
+    }
     if let Some(propagation) = &propagation {
         markdown.push_str(&propagation.markdown());
     }
@@ -438,6 +450,7 @@ async fn main() -> anyhow::Result<()> {
             "idle_gateway_rss_kib": idle_gateway_kib,
             "propagation": propagation,
             "gateway_path": gateway_path,
+            "gateway_instructions_per_activation": gateway_instructions,
             "wasm": wasm_report,
             "asynchronous": async_report,
             "idle_gateway_us_per_activation": idle_gateway_us,

@@ -14,19 +14,43 @@ pub struct Proc {
 impl Proc {
     /// Starts `binary` (from the directory of this executable) with `args` and `env`.
     pub fn start(binary: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_under(&[], binary, args, env)
+    }
+
+    /// As [`Proc::start`], run by `wrapper` (a program and its arguments, such as
+    /// valgrind) when it is not empty.
+    pub fn start_under(
+        wrapper: &[&str],
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let path = bin_dir()?.join(binary);
         anyhow::ensure!(
             path.exists(),
             "{} is missing: build it with `cargo build --release -p handlers -p gateway` (scripts/bench does)",
             path.display()
         );
-        let child = Command::new(&path)
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
         Ok(Self { child })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory in KiB, from `/proc/<pid>/status`.
