@@ -89,7 +89,8 @@ fn summary(dump: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn reads_the_summary_line() {
-        let dump = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 606090653\n\nfl=(1)\n";
+        let dump =
+            "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 606090653\n\nfl=(1)\n";
         assert_eq!(super::summary(dump), Some(606_090_653));
         assert_eq!(super::summary("events: Ir\n"), None);
     }
