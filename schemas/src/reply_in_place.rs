@@ -4,7 +4,10 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+    Deserialize,
+};
 
 use crate::{ActivationId, ActivationReply, NodeName, Outcome};
 
@@ -33,10 +36,13 @@ pub struct ReplyRoot {
 /// decoded tree gives the same JSON back: a field this version does not know (decoding
 /// drops it), `null` for an optional field or no `children` (encoding writes neither) are
 /// refused, and so is an id or instance with escapes (rare: the caller decodes those).
+/// Children are checked as they are read and not kept: only the root's fields are.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InPlace<'a> {
+    #[serde(borrow, deserialize_with = "name")]
     node: &'a str,
+    #[serde(borrow, deserialize_with = "name")]
     activation_id: &'a str,
     #[serde(default, borrow, deserialize_with = "present")]
     instance: Option<&'a str>,
@@ -46,9 +52,10 @@ struct InPlace<'a> {
     #[serde(borrow)]
     message: Cow<'a, str>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<serde_json::Value>,
-    #[serde(borrow)]
-    children: Vec<InPlace<'a>>,
+    #[allow(dead_code)]
+    result: Option<NotNull>,
+    #[allow(dead_code)]
+    children: Children,
 }
 
 /// An optional field that is there: `null` is refused, not read as absent.
@@ -60,14 +67,85 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
-impl InPlace<'_> {
-    /// Whether every node's name and activation id are valid, as decoding requires, and
-    /// no `result` is `null`.
-    fn valid(&self) -> bool {
-        NodeName::is_valid(self.node)
-            && NodeName::is_valid(self.activation_id)
-            && !matches!(self.result, Some(serde_json::Value::Null))
-            && self.children.iter().all(InPlace::valid)
+/// A node name or activation id, valid as decoding requires.
+fn name<'de, D>(deserializer: D) -> Result<&'de str, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let name = <&str>::deserialize(deserializer)?;
+    if NodeName::is_valid(name) {
+        Ok(name)
+    } else {
+        Err(serde::de::Error::custom("not a valid name"))
+    }
+}
+
+/// Any JSON value but `null` (a `result`), read through and not kept.
+struct NotNull;
+
+impl<'de> Deserialize<'de> for NotNull {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NotNull)
+    }
+}
+
+impl<'de> Visitor<'de> for NotNull {
+    type Value = NotNull;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value but null")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(self)
+    }
+}
+
+/// A node's `children`: each one checked as it is read (see [`InPlace`]), none kept.
+struct Children;
+
+impl<'de> Deserialize<'de> for Children {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(Children)
+    }
+}
+
+impl<'de> Visitor<'de> for Children {
+    type Value = Children;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of reply trees")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<InPlace<'de>>()?.is_some() {}
+        Ok(self)
     }
 }
 
@@ -79,9 +157,6 @@ impl ReplyRoot {
     pub fn read(json: &[u8]) -> Option<Self> {
         // Checked as UTF-8 once, not string by string (as `from_slice` does).
         let tree: InPlace<'_> = serde_json::from_str(std::str::from_utf8(json).ok()?).ok()?;
-        if !tree.valid() {
-            return None;
-        }
         Some(Self {
             node: NodeName::new(tree.node).ok()?,
             activation_id: ActivationId::new(tree.activation_id).ok()?,
@@ -179,6 +254,15 @@ mod tests {
             with(&|v| v["outcome"] = "fine".into()),
             b"{\"node\":\"UI\"".to_vec(),
             b"[]".to_vec(),
+            // A node deeper in the tree that is no reply.
+            with(&|v| v["children"][0]["children"] = serde_json::json!([{"node": "x"}])),
+            // Deeper than the parser goes: refused, not a stack overflow.
+            {
+                let leaf = r#"{"node":"L","activation_id":"a1","outcome":"ok","code":200,"elapsed_ms":0,"message":"","children":["#;
+                let mut deep = leaf.repeat(10_000);
+                deep.push_str(&"]}".repeat(10_000));
+                deep.into_bytes()
+            },
         ];
         for json in refused {
             assert_eq!(
