@@ -23,8 +23,8 @@ use async_nats::{
 };
 use prometheus_client::metrics::counter::Counter;
 use schemas::{
-    record::{self, ActivationRecord, ActivationSummary, TimelineMark},
-    ActivationId, NodeName, NodeState,
+    record::{self, ActivationRecord, ActivationSummary},
+    ActivationId, NodeState,
 };
 
 /// Records kept in memory without JetStream.
@@ -41,36 +41,33 @@ pub const JUNK_READS: usize = 4096;
 /// Stream messages read at once while listing.
 const READ_BATCH: usize = 64;
 
-use crate::{finished::Finished, record_writer::Writer, settings::StreamSettings, sync::lock};
+use crate::{
+    finished::Finished, record_writer::Writer, settings::StreamSettings, sync::lock,
+    timeline::Timeline,
+};
+
+/// The running activations' timelines, by id: looked up for every status event, hashed
+/// with foldhash's keyed quality hasher (ids may come from clients; the map is bounded).
+type Running = HashMap<ActivationId, (Instant, Timeline), foldhash::quality::RandomState>;
 
 /// Status events of the activations this gateway is running, as they arrive.
 #[derive(Default)]
 pub struct Watches {
     count: AtomicUsize,
-    running: Mutex<HashMap<ActivationId, (Instant, Vec<TimelineMark>)>>,
+    running: Mutex<Running>,
 }
 
 impl Watches {
     /// Notes a mark of `node` in `state` when activation `id` is watched (costs an
-    /// atomic load when none is): the node's name is made only then.
-    fn mark(
-        &self,
-        id: &str,
-        node: impl FnOnce() -> NodeName,
-        state: NodeState,
-        instance: Option<&str>,
-    ) {
+    /// atomic load when none is).
+    fn mark(&self, id: &str, node: &str, state: NodeState, instance: Option<&str>) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        if let Some((started, marks)) = lock(&self.running).get_mut(id) {
-            if marks.len() < MAX_MARKS {
-                marks.push(TimelineMark {
-                    node: node(),
-                    state,
-                    offset_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    instance: instance.map(str::to_string),
-                });
+        if let Some((started, timeline)) = lock(&self.running).get_mut(id) {
+            if timeline.len() < MAX_MARKS {
+                let offset_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                timeline.note(node, state, offset_us, instance);
             }
         }
     }
@@ -93,7 +90,7 @@ impl Watches {
         }
         let watched = running.len() < MAX_WATCHED;
         if watched {
-            running.insert(id.clone(), (Instant::now(), Vec::new()));
+            running.insert(id.clone(), (Instant::now(), Timeline::new()));
             self.count.store(running.len(), Ordering::Relaxed);
         }
         Some(Watch {
@@ -102,7 +99,7 @@ impl Watches {
         })
     }
 
-    fn remove(&self, id: &ActivationId) -> Vec<TimelineMark> {
+    fn remove(&self, id: &ActivationId) -> Timeline {
         let mut running = lock(&self.running);
         let marks = running.remove(id).map(|(_, m)| m).unwrap_or_default();
         self.count.store(running.len(), Ordering::Relaxed);
@@ -114,9 +111,7 @@ impl Watches {
 impl crate::sse::ingest::Observer for Watches {
     fn observe(&self, event: &crate::sse::ingest::Accepted<'_>) {
         if let Some(id) = event.activation {
-            // Accepted events name valid nodes.
-            let node = || NodeName::new(event.node).unwrap_or_else(|_| unreachable!());
-            self.mark(id, node, event.state, event.instance());
+            self.mark(id, event.node, event.state, event.instance());
         }
     }
 }
@@ -129,10 +124,10 @@ pub struct Watch {
 
 impl Watch {
     /// The events noted so far, oldest first; the watch ends.
-    pub fn finish(mut self) -> Vec<TimelineMark> {
+    pub fn finish(mut self) -> Timeline {
         match self.id.take() {
             Some(id) => self.watches.remove(&id),
-            None => Vec::new(),
+            None => Timeline::default(),
         }
     }
 }

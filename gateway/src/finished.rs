@@ -4,12 +4,15 @@
 
 use bytes::Bytes;
 use schemas::{
-    record::{ActivationRecord, ActivationSummary, RecordedRequest, TimelineMark},
+    record::{ActivationRecord, ActivationSummary, RecordedRequest},
     ActivationReply,
 };
 
+use crate::timeline::Timeline;
+
 /// A finished activation to keep: its record's fields, in the record's JSON form, but
-/// the reply tree, which is given decoded or as the JSON it was answered with.
+/// the timeline, as it was noted, and the reply tree, given decoded or as the JSON it was
+/// answered with.
 #[derive(Clone, serde::Serialize)]
 pub struct Finished {
     /// As in [`ActivationRecord`].
@@ -17,8 +20,10 @@ pub struct Finished {
     pub summary: ActivationSummary,
     /// As in [`ActivationRecord`].
     pub request: RecordedRequest,
-    /// As in [`ActivationRecord`].
-    pub timeline: Vec<TimelineMark>,
+    /// As in [`ActivationRecord`], its marks' JSON as noted (not in this JSON form: the
+    /// writer puts it in).
+    #[serde(skip)]
+    pub timeline: Timeline,
     /// As in [`ActivationRecord`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -49,7 +54,7 @@ impl Finished {
             summary: self.summary,
             request: self.request,
             reply,
-            timeline: self.timeline,
+            timeline: self.timeline.marks(),
             trace_id: self.trace_id,
             gateway: self.gateway,
         })

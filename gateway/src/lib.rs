@@ -49,6 +49,7 @@ pub mod sse;
 pub mod state;
 mod streams;
 mod sync;
+pub mod timeline;
 pub mod triggers;
 
 use std::{future::Future, sync::Arc, time::Duration};

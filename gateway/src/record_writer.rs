@@ -145,13 +145,17 @@ async fn publish(client: &Client, burst: &mut Vec<Finished>, writing: &Writing) 
     }
 }
 
-/// The record of `finished` as JSON: its fields but the reply tree, then the tree (a
-/// tree given as JSON put in as it is).
+/// The record of `finished` as JSON: its fields but the timeline and the reply tree, then
+/// the timeline's marks as they were noted, then the tree (a tree given as JSON put in as
+/// it is).
 fn encode(finished: &Finished) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(4096);
     serde_json::to_writer(&mut out, finished)?;
-    // An object with fields (the summary's at least): `{...}` becomes `{...,"reply":...}`.
+    // An object with fields (the summary's at least): `{...}` becomes
+    // `{...,"timeline":[...],"reply":...}`.
     out.pop();
+    out.extend_from_slice(b",\"timeline\":");
+    finished.timeline.write_array(&mut out);
     out.extend_from_slice(b",\"reply\":");
     match &finished.reply {
         KeptReply::Json(json) => out.extend_from_slice(json),
@@ -169,6 +173,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::timeline::Timeline;
 
     fn record(trace_id: Option<String>) -> ActivationRecord {
         let node = NodeName::new("UI").unwrap();
@@ -217,7 +222,7 @@ mod tests {
             let finished = |reply| Finished {
                 summary: record.summary.clone(),
                 request: record.request.clone(),
-                timeline: record.timeline.clone(),
+                timeline: Timeline::from(record.timeline.as_slice()),
                 trace_id: record.trace_id.clone(),
                 gateway: record.gateway.clone(),
                 reply,

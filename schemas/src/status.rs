@@ -24,6 +24,19 @@ pub enum NodeState {
     Idle,
 }
 
+impl NodeState {
+    /// The state's name, as it is in JSON (`running`, `ok`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Manual => "manual",
+            Self::Idle => "idle",
+        }
+    }
+}
+
 /// One status event. Published by nodes, by the gateway for manual colours, and by
 /// anyone with a NATS client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -287,6 +300,15 @@ mod tests {
         e.code = Some(200);
         let bytes = serde_json::to_vec(&e).unwrap();
         assert_eq!(StatusEvent::decode("status.V", &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn a_state_is_named_as_in_json() {
+        use NodeState::*;
+        for state in [Running, Ok, Failed, Manual, Idle] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
     }
 
     #[test]
